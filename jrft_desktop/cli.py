@@ -1,0 +1,390 @@
+"""The `jrft` command: train, evaluate, predict, export and apply over the same core as the desktop app.
+
+Every user error ends with exit status 2 and one line on stderr; `--debug` shows the traceback instead."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from dataclasses import fields, replace
+from pathlib import Path
+
+from .core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig, field_choices, field_help, optional_type
+from .core.errors import UserError
+
+USER_ERROR_STATUS = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        self.exit(USER_ERROR_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# (flag, dataclass, field): the CLI contract's names mapped onto the config; help comes from the dataclasses.
+TRAIN_FLAGS = [
+    ("--data", DataSpec, "train"), ("--validation", DataSpec, "validation"),
+    ("--text-column", DataSpec, "text_column"), ("--text-pair-column", DataSpec, "text_pair_column"),
+    ("--label-column", DataSpec, "label_column"), ("--validation-fraction", DataSpec, "validation_fraction"),
+    ("--max-length", DataSpec, "max_length"), ("--max-train-rows", DataSpec, "max_train_rows"),
+    ("--model", ModelSpec, "name_or_path"), ("--pooling", ModelSpec, "pooling"),
+    ("--trust-remote-code", ModelSpec, "trust_remote_code"),
+    ("--method", MethodSpec, "name"), ("--budget", MethodSpec, "budget"), ("--d", MethodSpec, "d"),
+    ("--position", MethodSpec, "position"), ("--rank", MethodSpec, "rank"),
+    ("--prompt-tokens", MethodSpec, "prompt_tokens"), ("--projection-seed", MethodSpec, "projection_seed"),
+    ("--on-the-fly", MethodSpec, "on_the_fly"),
+    ("--epochs", Budget, "epochs"), ("--max-steps", Budget, "max_steps"), ("--batch-size", Budget, "batch_size"),
+    ("--gradient-accumulation", Budget, "gradient_accumulation"), ("--lr", Budget, "lr"),
+    ("--weight-decay", Budget, "weight_decay"), ("--schedule", Budget, "schedule"),
+    ("--warmup-ratio", Budget, "warmup_ratio"), ("--eval-every", Budget, "eval_every"),
+    ("--checkpoint-every", Budget, "checkpoint_every"), ("--early-stopping", Budget, "early_stopping_patience"),
+    ("--metric", Budget, "metric"), ("--device", Budget, "device"), ("--seed", Budget, "seed"),
+    ("--dropout", Budget, "dropout"),
+]
+SECTIONS = {ModelSpec: "model", DataSpec: "data", MethodSpec: "method", Budget: "budget"}
+
+
+def _dest(cls, name: str) -> str:
+    return f"{SECTIONS[cls]}__{name}"
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    exclusive = {"--budget": None, "--d": None, "--epochs": None, "--max-steps": None}
+    groups = {"size": parser.add_mutually_exclusive_group(), "length": parser.add_mutually_exclusive_group()}
+    for flag, cls, name in TRAIN_FLAGS:
+        kind = optional_type(cls, name)
+        options = {"dest": _dest(cls, name), "help": field_help(cls, name), "default": None}
+        if kind is bool:
+            options["action"] = "store_true"
+        else:
+            options["type"] = kind
+            options["metavar"] = name.upper()
+            if field_choices(cls, name):
+                options["choices"] = field_choices(cls, name)
+        if flag in exclusive:
+            target = groups["size"] if flag in ("--budget", "--d") else groups["length"]
+            target.add_argument(flag, **options)
+        else:
+            parser.add_argument(flag, **options)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    base = RunConfig.from_json(Path(args.config).read_text(encoding="utf-8")) if args.config else RunConfig()
+    parts = {}
+    for cls, section in SECTIONS.items():
+        current = getattr(base, section)
+        given = {f.name: getattr(args, _dest(cls, f.name)) for f in fields(cls)
+                 if getattr(args, _dest(cls, f.name), None) is not None}
+        parts[section] = replace(current, **given)
+    return RunConfig(**parts)
+
+
+# --- progress ---------------------------------------------------------------------------------------------
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class ProgressPrinter:
+    """Trainer events as progress lines on stderr (about 20 lines a run, plus every evaluation)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.every = 1
+        self.last_print = 0.0
+
+    def __call__(self, event) -> None:
+        from .core import events
+
+        if isinstance(event, events.PreparedEvent):
+            plan = event.plan
+            size = f", {plan['size_name']} = {plan['size']}" if plan["size_name"] else ""
+            self._print(f"{plan['method']}{size}: {plan['trainable_params']:,} trainable parameters "
+                        f"({plan['method_params']:,} without the head); {event.train_examples:,} training and "
+                        f"{event.validation_examples:,} validation examples; {event.total_steps} steps")
+            for note in event.notes:
+                self._print(f"note: {note}")
+            self.every = max(1, event.total_steps // 20)
+        elif isinstance(event, events.StepEvent):
+            now = time.monotonic()
+            if event.step % self.every == 0 or event.step == event.total_steps or now - self.last_print > 30:
+                self.last_print = now
+                self._print(f"step {event.step}/{event.total_steps} ({100 * event.step / event.total_steps:.0f}%) "
+                            f"loss {event.loss:.4f} lr {event.lr:.2e} {event.examples_per_s:.0f} ex/s "
+                            f"ETA {_duration(event.eta_s)}")
+        elif isinstance(event, events.EvalEvent):
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            self._print(f"eval at step {event.step}: {shown}{' (best so far)' if event.is_best else ''}")
+        elif isinstance(event, events.FinishedEvent) and event.status == "stopped":
+            self._print(f"stopped; continue with: jrft train --resume --output {event.run_dir}")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+# --- commands ---------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .core.trainer import Trainer
+
+    if args.resume:
+        config = None
+    else:
+        config = config_from_args(args)
+        if not config.data.train:
+            raise UserError("jrft train needs --data TRAIN_FILE (or --resume to continue a run).")
+    result = _run_stoppable(Trainer(config, args.output, [ProgressPrinter()], resume=args.resume))
+    print(json.dumps({"status": result.status, "run_dir": result.run_dir, "metrics": dict(result.metrics),
+                      "files": list(result.files)}, indent=2, sort_keys=True))
+    return 0
+
+
+def _run_stoppable(trainer):
+    """Ctrl-C asks the trainer to checkpoint and stop at the next step; a second Ctrl-C aborts at once."""
+    import signal
+
+    def request_stop(signum, frame):
+        if trainer.stop_event.is_set():
+            raise KeyboardInterrupt
+        print("stopping after this step (Ctrl-C again to abort)...", file=sys.stderr, flush=True)
+        trainer.stop_event.set()
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        return trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _vector_path(run: str) -> Path:
+    from .core import runs
+
+    path = Path(run)
+    if path.is_dir():
+        path = path / f"{runs.VECTOR_NAME}.safetensors"
+        if not path.is_file():
+            raise UserError(f"{run} holds no finished run (no {path.name}); finish or resume it first.")
+    return path
+
+
+def _restore(args):
+    from .core.export import restore
+
+    return restore(_vector_path(args.run), getattr(args, "model", None), getattr(args, "trust_remote_code", False))
+
+
+def _examples(restored, source: str, with_labels: bool):
+    from .core.data import load_examples
+
+    meta = restored.metadata
+    columns = meta["columns"]
+    return load_examples(source, columns["text"], columns["text_pair"], columns["label"] if with_labels else None,
+                         tuple(meta["label_names"]) if meta["label_names"] else None)
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from .core.trainer import evaluate, pick_device
+
+    restored = _restore(args)
+    examples = _examples(restored, args.data, with_labels=True)
+    if not examples.labels:
+        raise UserError(f"{args.data} has no label column {restored.metadata['columns']['label']!r} to score.")
+    device = pick_device(args.device)
+    restored.model.to(device)
+    rows, truncated = restored.encoder.encode(examples.texts, examples.pairs)
+    scores = evaluate(restored.model, restored.encoder, rows, np.asarray(examples.labels), restored.metadata["task"],
+                      device)
+    print(json.dumps({**scores, "examples": len(rows), "truncated": truncated}, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .core.metrics import softmax
+    from .core.trainer import pick_device, predict_logits
+
+    restored = _restore(args)
+    if args.data:
+        examples = _examples(restored, args.data, with_labels=False)
+        texts, pairs = examples.texts, examples.pairs
+    elif args.texts:
+        texts, pairs = tuple(args.texts), None
+    else:
+        raise UserError("Give texts to classify, or --data FILE.")
+    device = pick_device(args.device)
+    restored.model.to(device)
+    rows, _ = restored.encoder.encode(texts, pairs)
+    logits = predict_logits(restored.model, restored.encoder, rows, device)
+    names = restored.metadata["label_names"]
+    for index, text in enumerate(texts):
+        if names:
+            probabilities = softmax(logits[index:index + 1])[0]
+            record = {"text": text, "label": names[int(probabilities.argmax())],
+                      "probabilities": {name: round(float(p), 6) for name, p in zip(names, probabilities)}}
+        else:
+            record = {"text": text, "value": float(logits[index, 0])}
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .core.export import export_merged
+
+    restored = _restore(args)
+    out = export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(args.merged))
+    print(json.dumps({"merged_model": str(out)}))
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from .core.export import export_merged, restore
+
+    restored = restore(Path(args.vector), args.model, args.trust_remote_code)
+    out = export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(args.output))
+    print(json.dumps({"merged_model": str(out)}))
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .core import methods
+    from .core.config import MethodSpec, ModelSpec
+    from .core.models import JrftModel, describe
+
+    spec = ModelSpec(name_or_path=args.model)
+    info = describe(spec)
+    print(f"{info.model_id}: {info.family}, {info.layers} layers, hidden {info.hidden_size}, "
+          f"{info.parameters:,} parameters, default pooling {info.default_pooling}")
+    skeleton = _skeleton(spec)
+    print(f"{'method':<9} {'size':<16} {'params':>12} {'with head':>12}  mergeable  summary")
+    for method in methods.all_methods():
+        model = JrftModel(skeleton, "auto", args.num_labels)
+        plan = method.plan(MethodSpec(name=method.name, budget=args.budget), model)
+        size = f"{plan.size_name}={plan.size}" if plan.size_name else "-"
+        print(f"{method.name:<9} {size:<16} {plan.method_params:>12,} {plan.trainable_params:>12,}  "
+              f"{'yes' if method.foldable else 'no':<9}  {method.summary}")
+    return 0
+
+
+def _skeleton(spec):
+    """The model's structure on the meta device: counts parameters without loading weights."""
+    import torch
+    from transformers import AutoModel
+
+    from .core.models import LoadedBackbone, describe, load_config, LAYOUTS
+
+    _, config = load_config(spec)
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    return LoadedBackbone(model, _NoTokenizer(), describe(spec), LAYOUTS[config.model_type], "")
+
+
+class _NoTokenizer:
+    mask_token_id = None
+
+
+def cmd_demo(args) -> int:
+    from .core import paths
+    from .core.trainer import Trainer
+
+    sample = paths.sample_data_dir()
+    output = Path(args.output) if args.output else paths.runs_dir() / time.strftime("demo-%Y%m%d-%H%M%S")
+    config = RunConfig(
+        data=DataSpec(train=str(sample / "sst2_train.tsv"), validation=str(sample / "sst2_dev.tsv"), max_length=64),
+        method=MethodSpec(name="slash", d=1024, position="output"),
+        budget=Budget(max_steps=args.steps, batch_size=32, eval_every=max(1, args.steps // 4)),
+    )
+    print(f"Demo: SLaSh (d = 1024) on the bundled SST-2 sample with {config.model.name_or_path}, "
+          f"{args.steps} steps, into {output}", file=sys.stderr)
+    result = _run_stoppable(Trainer(config, output, [ProgressPrinter()]))
+    metrics = result.metrics
+    print(f"\naccuracy on the GLUE SST-2 dev set ({metrics['validation_examples']} sentences): "
+          f"{metrics['accuracy']:.3f}")
+    print(f"trainable parameters: {metrics['trainable_params']:,} ({metrics['trainable_params_without_head']:,} "
+          f"in z), median step {metrics['step_time_s']:.3f} s, peak memory {metrics['peak_memory_mb']:.0f} MB")
+    print("files:")
+    for name in sorted(Path(output).iterdir()):
+        if name.is_file():
+            print(f"  {name}  ({name.stat().st_size:,} bytes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="jrft", description="Finetune transformers with a few thousand parameters (SLaSh, "
+                                              "JR-WARP and baselines).")
+    parser.add_argument("--version", action="version", version=f"jrft {__version__}")
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks instead of one-line errors.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="Train a method on a dataset and export its vector file.")
+    _add_config_flags(train)
+    train.add_argument("--config", help="Start from a saved run configuration (JSON); flags override it.")
+    train.add_argument("--resume", action="store_true", help="Continue the run in --output from its checkpoint.")
+    train.add_argument("--output", required=True, metavar="RUN_DIR", help="Folder for the run's files.")
+    train.set_defaults(handler=cmd_train)
+
+    for name, handler, text in (("eval", cmd_eval, "Score a trained run on a labelled file (JSON metrics)."),
+                                ("predict", cmd_predict, "Label texts with a trained run.")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
+        if name == "predict":
+            command.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to classify.")
+            command.add_argument("--data", help="Classify every row of this file instead.")
+        else:
+            command.add_argument("--data", required=True, help="Labelled file with the run's columns.")
+        command.add_argument("--model", help="Path of the base model, if it moved since training.")
+        command.add_argument("--device", default="auto", help=field_help(Budget, "device"))
+        command.set_defaults(handler=handler)
+
+    export = commands.add_parser("export", help="Write a merged stock transformers model from a run.")
+    export.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
+    export.add_argument("--merged", required=True, metavar="OUT_DIR", help="Folder for the merged model.")
+    export.add_argument("--model", help="Path of the base model, if it moved since training.")
+    export.set_defaults(handler=cmd_export)
+
+    apply = commands.add_parser("apply", help="Apply a vector file to its base model and save the merged model.")
+    apply.add_argument("vector", metavar="VECTOR_FILE")
+    apply.add_argument("--model", help="The base model (default: the one recorded in the vector).")
+    apply.add_argument("--trust-remote-code", action="store_true", help=field_help(ModelSpec, "trust_remote_code"))
+    apply.add_argument("--output", required=True, metavar="OUT_DIR")
+    apply.set_defaults(handler=cmd_apply)
+
+    listing = commands.add_parser("methods", help="List the methods with their parameter counts for a model.")
+    listing.add_argument("--model", default=ModelSpec().name_or_path, help=field_help(ModelSpec, "name_or_path"))
+    listing.add_argument("--budget", type=int, help=field_help(MethodSpec, "budget"))
+    listing.add_argument("--num-labels", type=int, default=2, help="Classes of the task (sizes the head).")
+    listing.set_defaults(handler=cmd_methods)
+
+    demo = commands.add_parser("demo", help="Train SLaSh on the bundled SST-2 sample and show the results.")
+    demo.add_argument("--steps", type=int, default=200)
+    demo.add_argument("--output", metavar="RUN_DIR", help="Folder for the run (default: a new one in the runs folder).")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR_STATUS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug, not a user error: say so, keep it to one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"internal error: {type(error).__name__}: {error} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The training engine: usable and tested without Qt."""

@@ -1,0 +1,216 @@
+"""What a run is made of, as frozen dataclasses.
+
+Each field's `metadata["help"]` is the one explanation of that setting: the CLI shows it as `--help` text and
+the desktop app as a tooltip. Configs round-trip through JSON (`to_dict` / `from_dict`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
+POOLINGS = ("auto", "mean", "cls", "mask")
+SLASH_POSITIONS = ("attention", "intermediate", "output")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_help(
+            "The pretrained model: 'bundled:all-MiniLM-L6-v2' (ships with the app, works offline), "
+            "a local folder saved with save_pretrained, or a Hugging Face Hub id (needs the internet once)."
+        ),
+    )
+    pooling: str = field(
+        default="auto",
+        metadata=_help(
+            "Which hidden state the head reads: 'mean' of the tokens, 'cls' (the first token through the "
+            "model's pooler, the only choice a stock merged model can reproduce), 'mask' (an appended mask "
+            "token, as in the paper) or 'auto' (mean for sentence-embedding models, cls otherwise).",
+            choices=POOLINGS,
+        ),
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=_help("Run Python code that ships with a Hub model. Only for models you trust."),
+    )
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    train: str = field(
+        default="",
+        metadata=_help("Training data: a CSV, TSV, JSON, JSONL or Parquet file, a folder, or a `datasets` name."),
+    )
+    validation: str | None = field(
+        default=None,
+        metadata=_help("Validation data in the same format. Without it a seeded, stratified split is held out."),
+    )
+    text_column: str | None = field(default=None, metadata=_help("Column with the text (guessed when empty)."))
+    text_pair_column: str | None = field(
+        default=None, metadata=_help("Optional second text column for sentence-pair tasks (e.g. entailment).")
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata=_help("Column with the label (guessed when empty). Strings or integers are classes; "
+                       "fractional numbers make it a regression task."),
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata=_help("Share of the training rows held out for validation when no file is given.")
+    )
+    max_length: int = field(
+        default=128, metadata=_help("Longest input in tokens; longer texts are truncated (and counted).")
+    )
+    max_train_rows: int | None = field(
+        default=None, metadata=_help("Use at most this many training rows (a seeded random sample).")
+    )
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str = field(
+        default="slash",
+        metadata=_help("Finetuning method (see `jrft methods`).", choices_from="methods"),
+    )
+    budget: int | None = field(
+        default=None,
+        metadata=_help(
+            "Trainable parameters the method may use, not counting the head: sets d for slash/jr-warp, "
+            "the rank for lora, the prompt count for warp."
+        ),
+    )
+    d: int | None = field(
+        default=None, metadata=_help("Size of the trainable vector z for slash / jr-warp (default 1024).")
+    )
+    position: str = field(
+        default="output",
+        metadata=_help(
+            "Where SLaSh adds its shift in every layer: 'attention' (attention block output), 'intermediate' "
+            "(MLP up-projection, before the activation) or 'output' (MLP output, before the LayerNorm).",
+            choices=SLASH_POSITIONS,
+        ),
+    )
+    rank: int | None = field(default=None, metadata=_help("LoRA rank (default 8)."))
+    prompt_tokens: int | None = field(default=None, metadata=_help("Number of trainable prompt tokens for warp."))
+    projection_seed: int = field(
+        default=0, metadata=_help("Seed of the fixed random projections W_l (recorded in every export).")
+    )
+    on_the_fly: bool = field(
+        default=False,
+        metadata=_help("Regenerate each projection in forward and backward instead of keeping them in memory "
+                       "(slower, for big models)."),
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training: schedule, batch and stopping rules."""
+
+    epochs: float | None = field(default=None, metadata=_help("Passes over the training data (default 3)."))
+    max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps."))
+    batch_size: int = field(default=32, metadata=_help("Examples per optimizer step (before accumulation)."))
+    gradient_accumulation: int = field(
+        default=1, metadata=_help("Batches whose gradients are summed into one optimizer step.")
+    )
+    lr: float | None = field(
+        default=None,
+        metadata=_help("Learning rate. Empty picks the method's default: a few-thousand-parameter method wants "
+                       "1e-2 to 1e-1, full finetuning 5e-5."),
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    schedule: str = field(
+        default="linear",
+        metadata=_help("'linear': warmup then linear decay to zero; 'constant': warmup then flat.",
+                       choices=("linear", "constant")),
+    )
+    warmup_ratio: float = field(default=0.06, metadata=_help("Share of the steps spent warming up the rate."))
+    eval_every: int | None = field(
+        default=None, metadata=_help("Evaluate on the validation set every N steps (default: 10 times a run).")
+    )
+    checkpoint_every: int | None = field(
+        default=None, metadata=_help("Save a resumable checkpoint every N steps (default: at every evaluation).")
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata=_help("Stop after this many evaluations without improvement.")
+    )
+    metric: str = field(
+        default="auto",
+        metadata=_help("Validation metric that picks the best checkpoint: accuracy, macro_f1, matthews, "
+                       "pearson, spearman; 'auto' = accuracy (classification) or pearson (regression)."),
+    )
+    device: str = field(default="auto", metadata=_help("'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda:0', ..."))
+    seed: int = field(default=0, metadata=_help("Seed for the data order, the split and the initialisation."))
+    dropout: bool = field(
+        default=False,
+        metadata=_help("Keep the model's dropout on while training (off by default: small methods train "
+                       "better and reproducibly without it)."),
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    method: MethodSpec = field(default_factory=MethodSpec)
+    budget: Budget = field(default_factory=Budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _build(cls, data, "config")
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"The run configuration is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{where} has unknown setting(s): {', '.join(unknown)}")
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        values[name] = _build(kind, value, f"{where}.{name}") if dataclasses.is_dataclass(kind) else value
+    return cls(**values)
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of one setting (for the CLI and the GUI tooltips)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def field_choices(cls: type, name: str) -> tuple[str, ...] | None:
+    return next(f.metadata.get("choices") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def optional_type(cls: type, name: str) -> type:
+    """The plain type of a field (`int | None` -> int), for parsing text into it."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint

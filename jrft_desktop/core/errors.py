@@ -1,0 +1,17 @@
+"""Errors a user can fix. The CLI prints their message in one line (exit 2); the GUI shows it in a dialog."""
+
+
+class UserError(Exception):
+    """Bad input or an impossible request, explained in one sentence the user can act on."""
+
+
+class DataError(UserError):
+    """The training or evaluation data cannot be read or does not fit the task."""
+
+
+class ModelError(UserError):
+    """The model cannot be found, loaded or used with the chosen method."""
+
+
+class ArtifactError(UserError):
+    """A vector file, checkpoint or run folder is missing, foreign, tampered with or unusable."""

@@ -1,0 +1,226 @@
+"""Vector files (the trained parameters plus metadata) and merged stock models.
+
+A vector is `<name>.safetensors` holding the trainable tensors, with the metadata embedded in its header and
+repeated, sorted, in `<name>.json` beside it. Files are only ever read with safetensors and JSON (never
+unpickled); loading checks the tensors' SHA-256, the base model's fingerprint and the projection fingerprint."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .config import MethodSpec, ModelSpec
+from .errors import ArtifactError
+from .models import Encoder, JrftModel, load_backbone
+from .paths import atomic_directory, atomic_write, atomic_write_json
+from .projection import ProjectionSpec, check_spec, fingerprint
+
+VECTOR_FORMAT = "jrft-vector/1"
+METADATA_KEY = "jrft"
+MANIFEST_NAME = "jrft_manifest.json"
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def vector_metadata(*, model: JrftModel, plan, method_spec: MethodSpec, model_spec: ModelSpec, max_length: int,
+                    task: str, label_names, columns: dict, seed: int, metrics: dict) -> dict:
+    projection_spec = getattr(getattr(model, "projected", None), "spec", None)
+    return {
+        "format": VECTOR_FORMAT,
+        "app_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "method": plan.method,
+        "method_spec": method_spec.__dict__ | {"name": plan.method},
+        "plan": plan.to_dict(),
+        "base_model": {
+            "id": model_spec.name_or_path, "family": model.info.family, "fingerprint": model.base_fingerprint,
+        },
+        "pooling": model.pooling,
+        "max_length": max_length,
+        "task": task,
+        "label_names": list(label_names) if label_names is not None else None,
+        "columns": columns,
+        "seed": seed,
+        "projection": (
+            {**projection_spec.to_dict(), "fingerprint": fingerprint(projection_spec)} if projection_spec else None
+        ),
+        "metrics": _finite(metrics),
+        "torch_version": torch.__version__,
+    }
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def save_vector(path: Path, model: JrftModel, metadata: dict) -> tuple[Path, Path]:
+    """Write `<path>.safetensors` and `<path>.json` atomically; returns both paths."""
+    from safetensors.torch import save_file
+
+    from .methods.base import trainable_state
+
+    path = Path(path)
+    tensors = trainable_state(model)
+    tensors = {name: tensor.cpu() for name, tensor in tensors.items()}
+    metadata = {**metadata, "tensors_sha256": tensors_sha256(tensors)}
+    text = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
+    weights = atomic_write(path.with_suffix(".safetensors"),
+                           lambda temp: save_file(tensors, str(temp), metadata={METADATA_KEY: text}))
+    sidecar = atomic_write_json(path.with_suffix(".json"), metadata)
+    return weights, sidecar
+
+
+def read_vector(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a vector file, verified; every problem is an ArtifactError naming the check."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise ArtifactError(f"No vector file at {path}.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ArtifactError(f"{path.name} is not a safetensors vector file ({str(error).splitlines()[0]}).") from None
+    if METADATA_KEY not in header:
+        raise ArtifactError(f"{path.name} is a safetensors file but not a JRFT vector (no metadata).")
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise ArtifactError(f"The metadata inside {path.name} is damaged.") from None
+    if metadata.get("format") != VECTOR_FORMAT:
+        raise ArtifactError(f"{path.name} has format {metadata.get('format')!r}; this app reads {VECTOR_FORMAT}.")
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            beside = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ArtifactError(f"{sidecar.name} is not valid JSON.") from None
+        if beside != metadata:
+            raise ArtifactError(
+                f"{sidecar.name} does not match the metadata inside {path.name} (it was edited); "
+                "the integrity check failed."
+            )
+    if tensors_sha256(tensors) != metadata.get("tensors_sha256"):
+        raise ArtifactError(f"The tensors in {path.name} do not match their recorded SHA-256 (they were changed).")
+    return tensors, metadata
+
+
+@dataclass
+class Restored:
+    model: JrftModel
+    method: object
+    encoder: Encoder
+    tokenizer: object
+    metadata: dict
+
+
+def restore(path: Path, model_override: str | None = None, trust_remote_code: bool = False) -> Restored:
+    """Rebuild a trained model from its vector file on its base model (or an explicitly named copy of it)."""
+    from . import methods
+    from .methods.base import load_trainable_state
+
+    tensors, metadata = read_vector(path)
+    base = metadata["base_model"]
+    model_spec = ModelSpec(name_or_path=model_override or base["id"], trust_remote_code=trust_remote_code)
+    loaded = load_backbone(model_spec)
+    if loaded.fingerprint != base["fingerprint"]:
+        raise ArtifactError(
+            f"This vector was trained on another base model ({base['id']}, fingerprint {base['fingerprint'][:12]}); "
+            f"{model_spec.name_or_path} has fingerprint {loaded.fingerprint[:12]}. Apply it to the model it was "
+            "made for."
+        )
+    spec = MethodSpec(**metadata["method_spec"])
+    labels = metadata["label_names"]
+    model, method, _ = methods.build(loaded, metadata["pooling"], len(labels) if labels else 1, spec)
+    projection = metadata.get("projection")
+    if projection:
+        check_spec(ProjectionSpec.from_dict(projection), projection["fingerprint"])
+        if model.projected.spec != ProjectionSpec.from_dict(projection):
+            raise ArtifactError("The vector's projection spec does not match its method settings (edited metadata).")
+    load_trainable_state(model, tensors)
+    model.eval()
+    encoder = Encoder(loaded.tokenizer, int(metadata["max_length"]), model.pooling)
+    return Restored(model, method, encoder, loaded.tokenizer, metadata)
+
+
+def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: Path) -> Path:
+    """A stock `AutoModelForSequenceClassification` folder with the method folded in (atomic)."""
+    from transformers import AutoModelForSequenceClassification
+
+    method.check_foldable()
+    if model.pooling != "cls":
+        raise ArtifactError(
+            f"This run's head reads the {model.pooling} pooling, which the stock {model.info.family} "
+            "classifier cannot compute (it reads the first token through its pooler). Train with pooling 'cls' "
+            "to export a merged model; the vector file holds this run."
+        )
+    work = copy.deepcopy(model).cpu()
+    base = method.merge(work)
+    labels = metadata["label_names"]
+    config = copy.deepcopy(base.config)
+    config.num_labels = len(labels) if labels else 1
+    if labels:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: index for index, name in enumerate(labels)}
+    else:
+        config.problem_type = "regression"
+    stock = AutoModelForSequenceClassification.from_config(config)
+    config.architectures = [type(stock).__name__]
+    body = getattr(stock, stock.base_model_prefix)
+    missing, _unused = body.load_state_dict(base.state_dict(), strict=False)
+    if missing:
+        raise ArtifactError(f"The merged weights do not fit the stock model (missing {', '.join(missing[:3])}).")
+    _write_head(stock, base, work)
+    stock.eval()
+    manifest = {
+        "app_version": __version__, "method": metadata["method"], "base_model": metadata["base_model"],
+        "metrics": metadata.get("metrics", {}), "label_names": labels, "pooling": model.pooling,
+        "max_length": metadata["max_length"], "columns": metadata.get("columns"),
+    }
+    with atomic_directory(Path(out_dir)) as temp:
+        stock.save_pretrained(temp)
+        tokenizer.save_pretrained(temp)
+        atomic_write_json(temp / MANIFEST_NAME, manifest)
+    return Path(out_dir)
+
+
+def _write_head(stock, base, model: JrftModel) -> None:
+    """Map the cls head onto the family's stock classifier so the logits stay the same."""
+    weight, bias = model.head.weight.detach(), model.head.bias.detach()
+    style = model.layout.head_style
+    with torch.no_grad():
+        if style == "pooler":
+            stock.classifier.weight.copy_(weight)
+            stock.classifier.bias.copy_(bias)
+        elif style == "roberta":  # dense + tanh + out_proj: the dense+tanh is the pooler we trained on
+            stock.classifier.dense.load_state_dict(base.pooler.dense.state_dict())
+            stock.classifier.out_proj.weight.copy_(weight)
+            stock.classifier.out_proj.bias.copy_(bias)
+        else:  # distilbert: classifier(relu(pre_classifier(x))). Identity plus an offset that keeps every
+            # coordinate positive undoes the ReLU exactly: a LayerNorm output satisfies |x_i| <= |g_i|*sqrt(H)+|b_i|.
+            norm = model.layers()[-1].get_submodule(model.layout.output_norm)
+            offset = norm.weight.detach().abs() * math.sqrt(norm.weight.numel()) + norm.bias.detach().abs() + 1.0
+            stock.pre_classifier.weight.copy_(torch.eye(offset.numel()))
+            stock.pre_classifier.bias.copy_(offset)
+            stock.classifier.weight.copy_(weight)
+            stock.classifier.bias.copy_(bias - weight @ offset)

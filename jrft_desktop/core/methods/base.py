@@ -1,0 +1,127 @@
+"""What every finetuning method provides, and the shared plumbing (trainable state, hooks, counting)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..config import MethodSpec
+from ..errors import ArtifactError, UserError
+from ..models import JrftModel
+from ..projection import ProjectionSpec
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """A method resolved for one model and task, known before training starts."""
+
+    method: str
+    size_name: str | None  # "d", "rank" or "prompt_tokens"; None for methods without a size knob
+    size: int | None
+    method_params: int  # trainable parameters without the head
+    head_params: int
+    position: str | None = None
+    note: str = ""
+
+    @property
+    def trainable_params(self) -> int:
+        return self.method_params + self.head_params
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "trainable_params": self.trainable_params}
+
+
+class Method:
+    name: str = ""
+    summary: str = ""  # one line, shown in `jrft methods` and the app
+    default_lr: float = 1e-3
+    foldable: bool = True  # can be merged into a stock model with the base architecture
+    size_name: str | None = None  # the MethodSpec field that sizes this method
+    default_size: int | None = None
+    uses_projection: bool = False
+    has_position: bool = False  # reads MethodSpec.position
+
+    # --- sizing -------------------------------------------------------------------------------------------
+    def params_for_size(self, size: int | None, model: JrftModel) -> int:
+        raise NotImplementedError
+
+    def size_for_budget(self, budget: int, model: JrftModel) -> int | None:
+        return None
+
+    def plan(self, spec: MethodSpec, model: JrftModel) -> MethodPlan:
+        head_params = sum(p.numel() for p in model.head.parameters())
+        size = getattr(spec, self.size_name) if self.size_name else None
+        note = ""
+        if size is None and self.size_name and spec.budget is not None:
+            size = self.size_for_budget(spec.budget, model)
+        elif spec.budget is not None and not self.size_name:
+            note = f"{self.name} has no size to fit a budget; the budget of {spec.budget} is ignored"
+        if size is None:
+            size = self.default_size
+        if self.size_name and (size is None or size < 1):
+            raise UserError(f"{self.name}: {self.size_name} must be a positive whole number (got {size}).")
+        position = spec.position if self.has_position else None
+        return MethodPlan(self.name, self.size_name, size, self.params_for_size(size, model), head_params,
+                          position, note)
+
+    # --- training -----------------------------------------------------------------------------------------
+    def apply(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> None:
+        """Freeze what stays fixed and add what trains; afterwards only the method and the head need grads."""
+        raise NotImplementedError
+
+    def projection_spec(self, model: JrftModel) -> ProjectionSpec | None:
+        projected = getattr(model, "projected", None)
+        return projected.spec if projected is not None else None
+
+    def check_foldable(self) -> None:
+        if not self.foldable:
+            raise ArtifactError(
+                f"{self.name} adds prompt tokens to the input, which cannot be folded into the weights of a stock "
+                f"model; use the vector file with `jrft predict`, or train slash, which folds exactly."
+            )
+
+    def merge(self, model: JrftModel) -> nn.Module:
+        """Fold the method into the base model (in place) and return that plain transformers model."""
+        self.check_foldable()
+        return model.base()
+
+
+def freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"The saved weights do not fit this method and model (missing {len(missing)}, unexpected "
+            f"{len(unexpected)}: {', '.join((missing + unexpected)[:3])})."
+        )
+    with torch.no_grad():
+        for name, parameter in expected.items():
+            value = state[name]
+            if value.shape != parameter.shape:
+                raise ArtifactError(f"Saved tensor {name} has shape {tuple(value.shape)}, the model expects "
+                                    f"{tuple(parameter.shape)}.")
+            parameter.copy_(value.to(parameter.dtype))
+
+
+def remove_hooks(model: JrftModel) -> None:
+    for handle in getattr(model, "method_hooks", []):
+        handle.remove()
+    model.method_hooks = []
+
+
+def add_hook(model: JrftModel, handle) -> None:
+    if not hasattr(model, "method_hooks"):
+        model.method_hooks = []
+    model.method_hooks.append(handle)

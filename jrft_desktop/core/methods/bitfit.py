@@ -1,0 +1,25 @@
+"""BitFit: only the bias terms of the pretrained model (and the head) train."""
+
+from . import register
+from .base import Method, freeze
+
+
+def _biases(module):
+    return [p for name, p in module.named_parameters() if name.endswith("bias")]
+
+
+class BitFit(Method):
+    name = "bitfit"
+    summary = "BitFit: only the model's bias terms train (a fixed count for a given model)."
+    default_lr = 3e-3
+
+    def params_for_size(self, size, model):
+        return sum(p.numel() for p in _biases(model.backbone))
+
+    def apply(self, model, plan, spec):
+        freeze(model.backbone)
+        for parameter in _biases(model.backbone):
+            parameter.requires_grad_(True)
+
+
+register(BitFit())

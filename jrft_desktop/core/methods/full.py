@@ -1,0 +1,20 @@
+"""Full finetuning: every weight trains (the accuracy ceiling, and the most memory and time)."""
+
+from . import register
+from .base import Method
+
+
+class FullFinetuning(Method):
+    name = "full"
+    summary = "Full finetuning: every weight of the model trains."
+    default_lr = 5e-5
+
+    def params_for_size(self, size, model):
+        return sum(p.numel() for p in model.backbone.parameters())
+
+    def apply(self, model, plan, spec):
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(True)
+
+
+register(FullFinetuning())

@@ -1,0 +1,19 @@
+"""Linear probe: the pretrained model stays frozen, only the head trains."""
+
+from . import register
+from .base import Method, freeze
+
+
+class HeadOnly(Method):
+    name = "head"
+    summary = "Linear probe: only the classification head trains; the model is frozen."
+    default_lr = 1e-2
+
+    def params_for_size(self, size, model):
+        return 0
+
+    def apply(self, model, plan, spec):
+        freeze(model.backbone)
+
+
+register(HeadOnly())

@@ -1,0 +1,56 @@
+"""JR-WARP: a prompt token z @ W_1 inserted after the first token, and z @ W_l added to it in every later layer.
+
+The prompt position lengthens the sequence, so JR-WARP cannot fold into a stock model."""
+
+from torch import nn
+
+from . import register
+from .base import Method, add_hook, freeze
+from ..projection import ProjectedVector, ProjectionSpec
+
+PROMPT_POSITION = 1  # JrftModel inserts prompts right after the first ([CLS]) token
+
+
+class _FirstLayerPrompt(nn.Module):
+    def __init__(self, projected: ProjectedVector):
+        super().__init__()
+        self.projected = projected
+
+    def forward(self):
+        return self.projected.shift(0).unsqueeze(0)
+
+
+class JRWarp(Method):
+    name = "jr-warp"
+    summary = "JR-WARP: a prompt token built from z that every layer shifts by z @ W_l (cannot be merged)."
+    default_lr = 3e-2
+    foldable = False
+    size_name = "d"
+    default_size = 1024
+    uses_projection = True
+
+    def params_for_size(self, size, model):
+        return size
+
+    def size_for_budget(self, budget, model):
+        return budget
+
+    def apply(self, model, plan, spec):
+        freeze(model.backbone)
+        layers = model.layers()
+        widths = tuple(model.info.hidden_size for _ in layers)
+        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
+        # Registered as a plain attribute, not a submodule, so z is named once ("projected.z") in the state.
+        object.__setattr__(model, "prompts", _FirstLayerPrompt(model.projected))
+        projected = model.projected
+        for index, layer in enumerate(layers[:-1]):
+            def shift_prompt(module, args, output, next_layer=index + 1):
+                hidden = output[0] if isinstance(output, tuple) else output
+                hidden = hidden.clone()
+                hidden[:, PROMPT_POSITION] += projected.shift(next_layer).to(hidden.dtype)
+                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+            add_hook(model, layer.register_forward_hook(shift_prompt))
+
+
+register(JRWarp())

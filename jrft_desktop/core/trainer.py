@@ -1,0 +1,316 @@
+"""The training loop. It reports only through callbacks carrying frozen dataclasses (events.py) and obeys a
+stop and a pause `threading.Event`, so the CLI, the Qt worker and tests drive it the same way.
+
+Resumability by construction: the order of the data and every random draw depend only on (seed, step), so a
+run resumed from a checkpoint takes exactly the steps an uninterrupted run would have taken."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import methods, metrics, runs
+from .config import RunConfig
+from .data import TaskData, load_task_data
+from .errors import UserError
+from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
+                     TrainerEvent)
+from .export import save_vector, vector_metadata
+from .methods.base import load_trainable_state, trainable_state
+from .models import Encoder, JrftModel, load_backbone
+from .paths import atomic_write_json
+
+LOWER_IS_BETTER = {"loss", "mse"}
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UserError(f"Unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA was requested but no CUDA GPU is available here; use --device cpu or auto.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"There is no {requested}; this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+@dataclass
+class Batches:
+    """Tokenised examples, batched in a seeded order that depends only on (seed, epoch)."""
+
+    rows: list[dict]
+    labels: torch.Tensor
+    batch_size: int
+    seed: int
+
+    def __post_init__(self):
+        self.per_epoch = math.ceil(len(self.rows) / self.batch_size)
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def batch(self, index: int, encoder: Encoder) -> tuple[dict, torch.Tensor]:
+        epoch, within = divmod(index, self.per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.rows), generator=generator))
+        picked = self._order[1][within * self.batch_size:(within + 1) * self.batch_size].tolist()
+        return encoder.collate([self.rows[i] for i in picked]), self.labels[picked]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class Trainer:
+    def __init__(self, config: RunConfig | None, run_dir: Path | str, callbacks: Iterable[Callback] = (),
+                 stop_event: threading.Event | None = None, pause_event: threading.Event | None = None,
+                 resume: bool = False):
+        self.requested_config = config
+        self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks)
+        self.stop_event = stop_event or threading.Event()
+        self.pause_event = pause_event or threading.Event()
+        self.resume = resume
+
+    def emit(self, event: TrainerEvent) -> None:
+        for callback in self.callbacks:
+            callback(event)
+
+    def run(self) -> FinishedEvent:
+        """Train to the end (or until stopped). Errors are reported as a FailedEvent and raised again."""
+        try:
+            config = runs.prepare_run_dir(self.run_dir, self.requested_config, self.resume)
+            with runs.RunLock(self.run_dir):
+                return self._run(config)
+        except UserError as error:
+            self.emit(FailedEvent(str(error), traceback.format_exc(), user_error=True))
+            raise
+        except Exception as error:
+            self.emit(FailedEvent(f"{type(error).__name__}: {error}", traceback.format_exc(), user_error=False))
+            raise
+
+    # ------------------------------------------------------------------------------------------------------
+    def _run(self, config: RunConfig) -> FinishedEvent:
+        started = time.perf_counter()
+        budget = config.budget
+        torch.manual_seed(budget.seed)  # head and prompt initialisation
+        data = load_task_data(config.data, budget.seed)
+        loaded = load_backbone(config.model)
+        model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method)
+        encoder = Encoder(loaded.tokenizer, config.data.max_length, model.pooling)
+        notes = list(data.notes)
+        if plan.note:
+            notes.append(plan.note)
+        train_rows, truncated = encoder.encode(data.train.texts, data.train.pairs)
+        validation_rows, truncated_val = encoder.encode(data.validation.texts, data.validation.pairs)
+        if truncated or truncated_val:
+            notes.append(f"{truncated} training and {truncated_val} validation texts were longer than "
+                         f"{config.data.max_length} tokens and were truncated")
+        if budget.batch_size > len(train_rows):
+            raise UserError(f"The batch size {budget.batch_size} is larger than the {len(train_rows)} training "
+                            f"examples; use a batch size of at most {len(train_rows)}.")
+        device = pick_device(budget.device)
+        model.to(device)
+        label_dtype = torch.float32 if data.task == "regression" else torch.long
+        batches = Batches(train_rows, torch.tensor(data.train.labels, dtype=label_dtype), budget.batch_size,
+                          budget.seed)
+        steps_per_epoch = math.ceil(batches.per_epoch / budget.gradient_accumulation)
+        total_steps = budget.max_steps or max(1, math.ceil((budget.epochs or 3) * steps_per_epoch))
+        eval_every = budget.eval_every or max(1, total_steps // 10)
+        checkpoint_every = budget.checkpoint_every or eval_every
+        warmup = int(round(budget.warmup_ratio * total_steps))
+        lr = budget.lr if budget.lr is not None else method.default_lr
+        metric_name = metrics.default_metric(data.task) if budget.metric == "auto" else budget.metric
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=budget.weight_decay)
+
+        state = {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "history": [],
+                 "step_times": []}
+        restored = runs.load_checkpoint(self.run_dir, optimizer) if self.resume else None
+        if restored is not None:
+            load_trainable_state(model, restored[0])
+            state.update(restored[1])
+            notes.append(f"resumed from step {state['step']}")
+        self.emit(PreparedEvent(total_steps, state["step"], len(train_rows), len(validation_rows), plan.to_dict(),
+                                tuple(notes)))
+
+        autocast = self._autocast(device)
+        scaler = torch.amp.GradScaler("cuda") if autocast is not None and autocast.fast_dtype == torch.float16 \
+            else None
+        validation = (validation_rows, np.asarray(data.validation.labels))
+        eval_seconds = 0.0
+        status = "completed"
+        while state["step"] < total_steps:
+            if self._wait_while_paused():
+                status = "stopped"
+                break
+            step = state["step"]
+            tick = time.perf_counter()
+            factor = lr_factor(step, total_steps, warmup, budget.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
+            torch.manual_seed(budget.seed * 1_000_003 + step)  # dropout masks depend only on the step
+            model.train(budget.dropout)
+            loss_sum = 0.0
+            examples = 0
+            for micro in range(budget.gradient_accumulation):
+                inputs, labels = batches.batch(step * budget.gradient_accumulation + micro, encoder)
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+                labels = labels.to(device)
+                with autocast or contextlib.nullcontext():
+                    logits = model(**inputs)
+                loss = _loss(logits.float(), labels, data.task) / budget.gradient_accumulation
+                (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss.item()
+                examples += len(labels)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step + 1
+            seconds = time.perf_counter() - tick
+            state["step_times"].append(seconds)
+            recent = state["step_times"][-20:]
+            remaining = total_steps - state["step"]
+            evals_left = remaining // eval_every
+            eta = remaining * sum(recent) / len(recent) + evals_left * eval_seconds
+            state["history"].append({"step": state["step"], "loss": loss_sum, "lr": lr * factor})
+            self.emit(StepEvent(state["step"], total_steps, state["step"] / steps_per_epoch, loss_sum, lr * factor,
+                                seconds, examples / seconds, eta))
+
+            last = state["step"] == total_steps
+            if state["step"] % eval_every == 0 or last:
+                tick = time.perf_counter()
+                scores = evaluate(model, encoder, *validation, data.task, device)
+                eval_seconds = time.perf_counter() - tick
+                improved = _better(scores[metric_name], state["best"], metric_name)
+                if improved:
+                    state.update(best=scores[metric_name], best_step=state["step"], evals_since_best=0)
+                    runs.save_state_file(self.run_dir / runs.BEST_FILE, trainable_state(model))
+                else:
+                    state["evals_since_best"] += 1
+                state["history"].append({"step": state["step"], "eval": scores})
+                self.emit(EvalEvent(state["step"], scores, metric_name, improved))
+                patience = budget.early_stopping_patience
+                if patience is not None and state["evals_since_best"] >= patience and not last:
+                    status = "early-stopped"
+                    break
+            if state["step"] % checkpoint_every == 0 and not last:
+                path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state)
+                self.emit(CheckpointEvent(state["step"], str(path)))
+            if self.stop_event.is_set():
+                status = "stopped"
+                break
+
+        if status == "stopped":
+            path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state)
+            self.emit(CheckpointEvent(state["step"], str(path)))
+            finished = FinishedEvent("stopped", str(self.run_dir))
+            self.emit(finished)
+            return finished
+
+        best_file = self.run_dir / runs.BEST_FILE
+        if best_file.is_file():
+            load_trainable_state(model, runs.load_state_file(best_file))
+        scores = evaluate(model, encoder, *validation, data.task, device)
+        timed = state["step_times"][1:] or state["step_times"]  # the first step pays for warm-up
+        summary = {
+            "status": status, "method": plan.method, "trainable_params": plan.trainable_params,
+            "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
+            "d": plan.size if plan.size_name == "d" else None, "size_name": plan.size_name, "size": plan.size,
+            "position": plan.position, "pooling": model.pooling, "train_steps": state["step"],
+            "best_step": state["best_step"], "metric": metric_name, "lr": lr,
+            "step_time_s": statistics.median(timed) if timed else None,
+            "examples_per_s": budget.batch_size * budget.gradient_accumulation / statistics.median(timed)
+            if timed else None,
+            "peak_memory_mb": peak_memory_mb(device), "device": str(device),
+            "train_examples": len(train_rows), "validation_examples": len(validation_rows),
+            "validation_source": data.validation_source, "wall_time_s": time.perf_counter() - started,
+            **scores,
+        }
+        metadata = vector_metadata(
+            model=model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
+            max_length=config.data.max_length, task=data.task, label_names=data.label_names,
+            columns={"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column},
+            seed=budget.seed, metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
+        )
+        files = save_vector(self.run_dir / runs.VECTOR_NAME, model, metadata)
+        atomic_write_json(self.run_dir / runs.HISTORY_FILE, state["history"])
+        atomic_write_json(self.run_dir / runs.METRICS_FILE, summary)  # written last: marks the run complete
+        finished = FinishedEvent(status, str(self.run_dir), summary,
+                                 tuple(str(p) for p in (*files, self.run_dir / runs.METRICS_FILE)))
+        self.emit(finished)
+        return finished
+
+    def _wait_while_paused(self) -> bool:
+        """Block while paused; True when a stop was requested meanwhile (or before)."""
+        while self.pause_event.is_set() and not self.stop_event.is_set():
+            time.sleep(0.05)
+        return self.stop_event.is_set()
+
+    @staticmethod
+    def _autocast(device: torch.device):
+        if device.type != "cuda":
+            return None
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "regression":
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def _better(value: float, best: float | None, name: str) -> bool:
+    if best is None:
+        return True
+    return value < best if name in LOWER_IS_BETTER else value > best
+
+
+@torch.no_grad()
+def predict_logits(model: JrftModel, encoder: Encoder, rows: Sequence[dict], device: torch.device,
+                   batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    outputs = []
+    for start in range(0, len(rows), batch_size):
+        inputs = {k: v.to(device) for k, v in encoder.collate(rows[start:start + batch_size]).items()}
+        outputs.append(model(**inputs).float().cpu().numpy())
+    width = model.head.out_features
+    return np.concatenate(outputs) if outputs else np.zeros((0, width))
+
+
+def evaluate(model: JrftModel, encoder: Encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
+             device: torch.device) -> dict[str, float]:
+    return metrics.compute(task, labels, predict_logits(model, encoder, rows, device))
