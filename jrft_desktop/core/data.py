@@ -42,7 +42,7 @@ _VALIDATION_STEMS = ("validation", "dev", "test")
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]+)?")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         val_texts, val_pairs, val_raw = _usable_rows(held_out, text, pair, label, notes)
         val_labels = (encode_labels(val_raw, label_names) if label_names is not None
                       else _floats(val_raw, held_out.name, label))
-        validation = Examples(tuple(val_texts), _optional_tuple(val_pairs), val_labels)
+        validation = Examples(tuple(val_texts), tuple(val_pairs) if val_pairs is not None else None, val_labels)
         train_rows = np.arange(len(texts))
         validation_source = held_out.origin
     else:
@@ -249,7 +249,7 @@ def _read_file(path: Path, limit: int | None) -> _Table:
         frame = _read_parquet(path, limit)
     else:
         text = _decode(path, notes)
-        frame = _json_lines_frame(text, path.name, limit) if suffix != ".json" else _json_frame(text, path, notes)
+        frame = _json_frame(text, path, notes) if suffix == ".json" else _json_lines_frame(text, path.name, limit)
         if limit is not None:
             frame = frame.head(limit)
     if frame.shape[1] == 0:
@@ -306,7 +306,7 @@ def _decode(path: Path, notes: list[str]) -> str:
     return _with_encoding_fallback(data.decode, path.name, notes)
 
 
-def _with_encoding_fallback(read: Callable[[str], T], name: str, notes: list[str]) -> T:
+def _with_encoding_fallback(read: Callable[[str], _T], name: str, notes: list[str]) -> _T:
     """`read(encoding)` with UTF-8, else Windows-1252, else Latin-1 (which decodes any bytes), noting a fallback."""
     try:
         return read("utf-8-sig")
@@ -365,7 +365,7 @@ def _json_lines_frame(text: str, name: str, limit: int | None) -> pd.DataFrame:
 
 def _read_parquet(path: Path, limit: int | None) -> pd.DataFrame:
     import pyarrow
-    import pyarrow.parquet as parquet
+    from pyarrow import parquet
 
     try:
         if limit is None:
@@ -384,7 +384,7 @@ def _open_folder(path: Path, limit: int | None, with_companion: bool) -> _Table:
 
         try:
             loaded = datasets.load_from_disk(str(path))
-        except Exception as error:  # a damaged folder can fail in many ways inside `datasets`
+        except Exception as error:  # noqa: BLE001 - a damaged folder fails in many ways inside `datasets`
             raise DataError(f"Cannot load the datasets folder {path}: {_first_line(error)}") from None
         return _datasets_table(loaded, f"datasets folder {path.resolve()}", limit, with_companion)
 
@@ -419,7 +419,7 @@ def _open_hub(name: str, limit: int | None, with_companion: bool) -> _Table:
                         "and the hub cannot be reached; download it once online or give a file.") from None
     except datasets.exceptions.DatasetNotFoundError:
         raise DataError(f"No file or folder '{name}', and no dataset '{name}' on the Hugging Face hub.") from None
-    except Exception as error:  # `datasets` raises many kinds (bad config, missing builder, ...)
+    except Exception as error:  # noqa: BLE001 - `datasets` raises many kinds (bad config, missing builder)
         raise DataError(f"Cannot load dataset '{name}': {_first_line(error)}") from None
     return _datasets_table(loaded, f"hub dataset '{name}'", limit, with_companion)
 
@@ -428,12 +428,13 @@ def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion:
     import datasets
 
     companion = None
-    if isinstance(loaded, (datasets.DatasetDict, dict)):
+    if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise DataError(f"{origin} has no 'train' split (splits: {', '.join(loaded)}).")
         split = next((stem for stem in _VALIDATION_STEMS if stem in loaded), None)
         if with_companion and split is not None:
-            companion = _Table(loaded[split].to_pandas(), f"{origin} ({split} split)", f"split '{split}' of {origin}")
+            frame = loaded[split].to_pandas()
+            companion = _Table(frame, f"{origin} ({split} split)", f"split '{split}' of {origin}")
         loaded = loaded["train"]
     if limit is not None:
         loaded = loaded.select(range(min(limit, len(loaded))))
@@ -480,7 +481,8 @@ def _guess_columns(frame: pd.DataFrame, text: str | None = None,
                    label: str | None = None) -> tuple[str, str | None, str]:
     columns = list(frame.columns)
     if len(columns) < 2:
-        raise DataError(f"Need a text column and a label column, but the data has only {columns}.")
+        only = f"column '{columns[0]}'" if columns else "no columns"
+        raise DataError(f"Need a text column and a label column, but the data has only {only}.")
     by_name: dict[str, Any] = {}
     for column in columns:
         by_name.setdefault(str(column).strip().lower(), column)
@@ -554,10 +556,14 @@ def _blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | series.astype(str).str.strip().eq("")).to_numpy(dtype=bool)
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
 def _cell_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         return ""
     return str(value)
 
@@ -576,25 +582,23 @@ def _parse_labels(raw: list[Any], name: str, column: str) -> tuple[str, tuple[st
     return CLASSIFICATION, tuple(str(value) for value in classes), tuple(index[key] for key in keys)
 
 
+def _is_number(value: Any) -> bool:
+    """A number or a numeric string; bools are not numbers here (they are two classes)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, str):
+        return _NUMBER.fullmatch(value.strip()) is not None
+    return isinstance(value, (int, float, np.number))
+
+
 def _as_numbers(raw: list[Any]) -> list[float] | None:
-    """The values as floats when every one is a number or a numeric string (not a bool), else None."""
-    numbers = []
-    for value in raw:
-        if isinstance(value, (bool, np.bool_)):
-            return None
-        if isinstance(value, (int, float, np.number)):
-            numbers.append(float(value))
-        elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            numbers.append(float(value))
-        else:
-            return None
-    return numbers
+    return [float(value) for value in raw] if all(_is_number(value) for value in raw) else None
 
 
 def _floats(values: list[Any], name: str, column: str) -> tuple[float, ...]:
     numbers = _as_numbers(values)
     if numbers is None:
-        example = next(v for v in values if _as_numbers([v]) is None)
+        example = next(value for value in values if not _is_number(value))
         raise DataError(f"Column '{column}' of {name} must hold numbers for a regression task; found '{example}'.")
     return tuple(numbers)
 
@@ -603,7 +607,7 @@ def _label_key(value: Any) -> str:
     """The class name a raw label value stands for: 1, 1.0 and "1" are all "1"."""
     if isinstance(value, str):
         return value.strip()
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         return ""
     if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
         return str(int(value)) if float(value).is_integer() else str(float(value))
@@ -651,10 +655,6 @@ def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.n
         tuple(pairs[row] for row in rows) if pairs is not None else None,
         tuple(labels[row] for row in rows),
     )
-
-
-def _optional_tuple(values: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(values) if values is not None else None
 
 
 def _first_line(error: BaseException) -> str:

@@ -159,7 +159,7 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
             raise ArtifactError("The vector's projection spec does not match its method settings (edited metadata).")
     load_trainable_state(model, tensors)
     model.eval()
-    encoder = Encoder(loaded.tokenizer, int(metadata["max_length"]), model.pooling)
+    encoder = Encoder(loaded.tokenizer, int(metadata["max_length"]), model)
     return Restored(model, method, encoder, loaded.tokenizer, metadata)
 
 

