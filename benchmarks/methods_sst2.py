@@ -55,7 +55,7 @@ def main() -> int:
         results[label] = json.loads((run_dir / "metrics.json").read_text())
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     full = results.get("full")
-    print(f"| method | params (with head) | SST-2 dev acc | step s | step ÷ full | peak MB | memory ÷ full |")
+    print("| method | params (with head) | SST-2 dev acc | step s | step ÷ full | peak MB | memory ÷ full |")
     print("|---|---|---|---|---|---|---|")
     for label, m in results.items():
         ratio = f"{m['step_time_s'] / full['step_time_s']:.2f}" if full else "-"

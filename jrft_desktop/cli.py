@@ -250,64 +250,58 @@ def cmd_apply(args) -> int:
 
 def cmd_methods(args) -> int:
     from .core import methods
-    from .core.config import MethodSpec, ModelSpec
-    from .core.models import JrftModel, describe
+    from .core.models import JrftModel, load_skeleton
 
-    spec = ModelSpec(name_or_path=args.model)
-    info = describe(spec)
+    skeleton = load_skeleton(ModelSpec(name_or_path=args.model))
+    info = skeleton.info
     print(f"{info.model_id}: {info.family}, {info.layers} layers, hidden {info.hidden_size}, "
           f"{info.parameters:,} parameters, default pooling {info.default_pooling}")
-    skeleton = _skeleton(spec)
     print(f"{'method':<9} {'size':<16} {'params':>12} {'with head':>12}  mergeable  summary")
     for method in methods.all_methods():
-        model = JrftModel(skeleton, "auto", args.num_labels)
-        plan = method.plan(MethodSpec(name=method.name, budget=args.budget), model)
+        plan = method.plan(MethodSpec(name=method.name, budget=args.budget), JrftModel(skeleton, "auto", args.num_labels))
         size = f"{plan.size_name}={plan.size}" if plan.size_name else "-"
         print(f"{method.name:<9} {size:<16} {plan.method_params:>12,} {plan.trainable_params:>12,}  "
               f"{'yes' if method.foldable else 'no':<9}  {method.summary}")
     return 0
 
 
-def _skeleton(spec):
-    """The model's structure on the meta device: counts parameters without loading weights."""
-    import torch
-    from transformers import AutoModel
-
-    from .core.models import LoadedBackbone, describe, load_config, LAYOUTS
-
-    _, config = load_config(spec)
-    with torch.device("meta"):
-        model = AutoModel.from_config(config)
-    return LoadedBackbone(model, _NoTokenizer(), describe(spec), LAYOUTS[config.model_type], "")
-
-
-class _NoTokenizer:
-    mask_token_id = None
-
-
 def cmd_demo(args) -> int:
+    import torch
+
     from .core import paths
-    from .core.trainer import Trainer
+    from .core.export import restore
+    from .core.metrics import softmax
+    from .core.trainer import Trainer, predict_logits
 
     sample = paths.sample_data_dir()
     output = Path(args.output) if args.output else paths.runs_dir() / time.strftime("demo-%Y%m%d-%H%M%S")
     config = RunConfig(
         data=DataSpec(train=str(sample / "sst2_train.tsv"), validation=str(sample / "sst2_dev.tsv"), max_length=64),
         method=MethodSpec(name="slash", d=1024, position="output"),
-        budget=Budget(max_steps=args.steps, batch_size=32, eval_every=max(1, args.steps // 4)),
+        budget=Budget(max_steps=args.steps, batch_size=32, eval_every=max(1, args.steps // 2)),
     )
     print(f"Demo: SLaSh (d = 1024) on the bundled SST-2 sample with {config.model.name_or_path}, "
           f"{args.steps} steps, into {output}", file=sys.stderr)
     result = _run_stoppable(Trainer(config, output, [ProgressPrinter()]))
+    if result.status != "completed":
+        return 130
     metrics = result.metrics
     print(f"\naccuracy on the GLUE SST-2 dev set ({metrics['validation_examples']} sentences): "
           f"{metrics['accuracy']:.3f}")
     print(f"trainable parameters: {metrics['trainable_params']:,} ({metrics['trainable_params_without_head']:,} "
           f"in z), median step {metrics['step_time_s']:.3f} s, peak memory {metrics['peak_memory_mb']:.0f} MB")
+    restored = restore(output / "vector.safetensors")  # the exported file, reloaded as a user would
+    examples = ["a gorgeous , witty and moving film", "a tedious mess that never finds its footing"]
+    rows, _ = restored.encoder.encode(examples)
+    probabilities = softmax(predict_logits(restored.model, restored.encoder, rows, torch.device("cpu")))
+    print("predictions from the exported vector (label 1 = positive):")
+    for text, row in zip(examples, probabilities):
+        print(f"  {text!r}: P(positive) = {row[1]:.2f}")
     print("files:")
     for name in sorted(Path(output).iterdir()):
         if name.is_file():
             print(f"  {name}  ({name.stat().st_size:,} bytes)")
+    print(f"next: jrft predict {output} \"your sentence\"   |   jrft eval {output} --data FILE")
     return 0
 
 

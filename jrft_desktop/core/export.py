@@ -168,6 +168,11 @@ def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: 
     from transformers import AutoModelForSequenceClassification
 
     method.check_foldable()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and (
+            not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ArtifactError(f"{out_dir} already exists and is not an earlier merged export; choose a new or empty "
+                            "folder for the merged model.")
     if model.pooling != "cls":
         raise ArtifactError(
             f"This run's head reads the {model.pooling} pooling, which the stock {model.info.family} "

@@ -153,12 +153,7 @@ def default_pooling(source: str) -> str:
 
 def describe(spec: ModelSpec) -> ModelInfo:
     """Family, size and default pooling, read from the config (no weights are loaded)."""
-    from transformers import AutoModel
-
-    source, config = load_config(spec)
-    with torch.device("meta"):
-        skeleton = AutoModel.from_config(config)
-    return _info(spec, source, config, sum(p.numel() for p in skeleton.parameters()))
+    return load_skeleton(spec).info
 
 
 def _info(spec: ModelSpec, source: str, config, parameters: int) -> ModelInfo:
@@ -196,10 +191,24 @@ def load_backbone(spec: ModelSpec) -> LoadedBackbone:
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", spec)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{spec.name_or_path} has no fast tokenizer (tokenizer.json); it is needed for training.")
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers 5 makes an empty one for a bare folder
+        raise ModelError(f"{spec.name_or_path} has no tokenizer (no tokenizer.json or vocabulary file); save the "
+                         "model's tokenizer into the folder with tokenizer.save_pretrained.")
     model = _from_pretrained(AutoModel.from_pretrained, source, "weights", spec, config=config)
     model.eval()
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
     return LoadedBackbone(model, tokenizer, info, LAYOUTS[config.model_type], weights_fingerprint(model))
+
+
+def load_skeleton(spec: ModelSpec) -> LoadedBackbone:
+    """The model's structure on the meta device, without weights or tokenizer: for counting parameters."""
+    from transformers import AutoModel
+
+    source, config = load_config(spec)
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
+    return LoadedBackbone(model, None, info, LAYOUTS[config.model_type], fingerprint="")
 
 
 class Encoder:
@@ -253,7 +262,7 @@ class JrftModel(nn.Module):
         self.info = loaded.info
         self.base_fingerprint = loaded.fingerprint
         self.pooling = loaded.info.default_pooling if pooling == "auto" else pooling
-        self.mask_token_id = loaded.tokenizer.mask_token_id
+        self.mask_token_id = getattr(loaded.tokenizer, "mask_token_id", None)
         self.head = nn.Linear(loaded.info.hidden_size, num_labels)
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=0.02)

@@ -66,8 +66,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     temp = Path(temp_name)
     try:
+        write(temp)  # after it: writers that replace the file (safetensors' save_file) make it 0600 again
         temp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other file
-        write(temp)
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)

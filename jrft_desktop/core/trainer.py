@@ -23,7 +23,7 @@ import torch
 
 from . import methods, metrics, runs
 from .config import RunConfig
-from .data import TaskData, load_task_data
+from .data import load_task_data
 from .errors import UserError
 from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
                      TrainerEvent)
@@ -106,17 +106,33 @@ class Trainer:
             callback(event)
 
     def run(self) -> FinishedEvent:
-        """Train to the end (or until stopped). Errors are reported as a FailedEvent and raised again."""
+        """Train to the end (or until stopped). Errors are reported as a FailedEvent and raised again; a new run
+        that fails before its first checkpoint leaves no files behind."""
+        before = {p.name for p in self.run_dir.iterdir()} if self.run_dir.is_dir() else None
         try:
             config = runs.prepare_run_dir(self.run_dir, self.requested_config, self.resume)
             with runs.RunLock(self.run_dir):
                 return self._run(config)
         except UserError as error:
+            self._discard_unstarted(before)
             self.emit(FailedEvent(str(error), traceback.format_exc(), user_error=True))
             raise
         except Exception as error:
+            self._discard_unstarted(before)
             self.emit(FailedEvent(f"{type(error).__name__}: {error}", traceback.format_exc(), user_error=False))
             raise
+
+    def _discard_unstarted(self, before: set[str] | None) -> None:
+        """Remove the files (and the folder) a new run created, unless it got as far as a checkpoint."""
+        if self.resume or (self.run_dir / runs.CHECKPOINT_DIR).exists() or not self.run_dir.is_dir():
+            return
+        created = (runs.CONFIG_FILE, runs.BEST_FILE, runs.HISTORY_FILE, runs.METRICS_FILE,
+                   f"{runs.VECTOR_NAME}.safetensors", f"{runs.VECTOR_NAME}.json")
+        for name in created:
+            if before is None or name not in before:
+                (self.run_dir / name).unlink(missing_ok=True)
+        if before is None and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
 
     # ------------------------------------------------------------------------------------------------------
     def _run(self, config: RunConfig) -> FinishedEvent:

@@ -1,0 +1,399 @@
+"""Bad input, table-driven, through the `jrft` CLI and (where one exists) the core call behind it.
+
+Every case must end with exit status 2, exactly one non-empty line on stderr, no traceback, and nothing new on
+disk (no half-made run folder, merged folder or temporary file). A few inputs that look wrong but are usable
+(a Latin-1 file, a file with another delimiter than its extension says, texts longer than the max length) must
+work, with a note in the progress output.
+
+The matrix runs the CLI in-process (`jrft_desktop.cli.main`, the same code the `jrft` script runs) to stay fast;
+a few cases run again in a real subprocess to hold the process-level contract (exit status, raw stderr)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import pytest
+
+from jrft_desktop.cli import main
+from jrft_desktop.core import methods, runs
+from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from jrft_desktop.core.data import load_task_data
+from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserError
+from jrft_desktop.core.export import read_vector, restore
+from jrft_desktop.core.models import load_backbone
+from jrft_desktop.core.paths import sample_data_dir
+from jrft_desktop.core.trainer import Trainer
+
+FAST = ["--max-steps", "2", "--max-length", "32", "--batch-size", "8"]
+
+
+# --- inputs -------------------------------------------------------------------------------------------------
+
+
+def _rows(count: int = 150) -> list[tuple[str, str]]:
+    lines = (sample_data_dir() / "sst2_train.tsv").read_text(encoding="utf-8").splitlines()[1:count + 1]
+    return [tuple(line.split("\t")) for line in lines]
+
+
+def _tsv(path: Path, rows, header: str = "sentence\tlabel", sep: str = "\t") -> Path:
+    path.write_text("\n".join([header.replace("\t", sep), *(sep.join(row) for row in rows)]) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+class _OpensAFile:
+    """Unpickling this creates `marker`: proof that a vector file was unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_models):
+    """Read-only inputs shared by the cases (never written by a case)."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    rows = _rows()
+    files = SimpleNamespace(root=root, bert=tiny_models["bert"])
+    files.good = _tsv(root / "good.tsv", rows)
+    files.empty = root / "empty.tsv"
+    files.empty.write_bytes(b"")
+    files.header_only = _tsv(root / "header_only.tsv", [])
+    files.semicolon = _tsv(root / "semicolon.tsv", rows, sep=";")
+    files.spaces = _tsv(root / "spaces.tsv", rows, sep=" ")
+    latin = [("un café très crème, à la française", "1"), ("naïve, déjà vu, señor", "0"), *rows]
+    files.latin1 = root / "latin1.tsv"
+    files.latin1.write_bytes(("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in latin)).encode("latin-1"))
+    files.blank_labels = _tsv(root / "blank_labels.tsv", [(text, "") for text, _ in rows])
+    files.one_class = _tsv(root / "one_class.tsv", [(text, "1") for text, _ in rows])
+    files.unseen_validation = _tsv(root / "unseen_validation.tsv",
+                                   [(text, "positive" if i % 2 else "7") for i, (text, _) in enumerate(rows[:20])])
+    files.long = _tsv(root / "long.tsv", [(" ".join([text] * 8), label) for text, label in rows])
+    files.unlabelled = _tsv(root / "unlabelled.tsv", [(text,) for text, _ in rows[:10]], header="sentence")
+
+    files.no_config = root / "no-config-model"
+    files.no_config.mkdir()
+    (files.no_config / "model.safetensors").write_bytes(b"")
+    files.gpt2 = root / "gpt2-model"
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(files.gpt2)
+    files.no_tokenizer = root / "no-tokenizer-model"
+    files.no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(files.bert / name, files.no_tokenizer / name)
+    from tiny_models import build_tiny_model
+
+    files.other_bert = build_tiny_model("bert", root / "other-bert", seed=1)
+
+    # A finished run (cls pooling, so it can export), trained once for the vector cases.
+    files.run = root / "trained-run"
+    status = main(["train", "--data", str(files.good), "--model", str(files.bert), "--pooling", "cls",
+                   "--d", "64", *FAST, "--output", str(files.run)])
+    assert status == 0 and (files.run / "metrics.json").is_file()
+    files.mean_run = root / "mean-run"
+    status = main(["train", "--data", str(files.good), "--model", str(files.bert), "--pooling", "mean",
+                   "--method", "bitfit", *FAST, "--output", str(files.mean_run)])
+    assert status == 0
+    return files
+
+
+# --- running and checking -----------------------------------------------------------------------------------
+
+
+def run_cli(argv: list[str], capfd) -> tuple[int, str, str]:
+    capfd.readouterr()
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse errors
+        status = stop.code
+    out, err = capfd.readouterr()
+    return status, out, err
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every path under `folder` with its content hash (folders as 'dir'), to prove nothing changed."""
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        state[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def assert_one_line_user_error(status: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") or ": error: " in lines[0], lines[0]
+    return lines[0]
+
+
+@dataclass
+class Case:
+    name: str
+    argv: Callable[[SimpleNamespace], list[str]]  # built from the inputs and this case's work folder
+    expect: tuple[str, ...]  # pieces of the one line the user sees
+    core: Callable[[SimpleNamespace], object] | None = None  # the core call, which must raise `error`
+    error: type[UserError] = UserError
+    prepare: Callable[[SimpleNamespace], None] = field(default=lambda ctx: None)  # set up the work folder
+
+
+def _train(ctx, data, *extra, output=None) -> list[str]:
+    return ["train", "--data", str(data), "--model", str(ctx.inputs.bert), *FAST, *extra,
+            "--output", str(output or ctx.out)]
+
+
+def _spec(ctx, data, **changes) -> DataSpec:
+    return DataSpec(train=str(data), max_length=32, **changes)
+
+
+def _trainer(ctx, **sections) -> object:
+    parts = {"data": _spec(ctx, ctx.inputs.good), "model": ModelSpec(name_or_path=str(ctx.inputs.bert)),
+             "budget": Budget(max_steps=2, batch_size=8), **sections}
+    config = RunConfig(**parts)
+    return Trainer(config, ctx.out).run()
+
+
+def _copy_run(ctx) -> None:
+    shutil.copytree(ctx.inputs.run, ctx.work / "run")
+
+
+def _edit_tensors(ctx) -> None:
+    """Change one value of the trained vector, keeping its header (metadata and recorded SHA-256)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _copy_run(ctx)
+    path = ctx.work / "run" / "vector.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 0.5
+    save_file(tensors, str(path), metadata=header)
+
+
+def _edit_json(ctx) -> None:
+    import json
+
+    _copy_run(ctx)
+    path = ctx.work / "run" / "vector.json"
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    metadata["label_names"] = ["negative", "positive"]
+    path.write_text(json.dumps(metadata), encoding="utf-8")
+
+
+def _pickle_vector(ctx) -> None:
+    ctx.marker = ctx.work / "unpickled.marker"
+    (ctx.work / "vector.safetensors").write_bytes(pickle.dumps(_OpensAFile(str(ctx.marker))))
+    (ctx.work / "vector.pkl").write_bytes(pickle.dumps(_OpensAFile(str(ctx.marker))))
+
+
+def _torch_save_vector(ctx) -> None:
+    import torch
+
+    torch.save({"z": torch.zeros(4)}, ctx.work / "vector.pt")
+
+
+CASES = [
+    Case("missing data file", lambda c: _train(c, c.inputs.root / "nope.tsv"), ("No such file", "nope.tsv"),
+         lambda c: load_task_data(_spec(c, c.inputs.root / "nope.tsv"), 0), DataError),
+    Case("empty file", lambda c: _train(c, c.inputs.empty), ("empty.tsv is empty",),
+         lambda c: load_task_data(_spec(c, c.inputs.empty), 0), DataError),
+    Case("header only", lambda c: _train(c, c.inputs.header_only), ("no data rows",),
+         lambda c: load_task_data(_spec(c, c.inputs.header_only), 0), DataError),
+    Case("wrong delimiter (spaces, not tabs)", lambda c: _train(c, c.inputs.spaces),
+         ("single column", "delimiter"), lambda c: load_task_data(_spec(c, c.inputs.spaces), 0), DataError),
+    Case("misspelt column", lambda c: _train(c, c.inputs.good, "--text-column", "sentense"),
+         ("'sentense' not found", "did you mean 'sentence'"),
+         lambda c: load_task_data(_spec(c, c.inputs.good, text_column="sentense"), 0), DataError),
+    Case("misspelt label column", lambda c: _train(c, c.inputs.good, "--label-column", "lable"),
+         ("did you mean 'label'",),
+         lambda c: load_task_data(_spec(c, c.inputs.good, label_column="lable"), 0), DataError),
+    Case("blank labels in every row", lambda c: _train(c, c.inputs.blank_labels), ("empty in every row",),
+         lambda c: load_task_data(_spec(c, c.inputs.blank_labels), 0), DataError),
+    Case("a single class", lambda c: _train(c, c.inputs.one_class), ("at least two classes", "'1'"),
+         lambda c: load_task_data(_spec(c, c.inputs.one_class), 0), DataError),
+    Case("validation labels unseen in training",
+         lambda c: _train(c, c.inputs.good, "--validation", str(c.inputs.unseen_validation)),
+         ("did not occur in the training data", "'7'", "'positive'"),
+         lambda c: load_task_data(_spec(c, c.inputs.good, validation=str(c.inputs.unseen_validation)), 0),
+         DataError),
+    Case("model folder that does not exist", lambda c: _train(c, c.inputs.good, "--model", str(c.work / "gone")),
+         ("does not exist",), lambda c: load_backbone(ModelSpec(name_or_path=str(c.work / "gone"))), ModelError),
+    Case("folder without config.json", lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.no_config)),
+         ("no config.json",), lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.no_config))),
+         ModelError),
+    Case("unsupported architecture (GPT-2)", lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.gpt2)),
+         ("'gpt2' model", "supported families", "bert"),
+         lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.gpt2))), ModelError),
+    Case("model folder without a tokenizer",
+         lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.no_tokenizer)), ("has no tokenizer",),
+         lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.no_tokenizer))), ModelError),
+    Case("offline hub id", lambda c: _train(c, c.inputs.good, "--model", "some-org/some-model"),
+         ("'some-org/some-model'", "Hub cannot be reached"),
+         lambda c: load_backbone(ModelSpec(name_or_path="some-org/some-model")), ModelError),
+    Case("vector made for another base model",
+         lambda c: ["apply", str(c.inputs.run / "vector.safetensors"), "--model", str(c.inputs.other_bert),
+                    "--output", str(c.out)],
+         ("trained on another base model",),
+         lambda c: restore(c.inputs.run / "vector.safetensors", str(c.inputs.other_bert)), ArtifactError),
+    Case("vector whose tensors were edited", lambda c: ["predict", str(c.work / "run"), "a fine film"],
+         ("do not match their recorded SHA-256",), lambda c: read_vector(c.work / "run" / "vector.safetensors"),
+         ArtifactError, _edit_tensors),
+    Case("vector whose JSON was edited", lambda c: ["eval", str(c.work / "run"), "--data", str(c.inputs.good)],
+         ("vector.json does not match", "edited"), lambda c: read_vector(c.work / "run" / "vector.safetensors"),
+         ArtifactError, _edit_json),
+    Case("pickle file given as a vector (.safetensors name)",
+         lambda c: ["apply", str(c.work / "vector.safetensors"), "--output", str(c.out)],
+         ("not a safetensors vector file",), lambda c: read_vector(c.work / "vector.safetensors"), ArtifactError,
+         _pickle_vector),
+    Case("pickle file given as a vector (.pkl name)", lambda c: ["predict", str(c.work / "vector.pkl"), "hi"],
+         ("not a safetensors vector file",), lambda c: read_vector(c.work / "vector.pkl"), ArtifactError,
+         _pickle_vector),
+    Case("torch.save file given as a vector", lambda c: ["predict", str(c.work / "vector.pt"), "hi"],
+         ("not a safetensors vector file",), lambda c: read_vector(c.work / "vector.pt"), ArtifactError,
+         _torch_save_vector),
+    Case("batch size larger than the data", lambda c: _train(c, c.inputs.good, "--batch-size", "1000"),
+         ("batch size 1000 is larger than the 135 training examples",),
+         lambda c: _trainer(c, budget=Budget(max_steps=2, batch_size=1000))),
+    Case("--d 0", lambda c: _train(c, c.inputs.good, "--d", "0"), ("d must be a positive whole number",),
+         lambda c: _trainer(c, method=MethodSpec(d=0))),
+    Case("--budget 0", lambda c: _train(c, c.inputs.good, "--budget", "0", "--method", "jr-warp"),
+         ("must be a positive whole number",), lambda c: _trainer(c, method=MethodSpec(name="jr-warp", budget=0))),
+    Case("unknown method", lambda c: _train(c, c.inputs.good, "--method", "lroa"),
+         ("Unknown method 'lroa'", "Did you mean 'lora'"), lambda c: methods.get_method("lroa")),
+    Case("output folder already holds a run", lambda c: _train(c, c.inputs.good, output=c.work / "run"),
+         ("already holds a run", "--resume"),
+         lambda c: runs.prepare_run_dir(c.work / "run", RunConfig(), resume=False), ArtifactError, _copy_run),
+    Case("resume without a run", lambda c: ["train", "--resume", "--output", str(c.out)], ("Nothing to resume",),
+         lambda c: runs.prepare_run_dir(c.out, None, resume=True), ArtifactError),
+    Case("resume a finished run", lambda c: ["train", "--resume", "--output", str(c.work / "run")],
+         ("already finished",), lambda c: runs.prepare_run_dir(c.work / "run", None, resume=True), ArtifactError,
+         _copy_run),
+    Case("merged export into the run folder itself",
+         lambda c: ["export", str(c.work / "run"), "--merged", str(c.work / "run")],
+         ("already exists and is not an earlier merged export",), None, UserError, _copy_run),
+    Case("merged export of a mean-pooled run", lambda c: ["export", str(c.inputs.mean_run), "--merged", str(c.out)],
+         ("pooling 'cls'",)),
+    Case("eval on a file without labels", lambda c: ["eval", str(c.inputs.run), "--data", str(c.inputs.unlabelled)],
+         ("has no label column 'label'",)),
+    Case("train without --data", lambda c: ["train", "--output", str(c.out)], ("needs --data",)),
+    Case("predict with nothing to predict", lambda c: ["predict", str(c.inputs.run)], ("Give texts",)),
+    Case("predict from a folder without a finished run", lambda c: ["predict", str(c.work), "hi"],
+         ("holds no finished run",)),
+    Case("--budget together with --d", lambda c: _train(c, c.inputs.good, "--budget", "64", "--d", "64"),
+         ("not allowed with argument --budget",)),
+    Case("--epochs together with --max-steps", lambda c: _train(c, c.inputs.good, "--epochs", "1"),
+         ("argument --epochs: not allowed with argument --max-steps",)),
+    Case("unknown position", lambda c: _train(c, c.inputs.good, "--position", "middle"),
+         ("invalid choice: 'middle'",)),
+]
+
+
+@pytest.fixture
+def ctx(inputs, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    return SimpleNamespace(inputs=inputs, work=work, out=work / "out")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_is_one_clear_line_and_leaves_nothing_behind(case, ctx, capfd):
+    case.prepare(ctx)
+    before = snapshot(ctx.work)
+    inputs_before = snapshot(ctx.inputs.root)
+
+    status, out, err = run_cli(case.argv(ctx), capfd)
+
+    line = assert_one_line_user_error(status, err)
+    for piece in case.expect:
+        assert piece in line, line
+    assert out == ""
+    assert snapshot(ctx.work) == before  # no new run folder, merged folder or temporary file; old files unchanged
+    assert snapshot(ctx.inputs.root) == inputs_before
+    if hasattr(ctx, "marker"):
+        assert not ctx.marker.exists(), "a vector file was unpickled"
+
+    if case.core is not None:
+        with pytest.raises(case.error) as raised:
+            case.core(ctx)
+        assert str(raised.value) and "\n" not in str(raised.value)
+        assert snapshot(ctx.work) == before
+        if hasattr(ctx, "marker"):
+            assert not ctx.marker.exists(), "a vector file was unpickled"
+
+
+def test_read_only_output_folder(ctx, capfd):
+    parent = ctx.work / "locked"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        if os.access(parent, os.W_OK):
+            pytest.skip("running as a user (root) who can write into a read-only folder")
+        status, _, err = run_cli(_train(ctx, ctx.inputs.good, output=parent / "run"), capfd)
+        line = assert_one_line_user_error(status, err)
+        assert "Cannot write to the output folder" in line
+        assert list(parent.iterdir()) == []
+    finally:
+        parent.chmod(0o755)
+
+
+# --- inputs that look wrong but work ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "note"),
+    [
+        ("latin1", [], "latin1.tsv is not UTF-8; read it as"),
+        ("semicolon", [], "semicolon.tsv is semicolon-separated, not tab-separated"),
+        ("long", [], "were longer than 32 tokens and were truncated"),
+    ],
+)
+def test_usable_inputs_work_with_a_note(name, extra, note, ctx, capfd):
+    status, out, err = run_cli(_train(ctx, getattr(ctx.inputs, name), *extra), capfd)
+    assert status == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert any(note in line for line in notes), err
+    assert (ctx.out / "metrics.json").is_file()
+    if name == "long":
+        truncation = next(line for line in notes if "truncated" in line)
+        found = re.search(r"(\d+) training and (\d+) validation texts were longer than 32 tokens", truncation)
+        assert found, truncation
+        trained, validated = int(found[1]), int(found[2])
+        assert trained > 100 and validated > 5  # nearly every repeated sentence is over 32 tokens
+    if name == "latin1":  # the accented words were decoded, not mangled
+        data = load_task_data(_spec(ctx, ctx.inputs.latin1, validation_fraction=0.5), 0)
+        every = data.train.texts + data.validation.texts
+        assert "un café très crème, à la française" in every and "naïve, déjà vu, señor" in every
+
+
+# --- the same contract in a real process --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["unsupported architecture (GPT-2)", "vector made for another base model"])
+def test_user_errors_in_a_real_process(which, ctx):
+    """The raw stderr of a real `jrft` process: one line, nothing else (no warnings, no progress bars)."""
+    case = next(case for case in CASES if case.name == which)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JRFT_HOME": str(ctx.work.parent / "home")}
+    before = snapshot(ctx.work)
+    done = subprocess.run([sys.executable, "-m", "jrft_desktop.cli", *case.argv(ctx)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    line = assert_one_line_user_error(done.returncode, done.stderr)
+    assert all(piece in line for piece in case.expect), line
+    assert done.stdout == ""
+    assert snapshot(ctx.work) == before
