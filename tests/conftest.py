@@ -30,6 +30,18 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return {family: build_tiny_model(family, root / family) for family in FAMILIES}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run many times faster on one intra-op thread on this shared 2-core machine (and
+    deterministically); modules that use them opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

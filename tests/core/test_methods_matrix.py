@@ -40,13 +40,7 @@ STOCK_CLASS = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSe
                "distilbert": "DistilBertForSequenceClassification"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with other jobs: one intra-op thread keeps the tiny models fast and deterministic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec_for(method: str, position: str | None, **overrides) -> MethodSpec:

@@ -20,12 +20,7 @@ from jrft_desktop.core.projection import ProjectionSpec, check_spec, fingerprint
 SMALL = ProjectionSpec(seed=0, d=8, widths=(4, 6))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # What this protects: a saved vector z only means something together with the exact W_l it was trained with,

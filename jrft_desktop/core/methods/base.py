@@ -10,7 +10,7 @@ from torch import nn
 from ..config import MethodSpec
 from ..errors import ArtifactError, UserError
 from ..models import JrftModel
-from ..projection import ProjectionSpec
+from ..projection import ProjectedVector, ProjectionSpec
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,6 @@ class Method:
     foldable: bool = True  # can be merged into a stock model with the base architecture
     size_name: str | None = None  # the MethodSpec field that sizes this method
     default_size: int | None = None
-    uses_projection: bool = False
     has_position: bool = False  # reads MethodSpec.position
 
     # --- sizing -------------------------------------------------------------------------------------------
@@ -86,6 +85,27 @@ class Method:
         """Fold the method into the base model (in place) and return that plain transformers model."""
         self.check_foldable()
         return model.base()
+
+
+class ProjectedMethod(Method):
+    """A method whose only trainable tensor (besides the head) is z, projected into every layer."""
+
+    size_name = "d"
+    default_size = 1024
+
+    def params_for_size(self, size, model):
+        return size
+
+    def size_for_budget(self, budget, model):
+        return budget
+
+    def attach_projection(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec, width: int) -> list[nn.Module]:
+        """Freeze the backbone, add z with one projection of `width` per layer; returns the layers."""
+        freeze(model.backbone)
+        layers = model.layers()
+        widths = tuple(width for _ in layers)
+        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
+        return layers
 
 
 def freeze(module: nn.Module) -> None:

@@ -5,8 +5,8 @@ The prompt position lengthens the sequence, so JR-WARP cannot fold into a stock 
 from torch import nn
 
 from . import register
-from .base import Method, add_hook, freeze
-from ..projection import ProjectedVector, ProjectionSpec
+from .base import ProjectedMethod, add_hook
+from ..projection import ProjectedVector
 
 PROMPT_POSITION = 1  # JrftModel inserts prompts right after the first ([CLS]) token
 
@@ -20,26 +20,14 @@ class _FirstLayerPrompt(nn.Module):
         return self.projected.shift(0).unsqueeze(0)
 
 
-class JRWarp(Method):
+class JRWarp(ProjectedMethod):
     name = "jr-warp"
     summary = "JR-WARP: a prompt token built from z that every layer shifts by z @ W_l (cannot be merged)."
     default_lr = 3e-2
     foldable = False
-    size_name = "d"
-    default_size = 1024
-    uses_projection = True
-
-    def params_for_size(self, size, model):
-        return size
-
-    def size_for_budget(self, budget, model):
-        return budget
 
     def apply(self, model, plan, spec):
-        freeze(model.backbone)
-        layers = model.layers()
-        widths = tuple(model.info.hidden_size for _ in layers)
-        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
+        layers = self.attach_projection(model, plan, spec, model.info.hidden_size)
         # Registered as a plain attribute, not a submodule, so z is named once ("projected.z") in the state.
         object.__setattr__(model, "prompts", _FirstLayerPrompt(model.projected))
         projected = model.projected

@@ -6,35 +6,22 @@ merged model is the base architecture with different biases (no added latency)."
 import torch
 
 from . import register
-from .base import Method, add_hook, freeze, remove_hooks
+from .base import ProjectedMethod, add_hook, remove_hooks
 from ..errors import ModelError
-from ..projection import ProjectedVector, ProjectionSpec
 
 
 def _width(model, position: str) -> int:
     return model.info.intermediate_size if position == "intermediate" else model.info.hidden_size
 
 
-class SLaSh(Method):
+class SLaSh(ProjectedMethod):
     name = "slash"
     summary = "SLaSh: one trainable vector z mapped by fixed random projections into a shift in every layer."
     default_lr = 3e-2
-    size_name = "d"
-    default_size = 1024
-    uses_projection = True
     has_position = True
 
-    def params_for_size(self, size, model):
-        return size
-
-    def size_for_budget(self, budget, model):
-        return budget
-
     def apply(self, model, plan, spec):
-        freeze(model.backbone)
-        layers = model.layers()
-        widths = tuple(_width(model, plan.position) for _ in layers)
-        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
+        layers = self.attach_projection(model, plan, spec, _width(model, plan.position))
         model.slash_position = plan.position
         projected, layout = model.projected, model.layout
         for index, layer in enumerate(layers):
