@@ -256,10 +256,14 @@ class Trainer:
             self.emit(finished)
             return finished
 
-        best_file = self.run_dir / runs.BEST_FILE
-        if best_file.is_file():
-            load_trainable_state(model, runs.load_state_file(best_file))
-        scores = evaluate(model, encoder, *validation, data.task, device)
+        last_eval = state["history"][-1].get("eval") if state["history"] else None
+        if state["best_step"] == state["step"] and last_eval is not None:
+            scores = last_eval  # the model in hand is the best one and was just evaluated
+        else:
+            best_file = self.run_dir / runs.BEST_FILE
+            if best_file.is_file():
+                load_trainable_state(model, runs.load_state_file(best_file))
+            scores = evaluate(model, encoder, *validation, data.task, device)
         timed = state["step_times"][1:] or state["step_times"]  # the first step pays for warm-up
         summary = {
             "status": status, "method": plan.method, "trainable_params": plan.trainable_params,

@@ -1,0 +1,63 @@
+"""Start the desktop app: `jrft-desktop` or `python -m jrft_desktop`.
+
+torch is not imported here or by the window: the window is on screen first, then the pages load the model
+description, the methods and the data in background threads (which is where torch loads)."""
+
+import time
+
+LAUNCHED = time.perf_counter()  # before Qt and the app's modules load: the start of the time-to-window
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="jrft-desktop", description="JRFT Desktop: finetune transformers with a "
+                                                                      "few thousand parameters.")
+    parser.add_argument("--self-test", action="store_true",
+                        help="Drive the window through choosing, training, results and both exports on the bundled "
+                             "sample, then exit 0 only if all of it worked (runs go to a temporary folder).")
+    parser.add_argument("--timing", action="store_true",
+                        help="Print the time to the window and, after each run, the longest the UI was blocked.")
+    return parser.parse_known_args(argv)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.self_test and "JRFT_HOME" not in os.environ:  # its runs and settings never touch the user's
+        with tempfile.TemporaryDirectory(prefix="jrft-self-test-") as scratch:
+            os.environ["JRFT_HOME"] = scratch
+            try:
+                return _run(args)
+            finally:
+                del os.environ["JRFT_HOME"]
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+    from .settings import AppSettings
+    from .worker import background_idle
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("JRFT Desktop")
+    app.setDesktopFileName("jrft-desktop")
+    window = MainWindow(AppSettings())
+    shown = window.show_and_load() - LAUNCHED
+    if args.timing:
+        print(f"timing: window on screen {shown:.2f} s after start (torch imported by then: "
+              f"{'yes' if 'torch' in sys.modules else 'no'})", flush=True)
+        window.train_page.run_ended.connect(lambda result: print(
+            f"timing: longest UI-thread block during the run: {window.train_page.max_lag_ms:.0f} ms", flush=True))
+    if args.self_test:
+        from .self_test import SelfTest
+
+        status = SelfTest(window).run()
+    else:
+        status = app.exec()
+    background_idle()
+    return status

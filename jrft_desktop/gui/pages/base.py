@@ -1,0 +1,65 @@
+"""What every page shares: a title, one sentence on what it is for, tooltips from the config help, notes."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+
+from ...core.config import field_help
+
+
+class Page(QWidget):
+    def __init__(self, title: str, intro: str, scrollable: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.title = title
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(24, 18, 24, 18)
+        heading = QLabel(title)
+        heading.setObjectName("pageTitle")
+        outer.addWidget(heading)
+        lead = QLabel(intro)
+        lead.setObjectName("pageIntro")
+        lead.setWordWrap(True)
+        outer.addWidget(lead)
+        content = QWidget()
+        self.body = QVBoxLayout(content)
+        self.body.setContentsMargins(0, 8, 0, 0)
+        if scrollable:
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(content)
+            outer.addWidget(scroll, 1)
+        else:
+            outer.addWidget(content, 1)
+
+
+def with_help(widget: QWidget, cls: type, name: str) -> QWidget:
+    """Give `widget` the setting's explanation from the config dataclass as its tooltip."""
+    widget.setToolTip(field_help(cls, name))
+    return widget
+
+
+class Note(QLabel):
+    """A line of feedback under a control: 'info', 'warning' or 'error' (styled by the theme)."""
+
+    def __init__(self, text: str = "", kind: str = "info", parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.show_text(text, kind)
+
+    def show_text(self, text: str, kind: str = "info") -> None:
+        self.setText(text)
+        self.setProperty("kind", kind)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.setVisible(bool(text))
+
+    @property
+    def kind(self) -> str:
+        return self.property("kind")
+
+
+def thousands(number: int | float | None) -> str:
+    return "–" if number is None else f"{number:,}"

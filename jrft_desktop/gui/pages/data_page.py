@@ -1,0 +1,345 @@
+"""Page 2: the labelled text to learn from, its columns, and what is held out for validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
+                               QRadioButton, QSpinBox, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
+
+from ...core.config import DataSpec
+from ...core.paths import sample_data_dir
+from .. import dialogs, settings as keys
+from ..backend import PREVIEW_ROWS, DataSummary, Preview, preview_table, summarize_data
+from ..settings import AppSettings
+from ..worker import LatestRequest
+from .base import Note, Page, thousands, with_help
+
+NO_PAIR = "(none: single texts)"
+SUMMARY_DELAY_MS = 250  # typing or spinning settles before the data is reloaded
+
+
+def file_filter() -> str:
+    from ...core.data import SUPPORTED_SUFFIXES  # pandas loads with it: not before the window shows
+
+    return f"Data files ({' '.join('*' + suffix for suffix in SUPPORTED_SUFFIXES)});;All files (*)"
+
+
+def sample_files() -> tuple[Path, Path]:
+    """The bundled SST-2 slice: training sentences and the GLUE dev set."""
+    return sample_data_dir() / "sst2_train.tsv", sample_data_dir() / "sst2_dev.tsv"
+
+
+class RowsModel(QAbstractTableModel):
+    """A read-only table of strings (the preview)."""
+
+    def __init__(self, preview: Preview | None = None):
+        super().__init__()
+        self.preview = preview
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return len(self.preview.rows) if self.preview and not parent.isValid() else 0
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(self.preview.columns) if self.preview and not parent.isValid() else 0
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole) and index.isValid():
+            return self.preview.rows[index.row()][index.column()]
+        return None
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        return self.preview.columns[section] if orientation == Qt.Orientation.Horizontal else str(section + 1)
+
+
+class DataPage(Page):
+    changed = Signal()  # the data, its columns or the validation choice changed (a new summary follows)
+    summary_changed = Signal()  # a summary (or an error) arrived
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None):
+        super().__init__("Data", "A table of labelled texts: a CSV, TSV, JSON, JSON Lines or Parquet file with a "
+                                 "text column and a label column. Drop a file here or choose one.", parent=parent)
+        self.settings = settings
+        self.preview: Preview | None = None
+        self.summary: DataSummary | None = None
+        self.error = ""
+        self._preview_request = LatestRequest(self, preview_table, self._show_preview, self._show_failure)
+        self._summary_request = LatestRequest(self, summarize_data, self._show_summary, self._show_failure)
+        self._summary_timer = QTimer(self, singleShot=True, interval=SUMMARY_DELAY_MS)
+        self._summary_timer.timeout.connect(self._request_summary)
+        self.setAcceptDrops(True)
+
+        columns = QHBoxLayout()
+        left, right = QVBoxLayout(), QVBoxLayout()
+        columns.addLayout(left, 3)
+        columns.addLayout(right, 2)
+        self.body.addLayout(columns)
+
+        source = QGroupBox("Training data")
+        grid = QGridLayout(source)
+        self.sample_button = QPushButton("Use the bundled SST-2 sample")
+        self.sample_button.setObjectName("primary")
+        self.sample_button.clicked.connect(self.use_sample)
+        grid.addWidget(self.sample_button, 0, 0)
+        grid.addWidget(QLabel("4,000 movie-review phrases (0 = negative, 1 = positive), validated on the "
+                              "872-sentence GLUE SST-2 dev set."), 0, 1, 1, 2)
+        self.train_edit = with_help(QLineEdit(), DataSpec, "train")
+        self.train_edit.setPlaceholderText("a file, a folder, or a datasets name — or drop a file on this page")
+        self.train_edit.editingFinished.connect(lambda: self.set_train(self.train_edit.text().strip()))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_train)
+        grid.addWidget(QLabel("File:"), 1, 0)
+        grid.addWidget(self.train_edit, 1, 1)
+        grid.addWidget(browse, 1, 2)
+        grid.setColumnStretch(1, 1)
+        left.addWidget(source)
+
+        validation = QGroupBox("Validation (scores the model and picks the best checkpoint)")
+        grid = QGridLayout(validation)
+        self.validation_kinds = QButtonGroup(self)
+        self.split_radio = with_help(QRadioButton("Hold out a share of the training rows:"), DataSpec,
+                                     "validation_fraction")
+        self.file_radio = with_help(QRadioButton("Use a validation file:"), DataSpec, "validation")
+        self.split_radio.setChecked(True)
+        for radio in (self.split_radio, self.file_radio):
+            self.validation_kinds.addButton(radio)
+        self.fraction_spin = with_help(QDoubleSpinBox(), DataSpec, "validation_fraction")
+        self.fraction_spin.setRange(1, 50)
+        self.fraction_spin.setDecimals(0)
+        self.fraction_spin.setSuffix(" %")
+        self.fraction_spin.setValue(DataSpec().validation_fraction * 100)
+        self.validation_edit = with_help(QLineEdit(), DataSpec, "validation")
+        self.validation_edit.setPlaceholderText("same columns as the training file")
+        self.validation_edit.editingFinished.connect(self._validation_edited)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_validation)
+        grid.addWidget(self.split_radio, 0, 0)
+        grid.addWidget(self.fraction_spin, 0, 1)
+        grid.addWidget(self.file_radio, 1, 0)
+        grid.addWidget(self.validation_edit, 1, 1)
+        grid.addWidget(browse, 1, 2)
+        grid.setColumnStretch(1, 1)
+        left.addWidget(validation)
+
+        chosen = QGroupBox("Columns (guessed from the names and contents; change them if the guess is wrong)")
+        form = QFormLayout(chosen)
+        self.text_combo = with_help(QComboBox(), DataSpec, "text_column")
+        self.pair_combo = with_help(QComboBox(), DataSpec, "text_pair_column")
+        self.label_combo = with_help(QComboBox(), DataSpec, "label_column")
+        self.rows_spin = with_help(QSpinBox(), DataSpec, "max_train_rows")
+        self.rows_spin.setRange(0, 100_000_000)
+        self.rows_spin.setSingleStep(1000)
+        self.rows_spin.setSpecialValueText("all rows")
+        form.addRow("Text", self.text_combo)
+        form.addRow("Second text (sentence pairs)", self.pair_combo)
+        form.addRow("Label", self.label_combo)
+        form.addRow("Train on at most", self.rows_spin)
+        left.addWidget(chosen)
+
+        summary = QGroupBox("What training will see")
+        box = QVBoxLayout(summary)
+        self.summary_label = QLabel("Choose a file to see its labels.")
+        self.summary_label.setObjectName("summary")
+        self.summary_label.setWordWrap(True)
+        box.addWidget(self.summary_label)
+        self.distribution = QTableWidget(0, 4)
+        self.distribution.setObjectName("distribution")
+        self.distribution.setHorizontalHeaderLabels(["Label", "Training rows", "Share", "Validation rows"])
+        self.distribution.verticalHeader().hide()
+        self.distribution.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.distribution.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.distribution.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        box.addWidget(self.distribution, 1)
+        self.status = Note()
+        box.addWidget(self.status)
+        right.addWidget(summary)
+
+        preview = QGroupBox(f"Preview (the first {PREVIEW_ROWS} rows)")
+        box = QVBoxLayout(preview)
+        self.preview_view = QTableView()
+        self.preview_view.setObjectName("preview")
+        self.preview_view.setModel(RowsModel())
+        self.preview_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.preview_view.horizontalHeader().setStretchLastSection(True)
+        self.preview_view.verticalHeader().setDefaultSectionSize(22)
+        box.addWidget(self.preview_view)
+        self.body.addWidget(preview, 1)
+
+        for combo in (self.text_combo, self.pair_combo, self.label_combo):
+            combo.currentIndexChanged.connect(self._settings_changed)
+        self.fraction_spin.valueChanged.connect(self._settings_changed)
+        self.rows_spin.valueChanged.connect(self._settings_changed)
+        self.split_radio.toggled.connect(self._settings_changed)
+
+    def load(self) -> None:
+        """Reopen the remembered data (in the background; called once the window shows)."""
+        remembered = self.settings.text(keys.TRAIN_DATA)
+        if remembered:
+            self.set_validation(self.settings.text(keys.VALIDATION_DATA))
+            self.set_train(remembered)
+
+    # --- what the rest of the app reads -------------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        validation = self.validation_edit.text().strip() if self.file_radio.isChecked() else ""
+        return DataSpec(
+            train=self.train_edit.text().strip(), validation=validation or None,
+            text_column=self.text_combo.currentText() or None,
+            text_pair_column=self.pair_combo.currentText() if self.pair_combo.currentIndex() > 0 else None,
+            label_column=self.label_combo.currentText() or None,
+            validation_fraction=self.fraction_spin.value() / 100,
+            max_train_rows=self.rows_spin.value() or None,
+        )
+
+    @property
+    def busy(self) -> bool:
+        return self._preview_request.busy or self._summary_request.busy or self._summary_timer.isActive()
+
+    def short_name(self) -> str:
+        return Path(self.train_edit.text().strip()).name or "no data"
+
+    # --- choosing -----------------------------------------------------------------------------------------
+    def use_sample(self) -> None:
+        train, dev = sample_files()
+        self.set_validation(str(dev))
+        self.set_train(str(train))
+
+    def set_train(self, source: str) -> None:
+        self.train_edit.setText(source)
+        self.settings.set_text(keys.TRAIN_DATA, source)
+        self.preview = self.summary = None
+        self._summary_timer.stop()
+        self._summary_request.forget()
+        self.preview_view.setModel(RowsModel())
+        self._fill_columns(())
+        self._show_summary(None)
+        if not source:
+            self._preview_request.forget()
+            self.error = ""
+            self.status.show_text("")
+            self.changed.emit()
+            return
+        self.error = ""
+        self.status.show_text("Reading the file…")
+        self._preview_request.request(source)
+        self.changed.emit()
+
+    def set_validation(self, source: str) -> None:
+        """A validation file, or '' to hold out a share of the training rows instead."""
+        self.validation_edit.setText(source)
+        self.settings.set_text(keys.VALIDATION_DATA, source)
+        (self.file_radio if source else self.split_radio).setChecked(True)
+        self._settings_changed()
+
+    def dragEnterEvent(self, event) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        """The first file dropped is the training data; a second one, the validation data."""
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if not files:
+            return
+        event.acceptProposedAction()
+        self.settings.remember_folder(keys.DATA_FOLDER, files[0])
+        if len(files) > 1:
+            self.set_validation(files[1])
+        self.set_train(files[0])
+
+    def _browse_train(self) -> None:
+        chosen = dialogs.choose_open_file(self, "Choose the training data", self.settings.folder(keys.DATA_FOLDER),
+                                          file_filter())
+        if chosen:
+            self.settings.remember_folder(keys.DATA_FOLDER, chosen)
+            self.set_train(chosen)
+
+    def _browse_validation(self) -> None:
+        chosen = dialogs.choose_open_file(self, "Choose the validation data", self.settings.folder(keys.DATA_FOLDER),
+                                          file_filter())
+        if chosen:
+            self.settings.remember_folder(keys.DATA_FOLDER, chosen)
+            self.set_validation(chosen)
+
+    def _validation_edited(self) -> None:
+        if self.validation_edit.text().strip() != self.settings.text(keys.VALIDATION_DATA):
+            self.set_validation(self.validation_edit.text().strip())
+
+    def _settings_changed(self) -> None:
+        if not self.file_radio.isChecked():
+            self.settings.set_text(keys.VALIDATION_DATA, "")
+        if self.preview is None:
+            return
+        self.summary = None
+        self._summary_request.forget()
+        self._summary_timer.start()
+        self.changed.emit()
+
+    # --- answers from the background ----------------------------------------------------------------------
+    def _show_preview(self, preview: Preview) -> None:
+        self.preview = preview
+        self.preview_view.setModel(RowsModel(preview))
+        self.preview_view.resizeColumnsToContents()
+        for column in range(len(preview.columns)):
+            self.preview_view.setColumnWidth(column, min(self.preview_view.columnWidth(column), 600))
+        self._fill_columns(preview.columns, preview.guessed)
+        self.status.show_text("Checking the labels…")
+        self._request_summary()
+
+    def _fill_columns(self, columns, guessed=None) -> None:
+        text, pair, label = guessed or (columns[0] if columns else "", None, columns[-1] if columns else "")
+        for combo, chosen, first in ((self.text_combo, text, ()), (self.pair_combo, pair or NO_PAIR, (NO_PAIR,)),
+                                     (self.label_combo, label, ())):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([*first, *columns])
+            combo.setCurrentText(chosen)
+            combo.blockSignals(False)
+
+    def _request_summary(self) -> None:
+        spec = self.data_spec()
+        if self.file_radio.isChecked() and not spec.validation:
+            self.status.show_text("Choose the validation file, or hold out a share of the training rows.", "warning")
+            return
+        self._summary_request.request(spec)
+
+    def _show_summary(self, summary: DataSummary | None) -> None:
+        self.summary = summary
+        self.distribution.setRowCount(0)
+        if summary is None:
+            self.summary_label.setText("Choose a file to see its labels.")
+            return
+        self.error = ""
+        if summary.task == "classification":
+            kind = f"Classification into {summary.num_labels} classes"
+        else:
+            kind = "Regression (the labels are numbers; the model learns to predict them)"
+        self.summary_label.setText(
+            f"<b>{kind}</b><br>{thousands(summary.train_rows)} training rows · "
+            f"{thousands(summary.validation_rows)} validation rows<br>"
+            f"<span style='color:gray'>Validation: {summary.validation_source}</span>")
+        total = max(1, summary.train_rows)
+        for row, (name, count) in enumerate(summary.train_counts.items()):
+            self.distribution.insertRow(row)
+            self.distribution.setItem(row, 0, QTableWidgetItem(name))
+            self.distribution.setItem(row, 1, QTableWidgetItem(thousands(count)))
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(round(1000 * count / total))
+            bar.setFormat(f"{100 * count / total:.1f}%")
+            self.distribution.setCellWidget(row, 2, bar)
+            self.distribution.setItem(row, 3, QTableWidgetItem(thousands(summary.validation_counts.get(name, 0))))
+        self.distribution.setVisible(summary.task == "classification")
+        self.status.show_text("\n".join(summary.notes))
+        self.summary_changed.emit()
+
+    def _show_failure(self, failure) -> None:
+        self.summary = None
+        self.distribution.setRowCount(0)
+        self.summary_label.setText("This data cannot be used as it is:")
+        self.error = failure.message
+        self.status.show_text(failure.message, "error")
+        self.summary_changed.emit()

@@ -1,0 +1,316 @@
+"""Page 3: the finetuning method, its size (the parameter budget), where it acts, and the training settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ...core.config import POOLINGS, SLASH_POSITIONS, MethodSpec, ModelSpec
+from ..backend import MethodInfo, compute_devices, method_catalog, plan_method
+from ..worker import LatestRequest, run_in_background
+from .base import Note, Page, thousands, with_help
+from .training_settings import TrainingSettings
+
+SIZE_LABELS = {"d": "d (size of the vector z)", "rank": "LoRA rank", "prompt_tokens": "Prompt tokens"}
+POOLING_LABELS = {
+    "auto": "auto (the model's default)",
+    "mean": "mean of the tokens",
+    "cls": "cls: first token (needed for a merged model)",
+    "mask": "mask token (as in the paper)",
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    method: str
+    size: int | None = None  # None: the method's default size
+    position: str = "output"
+
+
+PRESETS = (
+    Preset("SLaSh d=1024 (paper)", "slash", 1024),
+    Preset("SLaSh d=4096", "slash", 4096),
+    Preset("JR-WARP d=1024 (paper)", "jr-warp", 1024),
+    Preset("LoRA r=8", "lora", 8),
+    Preset("WARP, 8 prompt tokens", "warp", 8),
+    Preset("BitFit", "bitfit"),
+    Preset("Linear head only", "head"),
+    Preset("Full finetuning", "full"),
+)
+CUSTOM = "Custom"
+
+
+def _catalog_and_devices():
+    return method_catalog(), compute_devices()
+
+
+class MethodPage(Page):
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Method and settings", "How the model is adapted and how many parameters may train. "
+                                                "Hover over any setting for its explanation.", scrollable=True,
+                         parent=parent)
+        self.methods: dict[str, MethodInfo] = {}
+        self.plan = None  # the MethodPlan for the current choices, once computed
+        self.plan_error = ""
+        self._model_spec: ModelSpec | None = None
+        self._model_parameters: int | None = None
+        self._num_labels = 2
+        self._planner = LatestRequest(self, plan_method, self._show_plan, self._show_plan_failure)
+
+        columns = QHBoxLayout()
+        self.body.addLayout(columns)
+        left, right = QVBoxLayout(), QVBoxLayout()
+        columns.addLayout(left, 1)
+        columns.addLayout(right, 1)
+
+        choice = QGroupBox("Method")
+        self.method_box = QVBoxLayout(choice)
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(QLabel("Preset:"))
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([CUSTOM, *(preset.label for preset in PRESETS)])
+        self.preset_combo.setToolTip("Settings used in the paper and common baselines; choosing one fills in the "
+                                     "method and its size.")
+        self.preset_combo.activated.connect(self._preset_chosen)
+        preset_row.addWidget(self.preset_combo, 1)
+        self.method_box.addLayout(preset_row)
+        self.method_group = QButtonGroup(self)
+        self.method_group.buttonToggled.connect(self._method_toggled)
+        self.loading = QLabel("Loading the methods…")
+        self.method_box.addWidget(self.loading)
+        self.method_box.addStretch(1)
+        left.addWidget(choice)
+
+        size = QGroupBox("Budget: how many parameters train")
+        form = QFormLayout(size)
+        self.size_label = QLabel("Size")
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(1, 1_000_000)
+        self.size_spin.valueChanged.connect(self._choices_changed)
+        form.addRow(self.size_label, self.size_spin)
+        self.count_label = QLabel("–")
+        self.count_label.setObjectName("bigNumber")
+        self.count_label.setToolTip("Trainable parameters, counted on the model's structure without loading it.")
+        form.addRow("Trainable", self.count_label)
+        self.count_detail = QLabel("")
+        self.count_detail.setObjectName("detail")
+        self.count_detail.setWordWrap(True)
+        form.addRow("", self.count_detail)
+        self.plan_note = Note()
+        form.addRow(self.plan_note)
+        right.addWidget(size)
+
+        placement = QGroupBox("Where it acts")
+        form = QFormLayout(placement)
+        self.position_combo = with_help(QComboBox(), MethodSpec, "position")
+        self.position_combo.addItems(SLASH_POSITIONS)
+        self.position_combo.currentIndexChanged.connect(self._choices_changed)
+        form.addRow("SLaSh position", self.position_combo)
+        self.pooling_combo = with_help(QComboBox(), ModelSpec, "pooling")
+        for pooling in POOLINGS:
+            self.pooling_combo.addItem(POOLING_LABELS[pooling], pooling)
+        self.pooling_combo.currentIndexChanged.connect(self._choices_changed)
+        form.addRow("Pooling", self.pooling_combo)
+        self.merge_note = Note()
+        form.addRow(self.merge_note)
+        self.seed_spin = with_help(QSpinBox(), MethodSpec, "projection_seed")
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.valueChanged.connect(self._choices_changed)
+        form.addRow("Projection seed", self.seed_spin)
+        self.on_the_fly_box = with_help(QCheckBox("Regenerate projections on the fly (less memory, slower)"),
+                                        MethodSpec, "on_the_fly")
+        self.on_the_fly_box.toggled.connect(self._choices_changed)
+        form.addRow("", self.on_the_fly_box)
+        right.addWidget(placement)
+
+        privacy = QGroupBox("Private training — not available yet")
+        privacy.setObjectName("privacy")
+        box = QVBoxLayout(privacy)
+        notice = QLabel("Differential privacy (DP-SGD, with a privacy budget ε) is planned for a later version. "
+                        "Nothing here is private yet: training sees the data as it is.")
+        notice.setWordWrap(True)
+        box.addWidget(notice)
+        self.privacy_box = QCheckBox("Train with differential privacy")
+        box.addWidget(self.privacy_box)
+        privacy.setEnabled(False)
+        right.addWidget(privacy)
+        right.addStretch(1)
+
+        self.training = TrainingSettings()
+        self.training.changed.connect(self.changed)
+        self.body.addWidget(self.training)
+        self.body.addStretch(1)
+
+    def load(self) -> None:
+        """List the methods and devices (this loads torch, in the background; called once the window shows)."""
+        run_in_background(self, _catalog_and_devices, on_result=self._show_catalog, on_error=self._show_load_failure)
+
+    # --- what the rest of the app reads -------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return bool(self.methods)
+
+    @property
+    def method(self) -> MethodInfo | None:
+        button = self.method_group.checkedButton()
+        return self.methods[button.property("method")] if button else None
+
+    @property
+    def busy(self) -> bool:
+        return self._planner.busy
+
+    def pooling(self) -> str:
+        return self.pooling_combo.currentData()
+
+    def method_spec(self) -> MethodSpec:
+        method = self.method
+        sizes = {method.size_name: self.size_spin.value()} if method.size_name else {}
+        return MethodSpec(name=method.name, position=self.position_combo.currentText(),
+                          projection_seed=self.seed_spin.value(), on_the_fly=self.on_the_fly_box.isChecked(), **sizes)
+
+    def describe_choice(self) -> str:
+        method = self.method
+        if method is None:
+            return "no method"
+        size = f" {method.size_name}={self.size_spin.value()}" if method.size_name else ""
+        return f"{method.title}{size}"
+
+    # --- choosing -----------------------------------------------------------------------------------------
+    def choose(self, method: str, size: int | None = None, position: str | None = None,
+               pooling: str | None = None) -> None:
+        """Select a method (and optionally its size, SLaSh position and pooling), as a user would."""
+        for button in self.method_group.buttons():
+            if button.property("method") == method:
+                button.setChecked(True)
+        if size is not None:
+            self.size_spin.setValue(size)
+        if position is not None:
+            self.position_combo.setCurrentText(position)
+        if pooling is not None:
+            self.pooling_combo.setCurrentIndex(self.pooling_combo.findData(pooling))
+
+    def choose_preset(self, label: str) -> None:
+        preset = next(preset for preset in PRESETS if preset.label == label)
+        self.choose(preset.method, preset.size or self.methods[preset.method].default_size, preset.position)
+
+    def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int) -> None:
+        """The chosen model and number of classes, which the parameter counts depend on."""
+        if (model_spec, model_parameters, num_labels) != (self._model_spec, self._model_parameters, self._num_labels):
+            self._model_spec, self._model_parameters, self._num_labels = model_spec, model_parameters, num_labels
+            self._request_plan()
+
+    def _preset_chosen(self, index: int) -> None:
+        if index > 0:
+            self.choose_preset(self.preset_combo.itemText(index))
+
+    def _show_catalog(self, answer) -> None:
+        methods, devices = answer
+        self.loading.hide()
+        self.methods = {method.name: method for method in methods}
+        for method in methods:
+            radio = QRadioButton(method.title)
+            radio.setObjectName(f"method_{method.name}")
+            radio.setProperty("method", method.name)
+            radio.setToolTip(method.summary)
+            explanation = QLabel(method.explanation)
+            explanation.setObjectName("detail")
+            explanation.setWordWrap(True)
+            explanation.setContentsMargins(24, 0, 0, 4)
+            self.method_group.addButton(radio)
+            self.method_box.insertWidget(self.method_box.count() - 1, radio)
+            self.method_box.insertWidget(self.method_box.count() - 1, explanation)
+        self.training.add_devices(devices)
+        self.choose_preset(PRESETS[0].label)
+        self.changed.emit()
+
+    def _show_load_failure(self, failure) -> None:
+        self.loading.setText(f"The methods could not be loaded: {failure.message}")
+
+    def _method_toggled(self, button, checked: bool) -> None:
+        if not checked:
+            return
+        method = self.method
+        self.size_spin.blockSignals(True)
+        if method.size_name:
+            self.size_label.setText(SIZE_LABELS.get(method.size_name, method.size_name))
+            with_help(self.size_spin, MethodSpec, method.size_name)
+            self.size_spin.setValue(method.default_size or 1)
+            self.size_spin.setSpecialValueText("")
+        else:
+            self.size_label.setText("Size")
+            self.size_spin.setToolTip("This method trains a fixed set of parameters; it has no size to choose.")
+        self.size_spin.setEnabled(bool(method.size_name))
+        self.size_spin.blockSignals(False)
+        self.position_combo.setEnabled(method.has_position)
+        self.seed_spin.setEnabled(method.uses_projection)
+        self.on_the_fly_box.setEnabled(method.uses_projection)
+        self.training.set_default_lr(method.default_lr)
+        self._choices_changed()
+
+    def _choices_changed(self) -> None:
+        method = self.method
+        if method is None:
+            return
+        self.preset_combo.setCurrentText(self._matching_preset())
+        self._show_merge_note()
+        self._request_plan()
+        self.changed.emit()
+
+    def _matching_preset(self) -> str:
+        method = self.method
+        size = self.size_spin.value() if method.size_name else None
+        for preset in PRESETS:
+            same_position = not method.has_position or preset.position == self.position_combo.currentText()
+            if preset.method == method.name and (preset.size or method.default_size) == size and same_position:
+                return preset.label
+        return CUSTOM
+
+    def _show_merge_note(self) -> None:
+        method, pooling = self.method, self.pooling()
+        if not method.foldable:
+            self.merge_note.show_text(f"{method.title} adds a prompt to the input, so it cannot become a stock "
+                                      "merged model; you export and use its vector file.", "warning")
+        elif pooling != "cls":
+            self.merge_note.show_text("To export a merged model (a stock transformers folder) choose pooling 'cls': "
+                                      "stock classifiers read the first token. With this pooling you export the "
+                                      "vector file.", "info")
+        else:
+            self.merge_note.show_text("This run can be exported as a merged stock model and as a vector file.")
+
+    # --- parameter counts ---------------------------------------------------------------------------------
+    def _request_plan(self) -> None:
+        self.plan = None
+        self.plan_error = ""
+        if self.method is None or self._model_spec is None:
+            self._planner.forget()
+            self.count_label.setText("–")
+            self.count_detail.setText("Choose a model to count the parameters." if self.method else "")
+            return
+        self.count_label.setText("counting…")
+        self.plan_note.show_text("")
+        model = ModelSpec(self._model_spec.name_or_path, self.pooling(), self._model_spec.trust_remote_code)
+        self._planner.request(model, self.method_spec(), self._num_labels)
+
+    def _show_plan(self, plan) -> None:
+        self.plan = plan
+        self.count_label.setText(f"{thousands(plan.trainable_params)} parameters")
+        share = f" · {100 * plan.trainable_params / self._model_parameters:.3g}% of the model's " \
+                f"{self._model_parameters / 1e6:.1f} M" if self._model_parameters else ""
+        size = f" · {plan.size_name} = {thousands(plan.size)}" if plan.size_name else ""
+        self.count_detail.setText(f"{thousands(plan.method_params)} in the method + {thousands(plan.head_params)} in "
+                                  f"the head ({self._num_labels} outputs){size}{share}")
+        self.plan_note.show_text(plan.note, "warning" if plan.note else "info")
+        self.changed.emit()
+
+    def _show_plan_failure(self, failure) -> None:
+        self.plan_error = failure.message
+        self.count_label.setText("–")
+        self.count_detail.setText("")
+        self.plan_note.show_text(failure.message, "error")
+        self.changed.emit()

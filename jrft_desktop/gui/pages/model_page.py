@@ -1,0 +1,171 @@
+"""Page 1: which pretrained model to adapt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QLineEdit,
+                               QPushButton, QRadioButton, QWidget)
+
+from ...core.config import DEFAULT_MODEL, ModelSpec
+from .. import dialogs, settings as keys
+from ..backend import describe_model
+from ..settings import AppSettings
+from ..worker import LatestRequest
+from .base import Note, Page, thousands, with_help
+
+BUNDLED, FOLDER, HUB = "bundled", "folder", "hub"
+
+
+class ModelPage(Page):
+    changed = Signal()  # another model was chosen, or its description arrived
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None):
+        super().__init__("Model", "The pretrained transformer to adapt. It stays frozen: only a few thousand new "
+                                  "parameters are trained on top of it.", parent=parent)
+        self.settings = settings
+        self.info = None  # the chosen model's ModelInfo, once described
+        self._describe = LatestRequest(self, describe_model, self._show_info, self._show_failure)
+
+        choice = QGroupBox("Which model")
+        grid = QGridLayout(choice)
+        grid.setColumnStretch(1, 1)
+        self.kinds = QButtonGroup(self)
+        self.bundled_radio = QRadioButton("Bundled: all-MiniLM-L6-v2 (ships with the app, works offline)")
+        self.folder_radio = QRadioButton("A model folder on this computer")
+        self.hub_radio = QRadioButton("A Hugging Face Hub id (downloaded once; needs the internet the first time)")
+        for row, (radio, kind) in enumerate(((self.bundled_radio, BUNDLED), (self.folder_radio, FOLDER),
+                                             (self.hub_radio, HUB))):
+            with_help(radio, ModelSpec, "name_or_path")
+            self.kinds.addButton(radio)
+            radio.setProperty("kind", kind)
+            grid.addWidget(radio, row * 2, 0, 1, 3)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("a folder saved with save_pretrained (holds config.json)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        grid.addWidget(self.folder_edit, 3, 1)
+        grid.addWidget(browse, 3, 2)
+        self.hub_edit = QLineEdit()
+        self.hub_edit.setPlaceholderText("e.g. roberta-base or bert-base-uncased")
+        grid.addWidget(self.hub_edit, 5, 1, 1, 2)
+        grid.setColumnMinimumWidth(0, 24)
+        self.trust_box = with_help(QCheckBox("Run Python code that ships with the model (trust remote code)"),
+                                   ModelSpec, "trust_remote_code")
+        grid.addWidget(self.trust_box, 6, 1, 1, 2)
+        self.body.addWidget(choice)
+
+        about = QGroupBox("About this model")
+        form = QFormLayout(about)
+        self.facts = {name: QLabel("–") for name in ("family", "layers", "hidden", "parameters", "pooling", "path")}
+        for name, label in (("family", "Family"), ("layers", "Layers"), ("hidden", "Hidden size"),
+                            ("parameters", "Parameters"), ("pooling", "Default pooling"), ("path", "Files")):
+            self.facts[name].setObjectName(f"fact_{name}")
+            self.facts[name].setWordWrap(True)
+            form.addRow(label, self.facts[name])
+        self.status = Note()
+        form.addRow(self.status)
+        self.body.addWidget(about)
+        self.body.addStretch(1)
+
+        self.kinds.buttonToggled.connect(self._kind_toggled)
+        self.folder_edit.editingFinished.connect(self._describe_choice)
+        self.hub_edit.editingFinished.connect(self._describe_choice)
+        self.trust_box.setChecked(settings.flag(keys.TRUST_REMOTE_CODE))
+        self.trust_box.toggled.connect(self._describe_choice)
+
+    def load(self) -> None:
+        """Describe the remembered model (in the background; called once the window shows)."""
+        self._restore(self.settings.text(keys.MODEL, DEFAULT_MODEL))
+
+    # --- what the rest of the app reads -------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.kinds.checkedButton().property("kind")
+
+    def name_or_path(self) -> str:
+        return {BUNDLED: DEFAULT_MODEL, FOLDER: self.folder_edit.text().strip(),
+                HUB: self.hub_edit.text().strip()}[self.kind]
+
+    def model_spec(self, pooling: str = "auto") -> ModelSpec:
+        return ModelSpec(name_or_path=self.name_or_path(), pooling=pooling,
+                         trust_remote_code=self.trust_box.isChecked())
+
+    def short_name(self) -> str:
+        name = self.name_or_path()
+        return name.removeprefix("bundled:") if self.kind != FOLDER else Path(name).name
+
+    @property
+    def busy(self) -> bool:
+        return self._describe.busy
+
+    # --- choosing -----------------------------------------------------------------------------------------
+    def choose_folder(self, path: str) -> None:
+        self.folder_edit.setText(path)
+        self._select(self.folder_radio)
+
+    def choose_hub(self, model_id: str) -> None:
+        self.hub_edit.setText(model_id)
+        self._select(self.hub_radio)
+
+    def choose_bundled(self) -> None:
+        self._select(self.bundled_radio)
+
+    def _select(self, radio: QRadioButton) -> None:
+        if radio.isChecked():
+            self._describe_choice()
+        else:
+            radio.setChecked(True)  # describes the choice through `_kind_toggled`
+
+    def _restore(self, remembered: str) -> None:
+        if remembered.startswith("bundled:") or not remembered:
+            self.choose_bundled()
+        elif Path(remembered).expanduser().is_dir():
+            self.choose_folder(remembered)
+        else:
+            self.choose_hub(remembered)
+
+    def _browse(self) -> None:
+        folder = dialogs.choose_folder(self, "Choose a model folder", self.settings.folder(keys.MODEL_FOLDER))
+        if folder:
+            self.settings.remember_folder(keys.MODEL_FOLDER, folder)
+            self.choose_folder(folder)
+
+    def _kind_toggled(self, button, checked: bool) -> None:
+        if checked:
+            self.folder_edit.setEnabled(self.kind == FOLDER)
+            self.hub_edit.setEnabled(self.kind == HUB)
+            self._describe_choice()
+
+    def _describe_choice(self) -> None:
+        self.info = None
+        self._show_facts(None)
+        name = self.name_or_path()
+        if not name:
+            self._describe.forget()
+            self.status.show_text("Choose a folder." if self.kind == FOLDER else "Type a Hub id, then press Enter.")
+            self.changed.emit()
+            return
+        self.settings.set_text(keys.MODEL, name)
+        self.settings.set_flag(keys.TRUST_REMOTE_CODE, self.trust_box.isChecked())
+        self.status.show_text("Reading the model's configuration…")
+        self._describe.request(self.model_spec())
+        self.changed.emit()
+
+    def _show_info(self, info) -> None:
+        self.info = info
+        self._show_facts(info)
+        self.status.show_text("")
+        self.changed.emit()
+
+    def _show_failure(self, failure) -> None:
+        self.status.show_text(failure.message, "error")
+        self.changed.emit()
+
+    def _show_facts(self, info) -> None:
+        values = {"family": info.family, "layers": str(info.layers), "hidden": str(info.hidden_size),
+                  "parameters": f"{thousands(info.parameters)} ({info.parameters / 1e6:.1f} M)",
+                  "pooling": info.default_pooling, "path": info.path} if info else {}
+        for name, label in self.facts.items():
+            label.setText(values.get(name, "–"))

@@ -1,0 +1,308 @@
+"""Page 5: how well a run did (metrics, confusion matrix, curves), trying it on a sentence, and exporting it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+                               QLineEdit, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from .. import dialogs, settings as keys
+from ..backend import Confusion, Prediction, RunSummary, TrainedModel, copy_vector, load_history, summarize_run
+from ..plots import HISTORY_PLOTS, CurvePanel
+from ..settings import AppSettings
+from ..worker import run_in_background
+from .base import Note, Page, thousands
+
+# metrics.json keys shown, in order, with how to print them
+METRIC_ROWS = (
+    ("accuracy", "Validation accuracy", "{:.4f}"), ("macro_f1", "Validation macro-F1", "{:.4f}"),
+    ("matthews", "Validation Matthews corr.", "{:.4f}"), ("pearson", "Validation Pearson", "{:.4f}"),
+    ("spearman", "Validation Spearman", "{:.4f}"), ("mse", "Validation mean squared error", "{:.4f}"),
+    ("loss", "Validation loss", "{:.4f}"), ("trainable_params", "Trainable parameters", "{:,}"),
+    ("trainable_params_without_head", "… without the head", "{:,}"), ("size", "Size (d, rank or prompts)", "{:,}"),
+    ("position", "SLaSh position", "{}"), ("pooling", "Pooling", "{}"), ("train_steps", "Steps", "{:,}"),
+    ("best_step", "Best step", "{:,}"), ("lr", "Learning rate", "{:g}"),
+    ("step_time_s", "Median step time", "{:.3f} s"), ("examples_per_s", "Throughput", "{:,.1f} examples/s"),
+    ("peak_memory_mb", "Peak memory", "{:,.0f} MB"), ("device", "Device", "{}"),
+    ("train_examples", "Training examples", "{:,}"), ("validation_examples", "Validation examples", "{:,}"),
+    ("validation_source", "Validation data", "{}"), ("wall_time_s", "Wall time", "{:,.1f} s"),
+)
+
+
+def _read_only_table(rows: int, columns: int) -> QTableWidget:
+    table = QTableWidget(rows, columns)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    return table
+
+
+class ResultsPage(Page):
+    resume_requested = Signal(str)
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None):
+        super().__init__("Results", "How the run did on its validation data. Try it on your own sentence, then "
+                                    "export it: a small vector file, or a merged model that stock transformers "
+                                    "loads.", parent=parent)
+        self.settings = settings
+        self.run: RunSummary | None = None
+        self.trained: TrainedModel | None = None
+        self.confusion: Confusion | None = None
+        self.prediction: Prediction | None = None
+        self.merge_problem = ""
+        self.busy_with: set[str] = set()  # background work in flight: 'load', 'confusion', 'predict', 'export'
+
+        header = QHBoxLayout()
+        self.run_label = QLabel("No run open yet: train one, or open one from History.")
+        self.run_label.setObjectName("runTitle")
+        self.run_label.setWordWrap(True)
+        header.addWidget(self.run_label, 1)
+        self.vector_button = QPushButton("Save vector file…")
+        self.merged_button = QPushButton("Save merged model…")
+        self.resume_button = QPushButton("Resume this run")
+        for button in (self.vector_button, self.merged_button, self.resume_button):
+            header.addWidget(button)
+        self.body.addLayout(header)
+        self.status = Note()
+        self.body.addWidget(self.status)
+
+        self.tabs = QTabWidget()
+        self.body.addWidget(self.tabs, 1)
+        summary = QWidget()
+        grid = QGridLayout(summary)
+        self.tabs.addTab(summary, "Summary")
+        metrics_box = QGroupBox("Metrics")
+        box = QVBoxLayout(metrics_box)
+        self.metrics_table = _read_only_table(0, 2)
+        self.metrics_table.setObjectName("metrics")
+        self.metrics_table.horizontalHeader().hide()
+        self.metrics_table.verticalHeader().hide()
+        self.metrics_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.metrics_table.horizontalHeader().setStretchLastSection(True)
+        box.addWidget(self.metrics_table)
+        grid.addWidget(metrics_box, 0, 0, 2, 1)
+
+        confusion_box = QGroupBox("Confusion matrix (rows: true label, columns: predicted)")
+        box = QVBoxLayout(confusion_box)
+        self.confusion_table = _read_only_table(0, 0)
+        self.confusion_table.setObjectName("confusion")
+        self.confusion_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.confusion_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        box.addWidget(self.confusion_table, 1)
+        self.confusion_note = QLabel("")
+        self.confusion_note.setObjectName("detail")
+        self.confusion_note.setWordWrap(True)
+        box.addWidget(self.confusion_note)
+        grid.addWidget(confusion_box, 0, 1)
+
+        try_box = QGroupBox("Try it")
+        form = QGridLayout(try_box)
+        self.try_edit = QLineEdit()
+        self.try_edit.setPlaceholderText("Type a sentence and press Enter")
+        self.try_pair_edit = QLineEdit()
+        self.try_pair_edit.setPlaceholderText("Second sentence of the pair")
+        self.try_button = QPushButton("Classify")
+        form.addWidget(self.try_edit, 0, 0)
+        form.addWidget(self.try_button, 0, 1)
+        form.addWidget(self.try_pair_edit, 1, 0)
+        self.answer_label = QLabel("")
+        self.answer_label.setObjectName("answer")
+        form.addWidget(self.answer_label, 2, 0, 1, 2)
+        self.bars = QVBoxLayout()
+        form.addLayout(self.bars, 3, 0, 1, 2)
+        form.setRowStretch(4, 1)
+        grid.addWidget(try_box, 1, 1)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+
+        self.curves = CurvePanel(HISTORY_PLOTS, columns=3)
+        self.tabs.addTab(self.curves, "Training curves")
+
+        self.vector_button.clicked.connect(self._ask_vector_target)
+        self.merged_button.clicked.connect(self._ask_merged_target)
+        self.resume_button.clicked.connect(lambda: self.resume_requested.emit(str(self.run.path)))
+        self.try_button.clicked.connect(self.try_text)
+        self.try_edit.returnPressed.connect(self.try_text)
+        self.try_pair_edit.returnPressed.connect(self.try_text)
+        self._show_controls()
+
+    # --- opening a run ------------------------------------------------------------------------------------
+    def open_run(self, run_dir: str | Path) -> None:
+        run = summarize_run(Path(run_dir))
+        self.run, self.trained, self.confusion, self.prediction, self.merge_problem = run, None, None, None, ""
+        self.busy_with.clear()
+        self.metrics_table.setRowCount(0)
+        self.confusion_table.setRowCount(0)
+        self.confusion_table.setColumnCount(0)
+        self.confusion_note.setText("")
+        self.answer_label.setText("")
+        self._clear_bars()
+        self.curves.clear()
+        self.status.show_text("")
+        if run is None:
+            self.run_label.setText(f"{Path(run_dir).name} holds no run.")
+            self._show_controls()
+            return
+        metric = f" · {run.metric_name} {run.metric:.4f}" if run.metric is not None else ""
+        self.run_label.setText(f"<b>{run.name}</b><br>{run.method} on {run.data} · {run.status}{metric}")
+        self._fill_metrics(run.metrics)
+        self.curves.set_history(run.name, load_history(run.path), run.metric_name)
+        if run.has_vector:
+            self.status.show_text("Loading the trained model…")
+            self._start("load", TrainedModel, run.path, on_result=self._model_loaded)
+        elif run.resumable:
+            self.status.show_text(f"This run stopped after {run.steps} steps; resume it to finish training "
+                                  "and get its vector file.", "warning")
+        else:
+            self.status.show_text("This run did not get far enough to save anything usable.", "warning")
+        self._show_controls()
+
+    def close_run(self, run_dir: str | Path) -> None:
+        """Forget the run if it is the one shown (it was deleted)."""
+        if self.run is not None and self.run.path == Path(run_dir):
+            self.open_run(run_dir)
+
+    def _fill_metrics(self, metrics: dict) -> None:
+        rows = [(label, template.format(metrics[key])) for key, label, template in METRIC_ROWS
+                if metrics.get(key) is not None]
+        self.metrics_table.setRowCount(len(rows))
+        for row, (label, value) in enumerate(rows):
+            self.metrics_table.setItem(row, 0, QTableWidgetItem(label))
+            self.metrics_table.setItem(row, 1, QTableWidgetItem(value))
+            self.metrics_table.item(row, 1).setToolTip(value)
+
+    def _model_loaded(self, trained: TrainedModel) -> None:
+        self.trained = trained
+        self.merge_problem = trained.merge_problem()
+        self.try_pair_edit.setVisible(bool(trained.metadata["columns"].get("text_pair")))
+        self.status.show_text(self.merge_problem, "info")
+        self.confusion_note.setText("Computing on the validation data…")
+        self._start("confusion", trained.confusion, on_result=self._show_confusion)
+
+    def _show_confusion(self, confusion: Confusion | None) -> None:
+        self.confusion = confusion
+        if confusion is None:
+            self.confusion_note.setText("This is a regression task: there are no classes to confuse.")
+            return
+        names = list(confusion.label_names)
+        self.confusion_table.setRowCount(len(names))
+        self.confusion_table.setColumnCount(len(names))
+        self.confusion_table.setHorizontalHeaderLabels([f"predicted {name}" for name in names])
+        self.confusion_table.setVerticalHeaderLabels([f"true {name}" for name in names])
+        for row, counts in enumerate(confusion.matrix):
+            total = max(1, sum(counts))
+            for column, count in enumerate(counts):
+                item = QTableWidgetItem(f"{count:,}\n{100 * count / total:.0f}%")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                share = count / total
+                color = QColor(46, 125, 50) if row == column else QColor(198, 40, 40)
+                color.setAlphaF(0.12 + 0.6 * share)
+                item.setBackground(color)
+                self.confusion_table.setItem(row, column, item)
+        total = sum(map(sum, confusion.matrix))
+        self.confusion_note.setText(f"{total:,} validation examples, accuracy {confusion.accuracy:.4f}. Each row "
+                                    "shows how the examples of one true label were classified.")
+
+    # --- try it -------------------------------------------------------------------------------------------
+    def try_text(self) -> None:
+        text = self.try_edit.text().strip()
+        if not text or self.trained is None:
+            return
+        pair = self.try_pair_edit.text().strip() if not self.try_pair_edit.isHidden() else None
+        self.answer_label.setText("…")
+        self._start("predict", self.trained.predict, text, pair, on_result=self._show_prediction)
+
+    def _show_prediction(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+        self._clear_bars()
+        if prediction.label is None:
+            self.answer_label.setText(f"Predicted value: <b>{prediction.value:.4f}</b>")
+            return
+        self.answer_label.setText(f"Predicted label: <b>{prediction.label}</b>")
+        for name, probability in sorted(prediction.probabilities.items(), key=lambda item: -item[1]):
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(round(1000 * probability))
+            bar.setFormat(f"{name}: {100 * probability:.1f}%")
+            self.bars.addWidget(bar)
+
+    def _clear_bars(self) -> None:
+        while self.bars.count():
+            self.bars.takeAt(0).widget().deleteLater()
+
+    # --- export -------------------------------------------------------------------------------------------
+    def _ask_vector_target(self) -> None:
+        suggested = str(Path(self.settings.folder(keys.EXPORT_FOLDER)) / f"{self.run.name}.safetensors")
+        target = dialogs.choose_save_file(self, "Save the vector file", suggested, "Vector files (*.safetensors)")
+        if target:
+            self.settings.remember_folder(keys.EXPORT_FOLDER, target)
+            self.export_vector(Path(target))
+
+    def export_vector(self, target: Path) -> None:
+        """Copy vector.safetensors and vector.json to `target` (.safetensors and .json beside each other)."""
+        self._start("export", copy_vector, self.run.path, target, on_result=self._vector_saved)
+
+    def _vector_saved(self, files) -> None:
+        self.status.show_text(f"Saved {files[0]} and {files[1].name}.")
+
+    def _ask_merged_target(self) -> None:
+        if self.merge_problem:
+            dialogs.show_error(self, self.merge_problem, title="Cannot export a merged model")
+            return
+        suggested = str(Path(self.settings.folder(keys.EXPORT_FOLDER)) / f"{self.run.name}-merged")
+        target = dialogs.choose_save_file(self, "Save the merged model as a new folder", suggested, "Folders (*)")
+        if target:
+            self.settings.remember_folder(keys.EXPORT_FOLDER, str(Path(target).parent))
+            self.export_merged(Path(target))
+
+    def export_merged(self, target: Path) -> None:
+        """Write a stock transformers model folder (in the background: it copies the whole model)."""
+        self.status.show_text(f"Writing the merged model to {target}…")
+        self._start("export", self.trained.export_merged, target, on_result=self._merged_saved)
+
+    def _merged_saved(self, folder) -> None:
+        self.status.show_text(f"Saved the merged model to {folder}: AutoModelForSequenceClassification."
+                              "from_pretrained loads it without this app.")
+
+    # --- background work ----------------------------------------------------------------------------------
+    def _start(self, task: str, function, *args, on_result) -> None:
+        run = self.run
+        self.busy_with.add(task)
+        self._show_controls()
+
+        def done(value):
+            if self.run is run:  # answers for a run no longer shown are dropped
+                self.busy_with.discard(task)
+                on_result(value)
+                self._show_controls()
+
+        def failed(failure):
+            if self.run is run:
+                self.busy_with.discard(task)
+                self.status.show_text(failure.message, "error")
+                dialogs.show_failure(self, failure, {"load": "load the trained model", "confusion": "evaluate",
+                                                     "predict": "classify", "export": "export"}[task])
+                self._show_controls()
+
+        run_in_background(self, function, *args, on_result=done, on_error=failed)
+
+    def _show_controls(self) -> None:
+        run = self.run
+        ready = self.trained is not None
+        exporting = "export" in self.busy_with
+        self.vector_button.setEnabled(run is not None and run.has_vector and not exporting)
+        self.merged_button.setEnabled(ready and not exporting)
+        self.merged_button.setToolTip(self.merge_problem)
+        self.resume_button.setVisible(run is not None and run.resumable)
+        self.try_button.setEnabled(ready and "predict" not in self.busy_with)
+        self.try_edit.setEnabled(ready)
+        self.try_pair_edit.setEnabled(ready)
+        if not ready:
+            self.try_pair_edit.setVisible(False)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.busy_with)

@@ -1,0 +1,221 @@
+"""Page 4: start, pause, resume and cancel a run, and watch it: progress with ETA, live curves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+
+from ...core.config import RunConfig
+from ...core.events import EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent
+from .. import dialogs
+from ..backend import load_history, new_run_dir
+from ..lag_probe import LagProbe
+from ..plots import LIVE_PLOTS, CurvePanel
+from ..worker import TrainingRun
+from .base import Note, Page, thousands
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
+
+
+class TrainPage(Page):
+    run_ended = Signal(object)  # the FinishedEvent or FailedEvent of each run
+    running_changed = Signal(bool)
+    results_requested = Signal(str)  # the run folder to show on the Results page
+
+    def __init__(self, prepare: Callable[[], tuple[RunConfig, str]], parent: QWidget | None = None):
+        """`prepare()` returns the configuration to train and a one-line description, or raises ValueError
+        saying what is missing."""
+        super().__init__("Train", "Training runs in the background: you can keep using the app. Pause waits after "
+                                  "the current step; Cancel saves a checkpoint you can resume later from History.",
+                         parent=parent)
+        self.prepare = prepare
+        self.run: TrainingRun | None = None
+        self.last_run_dir: Path | None = None
+        self.total_steps = 0
+        self.probe = LagProbe(parent=self)
+        self.max_lag_ms: float | None = None  # the longest the UI thread was blocked during the last run
+
+        top = QGroupBox("This run")
+        grid = QGridLayout(top)
+        self.plan_label = QLabel("")
+        self.plan_label.setObjectName("runPlan")
+        self.plan_label.setWordWrap(True)
+        grid.addWidget(self.plan_label, 0, 0, 1, 2)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("primary")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step and save a checkpoint; resume it later from "
+                                      "History.")
+        self.resume_button = QPushButton("Resume this run")
+        self.results_button = QPushButton("See the results →")
+        for button in (self.start_button, self.pause_button, self.cancel_button, self.resume_button,
+                       self.results_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        grid.addLayout(buttons, 1, 0, 1, 2)
+        self.progress = QProgressBar()
+        self.progress.setFormat("")
+        grid.addWidget(self.progress, 2, 0)
+        self.eta_label = QLabel("")
+        self.eta_label.setObjectName("eta")
+        self.eta_label.setMinimumWidth(180)
+        grid.addWidget(self.eta_label, 2, 1)
+        self.state_label = QLabel("Ready.")
+        self.state_label.setObjectName("trainState")
+        self.state_label.setWordWrap(True)
+        grid.addWidget(self.state_label, 3, 0, 1, 2)
+        self.notes = Note()
+        grid.addWidget(self.notes, 4, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+        self.body.addWidget(top)
+        self.plots = CurvePanel(LIVE_PLOTS)
+        self.body.addWidget(self.plots, 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.toggled.connect(self._pause_toggled)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button.clicked.connect(lambda: self.resume(self.last_run_dir))
+        self.results_button.clicked.connect(lambda: self.results_requested.emit(str(self.last_run_dir)))
+        self._show_buttons()
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None
+
+    def refresh_plan(self) -> None:
+        """Describe what Start will train (or what is still missing)."""
+        if self.running:
+            return
+        try:
+            _, description = self.prepare()
+        except ValueError as problem:
+            self.plan_label.setText(f"<b>Not ready:</b> {problem}")
+            self.start_button.setEnabled(False)
+        else:
+            self.plan_label.setText(description)
+            self.start_button.setEnabled(True)
+
+    # --- controls -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            config, description = self.prepare()
+        except ValueError as problem:
+            dialogs.show_error(self, str(problem), title="Not ready to train")
+            return
+        self._launch(TrainingRun(config, new_run_dir(config.method.name), parent=self), description, history=[])
+
+    def resume(self, run_dir: Path | str) -> None:
+        """Continue a stopped run from its checkpoint."""
+        if self.running:
+            dialogs.show_error(self, "A run is already training; wait for it or cancel it first.",
+                               title="Cannot resume now")
+            return
+        run_dir = Path(run_dir)
+        self._launch(TrainingRun(None, run_dir, resume=True, parent=self), f"Resuming the stopped run {run_dir.name}.",
+                     history=load_history(run_dir))
+
+    def set_paused(self, paused: bool) -> None:
+        self.pause_button.setChecked(paused)
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+            self.pause_button.setChecked(False)
+            self.state_label.setText("Stopping after this step and saving a checkpoint…")
+            self.cancel_button.setEnabled(False)
+
+    def _pause_toggled(self, paused: bool) -> None:
+        if self.run is None:
+            return
+        self.run.set_paused(paused)
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.state_label.setText("Paused: training waits before the next step." if paused else "Training…")
+
+    # --- the run ------------------------------------------------------------------------------------------
+    def _launch(self, run: TrainingRun, description: str, history: list[dict]) -> None:
+        self.run = run
+        self.last_run_dir = run.run_dir
+        self.plots.clear()
+        if history:
+            self.plots.set_history(run.run_dir.name, history, None)
+        self.progress.setRange(0, 0)  # busy until the trainer knows its steps
+        self.progress.setFormat("")
+        self.eta_label.setText("")
+        self.notes.show_text("")
+        self.state_label.setText("Loading the data and the model…")
+        self.plan_label.setText(f"{description}<br><span style='color:gray'>Run folder: {run.run_dir}</span>")
+        run.event.connect(self._on_event)
+        run.ended.connect(self._on_ended)
+        self.max_lag_ms = None
+        self.probe.start()
+        run.start()
+        self._show_buttons()
+        self.running_changed.emit(True)
+
+    def _on_event(self, event) -> None:
+        name = self.run.run_dir.name if self.run else ""
+        if isinstance(event, PreparedEvent):
+            self.total_steps = event.total_steps
+            self.progress.setRange(0, event.total_steps)
+            self.progress.setValue(event.start_step)
+            self.progress.setFormat("step %v of %m")
+            plan = event.plan
+            size = f", {plan['size_name']} = {thousands(plan['size'])}" if plan["size_name"] else ""
+            self.state_label.setText(
+                f"Training {plan['method']}{size}: {thousands(plan['trainable_params'])} trainable parameters, "
+                f"{thousands(event.train_examples)} training and {thousands(event.validation_examples)} validation "
+                f"examples, {thousands(event.total_steps)} steps.")
+            self.notes.show_text("\n".join(event.notes))
+        elif isinstance(event, StepEvent):
+            self.progress.setValue(event.step)
+            self.eta_label.setText(f"ETA {format_duration(event.eta_s)} · {event.examples_per_s:,.0f} examples/s")
+            self.plots.add_step(name, event)
+        elif isinstance(event, EvalEvent):
+            self.plots.add_eval(name, event)
+
+    def _on_ended(self, result) -> None:
+        self.max_lag_ms = self.probe.stop()
+        self.run = None
+        self.pause_button.setChecked(False)
+        self.progress.setRange(0, max(1, self.total_steps))
+        if isinstance(result, FailedEvent):
+            self.progress.setValue(0)
+            self.state_label.setText(f"Training failed: {result.message}")
+            self.eta_label.setText("")
+            dialogs.show_failure(self, result, "train")
+        elif isinstance(result, FinishedEvent) and result.status == "stopped":
+            self.state_label.setText("Stopped; a checkpoint is saved. Resume it here or later from History.")
+            self.eta_label.setText("")
+        else:
+            metric = result.metrics.get("metric")
+            score = f": validation {metric} {result.metrics[metric]:.4f}" if metric in result.metrics else ""
+            self.progress.setValue(self.progress.maximum())
+            self.eta_label.setText(f"took {format_duration(result.metrics.get('wall_time_s', 0))}")
+            self.state_label.setText(f"Finished ({result.status}){score}.")
+        self._show_buttons(result)
+        self.running_changed.emit(False)
+        self.run_ended.emit(result)
+
+    def _show_buttons(self, result=None) -> None:
+        running = self.running
+        self.start_button.setVisible(not running)
+        self.pause_button.setVisible(running)
+        self.cancel_button.setVisible(running)
+        self.pause_button.setText("Pause")
+        self.cancel_button.setEnabled(running)
+        stopped = isinstance(result, FinishedEvent) and result.status == "stopped"
+        finished = isinstance(result, FinishedEvent) and not stopped
+        self.resume_button.setVisible(stopped and not running)
+        self.results_button.setVisible(finished and not running)
+        if not running:
+            self.refresh_plan()

@@ -1,0 +1,184 @@
+"""Training curves with pyqtgraph: live during a run, reloaded from history.json, or overlaid to compare runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QGridLayout, QWidget
+
+from ..core.events import EvalEvent, StepEvent
+
+pg.setConfigOptions(antialias=True)
+
+SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+SMOOTHING = 0.8  # weight of the past in the smoothed loss (an exponential moving average)
+REFRESH_MS = 100  # redraw at most this often: a fast method reports hundreds of steps a second
+
+
+@dataclass(frozen=True)
+class PlotKind:
+    title: str
+    unit: str
+
+
+PLOT_KINDS = {
+    "loss": PlotKind("Training loss", "loss"),
+    "metric": PlotKind("Validation metric", "score"),
+    "lr": PlotKind("Learning rate", "rate"),
+    "throughput": PlotKind("Throughput", "examples / s"),
+}
+LIVE_PLOTS = ("loss", "metric", "lr", "throughput")
+HISTORY_PLOTS = ("loss", "metric", "lr")  # history.json records no throughput
+THEME_COLORS = {"light": ("#ffffff", "#303030"), "dark": ("#202124", "#d8d8d8")}
+
+
+def smoothed(values: Sequence[float]) -> list[float]:
+    out, average = [], None
+    for value in values:
+        average = value if average is None else SMOOTHING * average + (1 - SMOOTHING) * value
+        out.append(average)
+    return out
+
+
+class CurvePanel(QWidget):
+    """A grid of plots; each series (a run) is one color in every plot."""
+
+    def __init__(self, kinds: Sequence[str] = LIVE_PLOTS, columns: int = 2, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.kinds = tuple(kinds)
+        self._points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+        self._items: dict[tuple[str, str], list[pg.PlotDataItem]] = {}
+        self._metric_name: str | None = None
+        self._theme = "light"
+        self._refresh = QTimer(self)
+        self._refresh.setSingleShot(True)
+        self._refresh.setInterval(REFRESH_MS)
+        self._refresh.timeout.connect(self._redraw)
+        layout = QGridLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plots: dict[str, pg.PlotWidget] = {}
+        for index, kind in enumerate(self.kinds):
+            plot = pg.PlotWidget()
+            plot.setObjectName(f"plot_{kind}")
+            plot.setMinimumHeight(160)
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setMouseEnabled(x=True, y=False)
+            plot.getPlotItem().setMenuEnabled(False)
+            plot.addLegend(offset=(-10, 10))
+            self.plots[kind] = plot
+            layout.addWidget(plot, index // columns, index % columns)
+        self.apply_theme("light")
+
+    # --- data ---------------------------------------------------------------------------------------------
+    def clear(self) -> None:
+        self._points.clear()
+        for plot in self.plots.values():
+            plot.clear()
+            plot.getPlotItem().legend.clear()
+        self._items.clear()
+        self._metric_name = None
+        self._label_axes()
+
+    def add_step(self, series: str, event: StepEvent) -> None:
+        self._append(series, "loss", event.step, event.loss)
+        self._append(series, "lr", event.step, event.lr)
+        self._append(series, "throughput", event.step, event.examples_per_s)
+        self._schedule_redraw()
+
+    def add_eval(self, series: str, event: EvalEvent) -> None:
+        self._set_metric_name(event.metric_name)
+        self._append(series, "metric", event.step, event.metrics[event.metric_name])
+        self._schedule_redraw()
+
+    def set_history(self, series: str, history: Sequence[Mapping], metric_name: str | None) -> None:
+        """Show one run's history.json entries (steps with loss and lr, evaluations with metrics). Without
+        `metric_name`, the first metric of the evaluations: the default one (accuracy, or pearson)."""
+        metric_name = metric_name or next((next(iter(entry["eval"])) for entry in history if "eval" in entry), None)
+        if metric_name:
+            self._set_metric_name(metric_name)
+        for entry in history:
+            if "eval" in entry:
+                if self._metric_name in entry["eval"]:
+                    self._append(series, "metric", entry["step"], entry["eval"][self._metric_name])
+            else:
+                self._append(series, "loss", entry["step"], entry["loss"])
+                self._append(series, "lr", entry["step"], entry["lr"])
+        self._redraw()
+
+    def point_count(self, kind: str) -> int:
+        return sum(len(points[kind][0]) for points in self._points.values() if kind in points)
+
+    def series_names(self) -> list[str]:
+        return list(self._points)
+
+    # --- drawing ------------------------------------------------------------------------------------------
+    def apply_theme(self, theme: str) -> None:
+        self._theme = theme
+        background, foreground = THEME_COLORS[theme]
+        for plot in self.plots.values():
+            plot.setBackground(background)
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                axis.setPen(foreground)
+                axis.setTextPen(foreground)
+            plot.getPlotItem().legend.setLabelTextColor(foreground)
+        self._label_axes()
+
+    def _label_axes(self) -> None:
+        foreground = THEME_COLORS[self._theme][1]
+        for kind, plot in self.plots.items():
+            spec = PLOT_KINDS[kind]
+            title = f"Validation {self._metric_name}" if kind == "metric" and self._metric_name else spec.title
+            plot.setTitle(title, color=foreground, size="11pt")
+            plot.setLabel("bottom", "step", color=foreground)
+            plot.setLabel("left", self._metric_name if kind == "metric" and self._metric_name else spec.unit,
+                          color=foreground)
+
+    def _set_metric_name(self, name: str) -> None:
+        if name != self._metric_name:
+            self._metric_name = name
+            self._label_axes()
+
+    def _append(self, series: str, kind: str, x: float, y: float) -> None:
+        if kind not in self.plots:
+            return
+        xs, ys = self._points.setdefault(series, {}).setdefault(kind, ([], []))
+        xs.append(x)
+        ys.append(y)
+
+    def _color(self, series: str) -> str:
+        return SERIES_COLORS[list(self._points).index(series) % len(SERIES_COLORS)]
+
+    def _schedule_redraw(self) -> None:
+        if not self._refresh.isActive():
+            self._refresh.start()
+
+    def _redraw(self) -> None:
+        for plot in self.plots.values():  # a legend only helps when runs are compared
+            plot.getPlotItem().legend.setVisible(len(self._points) > 1)
+        for series, kinds in self._points.items():
+            color = self._color(series)
+            for kind, (xs, ys) in kinds.items():
+                items = self._items.get((series, kind)) or self._create_items(series, kind, color)
+                if kind == "loss":
+                    items[0].setData(xs, ys)
+                    items[1].setData(xs, smoothed(ys))
+                else:
+                    items[0].setData(xs, ys)
+
+    def _create_items(self, series: str, kind: str, color: str) -> list[pg.PlotDataItem]:
+        plot = self.plots[kind]
+        if kind == "loss":  # the noisy per-step loss faintly, its moving average boldly
+            faint = pg.mkColor(color)
+            faint.setAlpha(70)
+            items = [plot.plot(pen=pg.mkPen(faint, width=1)), plot.plot(pen=pg.mkPen(color, width=2.5), name=series)]
+        elif kind == "metric":
+            items = [plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7, symbolBrush=color,
+                               symbolPen=None, name=series)]
+        else:
+            items = [plot.plot(pen=pg.mkPen(color, width=2), name=series)]
+        self._items[(series, kind)] = items
+        return items
