@@ -7,10 +7,10 @@ import time
 
 LAUNCHED = time.perf_counter()  # before Qt and the app's modules load: the start of the time-to-window
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
+import argparse
+import os
+import sys
+import tempfile
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,8 +24,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_known_args(argv)[0]
 
 
+def binding_problem() -> str:
+    """Why the installed Qt binding cannot run the app ('' when it can)."""
+    import PySide6
+
+    if PySide6.__version__ == "6.12.0" and sys.version_info < (3, 12):
+        return ("PySide6 6.12.0 drops a reference to None on every call of a void Qt method under Python 3.11 and "
+                "older, so the app would crash after a few thousand calls. Install another version: "
+                "pip install 'PySide6-Essentials!=6.12.0'")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    problem = binding_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.self_test and "JRFT_HOME" not in os.environ:  # its runs and settings never touch the user's
         with tempfile.TemporaryDirectory(prefix="jrft-self-test-") as scratch:
             os.environ["JRFT_HOME"] = scratch
@@ -34,6 +49,18 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 del os.environ["JRFT_HOME"]
     return _run(args)
+
+
+def report_bug(window, kind, error, trace) -> None:
+    """An exception escaping a Qt slot is a bug: say so in a dialog and keep the app running."""
+    import traceback
+
+    from . import dialogs
+
+    details = "".join(traceback.format_exception(kind, error, trace))
+    print(details, file=sys.stderr)
+    dialogs.show_error(window, f"Something unexpected went wrong ({kind.__name__}: {error}). The app keeps "
+                               "running; the details below help to report it.", details, title="Unexpected error")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -47,10 +74,13 @@ def _run(args: argparse.Namespace) -> int:
     app.setApplicationName("JRFT Desktop")
     app.setDesktopFileName("jrft-desktop")
     window = MainWindow(AppSettings())
-    shown = window.show_and_load() - LAUNCHED
+    sys.excepthook = lambda kind, error, trace: report_bug(window, kind, error, trace)
+    shown = window.show_on_screen() - LAUNCHED
+    torch_loaded = "torch" in sys.modules
+    window.load_pages()
     if args.timing:
         print(f"timing: window on screen {shown:.2f} s after start (torch imported by then: "
-              f"{'yes' if 'torch' in sys.modules else 'no'})", flush=True)
+              f"{'yes' if torch_loaded else 'no'})", flush=True)
         window.train_page.run_ended.connect(lambda result: print(
             f"timing: longest UI-thread block during the run: {window.train_page.max_lag_ms:.0f} ms", flush=True))
     if args.self_test:

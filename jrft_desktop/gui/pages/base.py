@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from ...core.config import field_help
 
@@ -40,6 +40,13 @@ def with_help(widget: QWidget, cls: type, name: str) -> QWidget:
     return widget
 
 
+def compact_form(parent: QWidget | None = None) -> QFormLayout:
+    """A form whose fields keep their natural width (a number box need not span the window)."""
+    form = QFormLayout(parent)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+    return form
+
+
 class Note(QLabel):
     """A line of feedback under a control: 'info', 'warning' or 'error' (styled by the theme)."""
 
@@ -61,5 +68,5 @@ class Note(QLabel):
         return self.property("kind")
 
 
-def thousands(number: int | float | None) -> str:
+def thousands(number: float | None) -> str:
     return "–" if number is None else f"{number:,}"

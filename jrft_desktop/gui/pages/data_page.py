@@ -5,21 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
-                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QRadioButton, QSpinBox, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.config import DataSpec
 from ...core.paths import sample_data_dir
-from .. import dialogs, settings as keys
+from .. import dialogs
+from .. import settings as keys
 from ..backend import PREVIEW_ROWS, DataSummary, Preview, preview_table, summarize_data
 from ..settings import AppSettings
 from ..worker import LatestRequest
-from .base import Note, Page, thousands, with_help
+from .base import Note, Page, compact_form, thousands, with_help
 
 NO_PAIR = "(none: single texts)"
 SUMMARY_DELAY_MS = 250  # typing or spinning settles before the data is reloaded
+MAX_DISTRIBUTION_ROWS = 12  # more classes scroll
 
 
 def file_filter() -> str:
@@ -40,11 +59,11 @@ class RowsModel(QAbstractTableModel):
         super().__init__()
         self.preview = preview
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return len(self.preview.rows) if self.preview and not parent.isValid() else 0
+    def rowCount(self, parent: QModelIndex | None = None) -> int:
+        return len(self.preview.rows) if self.preview and not (parent and parent.isValid()) else 0
 
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(self.preview.columns) if self.preview and not parent.isValid() else 0
+    def columnCount(self, parent: QModelIndex | None = None) -> int:
+        return len(self.preview.columns) if self.preview and not (parent and parent.isValid()) else 0
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole) and index.isValid():
@@ -86,20 +105,24 @@ class DataPage(Page):
         self.sample_button.setObjectName("primary")
         self.sample_button.clicked.connect(self.use_sample)
         grid.addWidget(self.sample_button, 0, 0)
-        grid.addWidget(QLabel("4,000 movie-review phrases (0 = negative, 1 = positive), validated on the "
-                              "872-sentence GLUE SST-2 dev set."), 0, 1, 1, 2)
+        sample_note = QLabel("4,000 movie-review phrases (0 = negative, 1 = positive), validated on the "
+                             "872-sentence GLUE SST-2 dev set.")
+        sample_note.setObjectName("detail")
+        sample_note.setWordWrap(True)
+        grid.addWidget(sample_note, 0, 1, 1, 2)
         self.train_edit = with_help(QLineEdit(), DataSpec, "train")
         self.train_edit.setPlaceholderText("a file, a folder, or a datasets name — or drop a file on this page")
         self.train_edit.editingFinished.connect(lambda: self.set_train(self.train_edit.text().strip()))
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_train)
+        self.browse_train_button = QPushButton("Browse…")
+        self.browse_train_button.clicked.connect(self._browse_train)
         grid.addWidget(QLabel("File:"), 1, 0)
         grid.addWidget(self.train_edit, 1, 1)
-        grid.addWidget(browse, 1, 2)
+        grid.addWidget(self.browse_train_button, 1, 2)
         grid.setColumnStretch(1, 1)
         left.addWidget(source)
 
-        validation = QGroupBox("Validation (scores the model and picks the best checkpoint)")
+        validation = QGroupBox("Validation")
+        validation.setToolTip("The validation data scores the model during training and picks the best checkpoint.")
         grid = QGridLayout(validation)
         self.validation_kinds = QButtonGroup(self)
         self.split_radio = with_help(QRadioButton("Hold out a share of the training rows:"), DataSpec,
@@ -113,24 +136,32 @@ class DataPage(Page):
         self.fraction_spin.setDecimals(0)
         self.fraction_spin.setSuffix(" %")
         self.fraction_spin.setValue(DataSpec().validation_fraction * 100)
+        self.fraction_spin.setMaximumWidth(90)
         self.validation_edit = with_help(QLineEdit(), DataSpec, "validation")
         self.validation_edit.setPlaceholderText("same columns as the training file")
         self.validation_edit.editingFinished.connect(self._validation_edited)
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_validation)
+        self.browse_validation_button = QPushButton("Browse…")
+        self.browse_validation_button.clicked.connect(self._browse_validation)
         grid.addWidget(self.split_radio, 0, 0)
         grid.addWidget(self.fraction_spin, 0, 1)
         grid.addWidget(self.file_radio, 1, 0)
         grid.addWidget(self.validation_edit, 1, 1)
-        grid.addWidget(browse, 1, 2)
+        grid.addWidget(self.browse_validation_button, 1, 2)
         grid.setColumnStretch(1, 1)
         left.addWidget(validation)
 
-        chosen = QGroupBox("Columns (guessed from the names and contents; change them if the guess is wrong)")
-        form = QFormLayout(chosen)
+        chosen = QGroupBox("Columns")
+        form = compact_form(chosen)
+        guessed_note = QLabel("Guessed from the names and contents; change them if the guess is wrong.")
+        guessed_note.setObjectName("detail")
+        guessed_note.setWordWrap(True)
+        form.addRow(guessed_note)
         self.text_combo = with_help(QComboBox(), DataSpec, "text_column")
         self.pair_combo = with_help(QComboBox(), DataSpec, "text_pair_column")
         self.label_combo = with_help(QComboBox(), DataSpec, "label_column")
+        for combo in (self.text_combo, self.pair_combo, self.label_combo):  # wide enough for long column names
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+            combo.setMinimumContentsLength(18)
         self.rows_spin = with_help(QSpinBox(), DataSpec, "max_train_rows")
         self.rows_spin.setRange(0, 100_000_000)
         self.rows_spin.setSingleStep(1000)
@@ -149,14 +180,16 @@ class DataPage(Page):
         box.addWidget(self.summary_label)
         self.distribution = QTableWidget(0, 4)
         self.distribution.setObjectName("distribution")
-        self.distribution.setHorizontalHeaderLabels(["Label", "Training rows", "Share", "Validation rows"])
+        self.distribution.setHorizontalHeaderLabels(["Label", "Training", "Share", "Validation"])
+        self.distribution.verticalHeader().setDefaultSectionSize(24)
         self.distribution.verticalHeader().hide()
         self.distribution.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.distribution.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.distribution.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        box.addWidget(self.distribution, 1)
+        box.addWidget(self.distribution)
         self.status = Note()
         box.addWidget(self.status)
+        box.addStretch(1)
         right.addWidget(summary)
 
         preview = QGroupBox(f"Preview (the first {PREVIEW_ROWS} rows)")
@@ -332,6 +365,9 @@ class DataPage(Page):
             bar.setFormat(f"{100 * count / total:.1f}%")
             self.distribution.setCellWidget(row, 2, bar)
             self.distribution.setItem(row, 3, QTableWidgetItem(thousands(summary.validation_counts.get(name, 0))))
+        self.distribution.setFixedHeight(self.distribution.horizontalHeader().height() + 4 +
+                                         sum(self.distribution.rowHeight(row) for row in range(min(
+                                             self.distribution.rowCount(), MAX_DISTRIBUTION_ROWS))))
         self.distribution.setVisible(summary.task == "classification")
         self.status.show_text("\n".join(summary.notes))
         self.summary_changed.emit()

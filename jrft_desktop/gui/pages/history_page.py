@@ -6,15 +6,25 @@ import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QPushButton, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QDesktopServices, QIcon, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ...core.errors import UserError
 from ...core.paths import runs_dir
 from .. import dialogs
 from ..backend import RunSummary, delete_run, list_runs, load_history
 from ..plots import CurvePanel
+from ..worker import LatestRequest, run_in_background
 from .base import Note, Page, thousands
 
 RUN_COLUMNS = ("Date", "Run", "Method", "Data", "Validation metric", "Status", "Trainable", "Steps")
@@ -81,7 +91,8 @@ class HistoryPage(Page):
         self.compare_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.compare_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.compare_table.horizontalHeader().setStretchLastSection(True)
-        self.compare_table.setMaximumHeight(150)
+        self.compare_table.verticalHeader().setDefaultSectionSize(24)
+        self.compare_table.setToolTip("Each run's colour in the plots below.")
         box.addWidget(self.compare_table)
         self.compare_plots = CurvePanel(("loss", "metric"), columns=2)
         box.addWidget(self.compare_plots, 1)
@@ -99,11 +110,19 @@ class HistoryPage(Page):
         self.folder_button.clicked.connect(self.open_runs_folder)
         self.table.itemSelectionChanged.connect(self._show_buttons)
         self.table.doubleClicked.connect(self._open_selected)
-        self.refresh()
+        self._lister = LatestRequest(self, list_runs, self._show_runs, self._show_failure)
+
+    @property
+    def busy(self) -> bool:
+        return self._lister.busy
 
     def refresh(self) -> None:
+        """Read the runs folder again (in the background)."""
+        self._lister.request()
+
+    def _show_runs(self, runs: list[RunSummary]) -> None:
         selected = {run.path for run in self.selected_runs()}
-        self.runs = list_runs()
+        self.runs = runs
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
             date = datetime.datetime.fromtimestamp(run.created).strftime("%Y-%m-%d %H:%M")
@@ -113,6 +132,9 @@ class HistoryPage(Page):
                 self.table.selectRow(row)
         self.status.show_text("" if self.runs else f"No runs yet in {runs_dir()}.")
         self._show_buttons()
+
+    def _show_failure(self, failure) -> None:
+        self.status.show_text(f"Cannot read the runs folder: {failure.message}", "error")
 
     def selected_runs(self) -> list[RunSummary]:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
@@ -128,19 +150,30 @@ class HistoryPage(Page):
         self.table.setSelectionMode(mode)
 
     def compare_selected(self) -> None:
+        """Overlay the selected runs' curves and list them side by side."""
         runs = self.selected_runs()
+        run_in_background(self, lambda: [load_history(run.path) for run in runs],
+                          on_result=lambda histories: self._show_comparison(runs, histories),
+                          on_error=self._show_failure)
+
+    def _show_comparison(self, runs: list[RunSummary], histories: list[list[dict]]) -> None:
         self.compare_plots.clear()
         self.compare_table.setRowCount(len(runs))
         metric_names = {run.metric_name for run in runs if run.metric_name}
         shared_metric = metric_names.pop() if len(metric_names) == 1 else None
-        for row, run in enumerate(runs):
+        for row, (run, history) in enumerate(zip(runs, histories)):
             metrics = run.metrics
             step_time = metrics.get("step_time_s")
             wall = metrics.get("wall_time_s")
             _fill_row(self.compare_table, row, (
                 run.name, run.method, thousands(run.trainable_params), _metric_text(run), run.steps,
                 f"{step_time:.3f} s" if step_time else "–", f"{wall:,.0f} s" if wall else "–"))
-            self.compare_plots.set_history(run.name, load_history(run.path), shared_metric or run.metric_name)
+            self.compare_plots.set_history(run.name, history, shared_metric or run.metric_name)
+            swatch = QPixmap(12, 12)
+            swatch.fill(QColor(self.compare_plots.color(run.name)))
+            self.compare_table.item(row, 0).setIcon(QIcon(swatch))
+        rows_height = sum(self.compare_table.rowHeight(row) for row in range(len(runs)))
+        self.compare_table.setFixedHeight(min(rows_height, 6 * 24) + self.compare_table.horizontalHeader().height() + 4)
         if len(metric_names) > 1:
             self.status.show_text("These runs use different validation metrics; the metric plot mixes them.",
                                   "warning")
@@ -153,17 +186,18 @@ class HistoryPage(Page):
         names = ", ".join(run.name for run in runs)
         if not dialogs.confirm(self, "Delete runs", f"Delete {len(runs)} run(s) and all their files?\n\n{names}"):
             return
-        for run in runs:
-            if self.training_dir is not None and run.path == self.training_dir:
-                dialogs.show_error(self, f"{run.name} is training right now; cancel it first.", title="Cannot delete")
-                continue
-            try:
-                delete_run(run.path)
-            except (OSError, UserError) as error:
-                dialogs.show_error(self, f"Could not delete {run.name}: {error}", title="Cannot delete")
-                continue
-            self.run_deleted.emit(str(run.path))
+        if self.training_dir is not None and any(run.path == self.training_dir for run in runs):
+            dialogs.show_error(self, "One of these runs is training right now; cancel it first.",
+                               title="Cannot delete")
+            return
         self.comparison.hide()
+        for run in runs:
+            run_in_background(self, delete_run, run.path,
+                              on_result=lambda _, path=str(run.path): self._deleted(path),
+                              on_error=lambda failure: dialogs.show_failure(self, failure, "delete the run"))
+
+    def _deleted(self, path: str) -> None:
+        self.run_deleted.emit(path)
         self.refresh()
 
     def _open_selected(self) -> None:

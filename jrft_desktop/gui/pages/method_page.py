@@ -5,13 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.config import POOLINGS, SLASH_POSITIONS, MethodSpec, ModelSpec
 from ..backend import MethodInfo, compute_devices, method_catalog, plan_method
 from ..worker import LatestRequest, run_in_background
-from .base import Note, Page, thousands, with_help
+from .base import Note, Page, compact_form, thousands, with_help
 from .training_settings import TrainingSettings
 
 SIZE_LABELS = {"d": "d (size of the vector z)", "rank": "LoRA rank", "prompt_tokens": "Prompt tokens"}
@@ -88,7 +98,7 @@ class MethodPage(Page):
         left.addWidget(choice)
 
         size = QGroupBox("Budget: how many parameters train")
-        form = QFormLayout(size)
+        form = compact_form(size)
         self.size_label = QLabel("Size")
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 1_000_000)
@@ -101,13 +111,13 @@ class MethodPage(Page):
         self.count_detail = QLabel("")
         self.count_detail.setObjectName("detail")
         self.count_detail.setWordWrap(True)
-        form.addRow("", self.count_detail)
+        form.addRow(self.count_detail)
         self.plan_note = Note()
         form.addRow(self.plan_note)
         right.addWidget(size)
 
         placement = QGroupBox("Where it acts")
-        form = QFormLayout(placement)
+        form = compact_form(placement)
         self.position_combo = with_help(QComboBox(), MethodSpec, "position")
         self.position_combo.addItems(SLASH_POSITIONS)
         self.position_combo.currentIndexChanged.connect(self._choices_changed)
@@ -129,7 +139,7 @@ class MethodPage(Page):
         form.addRow("", self.on_the_fly_box)
         right.addWidget(placement)
 
-        privacy = QGroupBox("Private training — not available yet")
+        self.privacy_group = privacy = QGroupBox("Private training — not available yet")
         privacy.setObjectName("privacy")
         box = QVBoxLayout(privacy)
         notice = QLabel("Differential privacy (DP-SGD, with a privacy budget ε) is planned for a later version. "
@@ -139,13 +149,13 @@ class MethodPage(Page):
         self.privacy_box = QCheckBox("Train with differential privacy")
         box.addWidget(self.privacy_box)
         privacy.setEnabled(False)
-        right.addWidget(privacy)
-        right.addStretch(1)
+        left.addWidget(privacy)
+        left.addStretch(1)
 
         self.training = TrainingSettings()
         self.training.changed.connect(self.changed)
-        self.body.addWidget(self.training)
-        self.body.addStretch(1)
+        right.addWidget(self.training)
+        right.addStretch(1)
 
     def load(self) -> None:
         """List the methods and devices (this loads torch, in the background; called once the window shows)."""

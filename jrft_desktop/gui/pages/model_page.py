@@ -5,17 +5,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QLineEdit,
-                               QPushButton, QRadioButton, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.config import DEFAULT_MODEL, ModelSpec
-from .. import dialogs, settings as keys
+from .. import dialogs
+from .. import settings as keys
 from ..backend import describe_model
 from ..settings import AppSettings
 from ..worker import LatestRequest
 from .base import Note, Page, thousands, with_help
 
 BUNDLED, FOLDER, HUB = "bundled", "folder", "hub"
+HOW_IT_WORKS = (
+    "<ol style='margin-left:-20px'>"
+    "<li><b>Model</b>: a pretrained transformer that already understands language. It is not changed.</li>"
+    "<li><b>Data</b>: your texts with their labels (a spreadsheet saved as CSV or TSV is enough).</li>"
+    "<li><b>Method</b>: a few thousand new parameters learn your task. SLaSh, the default, trains one vector "
+    "that fixed random projections spread into every layer of the model.</li>"
+    "<li><b>Train</b>: watch the loss and the validation accuracy as it learns; pause or cancel at any time.</li>"
+    "<li><b>Results</b>: try it on your own sentences, then export a file of a few kilobytes, or a complete "
+    "model that any transformers code can load.</li></ol>")
 
 
 class ModelPage(Page):
@@ -43,10 +64,10 @@ class ModelPage(Page):
             grid.addWidget(radio, row * 2, 0, 1, 3)
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("a folder saved with save_pretrained (holds config.json)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse)
         grid.addWidget(self.folder_edit, 3, 1)
-        grid.addWidget(browse, 3, 2)
+        grid.addWidget(self.browse_button, 3, 2)
         self.hub_edit = QLineEdit()
         self.hub_edit.setPlaceholderText("e.g. roberta-base or bert-base-uncased")
         grid.addWidget(self.hub_edit, 5, 1, 1, 2)
@@ -67,8 +88,16 @@ class ModelPage(Page):
         self.status = Note()
         form.addRow(self.status)
         self.body.addWidget(about)
+
+        steps = QGroupBox("How it works")
+        guide = QLabel(HOW_IT_WORKS)
+        guide.setWordWrap(True)
+        QVBoxLayout(steps).addWidget(guide)
+        self.body.addWidget(steps)
         self.body.addStretch(1)
 
+        self.bundled_radio.setChecked(True)  # until load() restores the remembered choice
+        self._enable_edits()
         self.kinds.buttonToggled.connect(self._kind_toggled)
         self.folder_edit.editingFinished.connect(self._describe_choice)
         self.hub_edit.editingFinished.connect(self._describe_choice)
@@ -134,9 +163,12 @@ class ModelPage(Page):
 
     def _kind_toggled(self, button, checked: bool) -> None:
         if checked:
-            self.folder_edit.setEnabled(self.kind == FOLDER)
-            self.hub_edit.setEnabled(self.kind == HUB)
+            self._enable_edits()
             self._describe_choice()
+
+    def _enable_edits(self) -> None:
+        self.folder_edit.setEnabled(self.kind == FOLDER)
+        self.hub_edit.setEnabled(self.kind == HUB)
 
     def _describe_choice(self) -> None:
         self.info = None

@@ -6,16 +6,30 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from .. import dialogs, settings as keys
-from ..backend import Confusion, Prediction, RunSummary, TrainedModel, copy_vector, load_history, summarize_run
+from .. import dialogs
+from .. import settings as keys
+from ..backend import Confusion, Prediction, RunSummary, TrainedModel, copy_vector, read_run
 from ..plots import HISTORY_PLOTS, CurvePanel
 from ..settings import AppSettings
-from ..worker import run_in_background
-from .base import Note, Page, thousands
+from ..worker import LatestRequest, run_in_background
+from .base import Note, Page
 
 # metrics.json keys shown, in order, with how to print them
 METRIC_ROWS = (
@@ -80,6 +94,7 @@ class ResultsPage(Page):
         self.metrics_table.setObjectName("metrics")
         self.metrics_table.horizontalHeader().hide()
         self.metrics_table.verticalHeader().hide()
+        self.metrics_table.verticalHeader().setDefaultSectionSize(22)
         self.metrics_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.metrics_table.horizontalHeader().setStretchLastSection(True)
         box.addWidget(self.metrics_table)
@@ -127,13 +142,16 @@ class ResultsPage(Page):
         self.try_button.clicked.connect(self.try_text)
         self.try_edit.returnPressed.connect(self.try_text)
         self.try_pair_edit.returnPressed.connect(self.try_text)
+        self._opener = LatestRequest(self, read_run, self._show_run,
+                                     lambda failure: self.status.show_text(failure.message, "error"))
         self._show_controls()
 
     # --- opening a run ------------------------------------------------------------------------------------
     def open_run(self, run_dir: str | Path) -> None:
-        run = summarize_run(Path(run_dir))
-        self.run, self.trained, self.confusion, self.prediction, self.merge_problem = run, None, None, None, ""
+        """Show a run folder (read in the background); a finished run's model loads after that."""
+        self.run, self.trained, self.confusion, self.prediction, self.merge_problem = None, None, None, None, ""
         self.busy_with.clear()
+        self.run_label.setText(f"Opening {Path(run_dir).name}…")
         self.metrics_table.setRowCount(0)
         self.confusion_table.setRowCount(0)
         self.confusion_table.setColumnCount(0)
@@ -142,14 +160,20 @@ class ResultsPage(Page):
         self._clear_bars()
         self.curves.clear()
         self.status.show_text("")
+        self._show_controls()
+        self._opener.request(Path(run_dir))
+
+    def _show_run(self, answer) -> None:
+        run_dir, run, history = answer
+        self.run = run
         if run is None:
-            self.run_label.setText(f"{Path(run_dir).name} holds no run.")
+            self.run_label.setText(f"{run_dir.name} holds no run.")
             self._show_controls()
             return
         metric = f" · {run.metric_name} {run.metric:.4f}" if run.metric is not None else ""
         self.run_label.setText(f"<b>{run.name}</b><br>{run.method} on {run.data} · {run.status}{metric}")
         self._fill_metrics(run.metrics)
-        self.curves.set_history(run.name, load_history(run.path), run.metric_name)
+        self.curves.set_history(run.name, history, run.metric_name)
         if run.has_vector:
             self.status.show_text("Loading the trained model…")
             self._start("load", TrainedModel, run.path, on_result=self._model_loaded)
@@ -305,4 +329,4 @@ class ResultsPage(Page):
 
     @property
     def busy(self) -> bool:
-        return bool(self.busy_with)
+        return bool(self.busy_with) or self._opener.busy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from ...core.config import RunConfig
@@ -14,8 +14,10 @@ from .. import dialogs
 from ..backend import load_history, new_run_dir
 from ..lag_probe import LagProbe
 from ..plots import LIVE_PLOTS, CurvePanel
-from ..worker import TrainingRun
+from ..worker import TrainingRun, run_in_background
 from .base import Note, Page, thousands
+
+START_DELAY_MS = 50
 
 
 def format_duration(seconds: float) -> str:
@@ -42,7 +44,7 @@ class TrainPage(Page):
         self.probe = LagProbe(parent=self)
         self.max_lag_ms: float | None = None  # the longest the UI thread was blocked during the last run
 
-        top = QGroupBox("This run")
+        top = QGroupBox("Run")
         grid = QGridLayout(top)
         self.plan_label = QLabel("")
         self.plan_label.setObjectName("runPlan")
@@ -78,7 +80,7 @@ class TrainPage(Page):
         grid.addWidget(self.notes, 4, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         self.body.addWidget(top)
-        self.plots = CurvePanel(LIVE_PLOTS)
+        self.plots = CurvePanel(LIVE_PLOTS, live=True)
         self.body.addWidget(self.plots, 1)
 
         self.start_button.clicked.connect(self.start)
@@ -102,7 +104,7 @@ class TrainPage(Page):
             self.plan_label.setText(f"<b>Not ready:</b> {problem}")
             self.start_button.setEnabled(False)
         else:
-            self.plan_label.setText(description)
+            self.plan_label.setText(f"Ready to train: {description}")
             self.start_button.setEnabled(True)
 
     # --- controls -----------------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class TrainPage(Page):
         except ValueError as problem:
             dialogs.show_error(self, str(problem), title="Not ready to train")
             return
-        self._launch(TrainingRun(config, new_run_dir(config.method.name), parent=self), description, history=[])
+        self._launch(TrainingRun(config, new_run_dir(config.method.name), parent=self), description)
 
     def resume(self, run_dir: Path | str) -> None:
         """Continue a stopped run from its checkpoint."""
@@ -121,8 +123,9 @@ class TrainPage(Page):
                                title="Cannot resume now")
             return
         run_dir = Path(run_dir)
-        self._launch(TrainingRun(None, run_dir, resume=True, parent=self), f"Resuming the stopped run {run_dir.name}.",
-                     history=load_history(run_dir))
+        self._launch(TrainingRun(None, run_dir, resume=True, parent=self), f"Resuming the stopped run {run_dir.name}.")
+        run_in_background(self, load_history, run_dir, on_result=lambda history: self.plots.set_history(
+            run_dir.name, history, None))
 
     def set_paused(self, paused: bool) -> None:
         self.pause_button.setChecked(paused)
@@ -142,12 +145,10 @@ class TrainPage(Page):
         self.state_label.setText("Paused: training waits before the next step." if paused else "Training…")
 
     # --- the run ------------------------------------------------------------------------------------------
-    def _launch(self, run: TrainingRun, description: str, history: list[dict]) -> None:
+    def _launch(self, run: TrainingRun, description: str) -> None:
         self.run = run
         self.last_run_dir = run.run_dir
         self.plots.clear()
-        if history:
-            self.plots.set_history(run.run_dir.name, history, None)
         self.progress.setRange(0, 0)  # busy until the trainer knows its steps
         self.progress.setFormat("")
         self.eta_label.setText("")
@@ -158,9 +159,11 @@ class TrainPage(Page):
         run.ended.connect(self._on_ended)
         self.max_lag_ms = None
         self.probe.start()
-        run.start()
         self._show_buttons()
         self.running_changed.emit(True)
+        # Start once this page has repainted: the trainer's first moments (parsing the data, loading the
+        # tokenizer) hold the interpreter lock in C code and would stall that repaint.
+        QTimer.singleShot(START_DELAY_MS, run.start)
 
     def _on_event(self, event) -> None:
         name = self.run.run_dir.name if self.run else ""
@@ -169,6 +172,7 @@ class TrainPage(Page):
             self.progress.setRange(0, event.total_steps)
             self.progress.setValue(event.start_step)
             self.progress.setFormat("step %v of %m")
+            self.plots.set_step_range(event.total_steps)
             plan = event.plan
             size = f", {plan['size_name']} = {thousands(plan['size'])}" if plan["size_name"] else ""
             self.state_label.setText(
@@ -185,6 +189,7 @@ class TrainPage(Page):
 
     def _on_ended(self, result) -> None:
         self.max_lag_ms = self.probe.stop()
+        self.run.deleteLater()
         self.run = None
         self.pause_button.setChecked(False)
         self.progress.setRange(0, max(1, self.total_steps))

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLineEdit, QRadioButton, QSpinBox, QToolButton, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QRadioButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.config import Budget, DataSpec, field_choices
-from .base import Note, with_help
+from .base import Note, compact_form, with_help
 
 METRICS = ("auto", "accuracy", "macro_f1", "matthews", "pearson", "spearman")
 
@@ -38,13 +49,9 @@ class TrainingSettings(QGroupBox):
         super().__init__("Training settings", parent)
         defaults = Budget()
         self._default_lr = None
-        grid = QGridLayout(self)
-        main = QFormLayout()
-        side = QFormLayout()
-        grid.addLayout(main, 0, 0)
-        grid.addLayout(side, 0, 1)
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
+        box = QVBoxLayout(self)
+        main = compact_form()
+        box.addLayout(main)
 
         self.epochs_radio = with_help(QRadioButton("Epochs"), Budget, "epochs")
         self.steps_radio = with_help(QRadioButton("Steps"), Budget, "max_steps")
@@ -59,8 +66,10 @@ class TrainingSettings(QGroupBox):
         self.batch_spin = with_help(_spin(1, 65_536, defaults.batch_size), Budget, "batch_size")
         main.addRow("Batch size", self.batch_spin)
         self.lr_edit = with_help(QLineEdit(), Budget, "lr")
+        self.lr_edit.setMinimumWidth(260)
         main.addRow("Learning rate", self.lr_edit)
         self.lr_note = Note()
+        self.lr_note.setWordWrap(False)
         main.addRow("", self.lr_note)
         self.max_length_spin = with_help(_spin(8, 8192, DataSpec().max_length), DataSpec, "max_length")
         self.max_length_spin.setSuffix(" tokens")
@@ -68,13 +77,13 @@ class TrainingSettings(QGroupBox):
 
         self.eval_spin = with_help(_spin(0, 10_000_000, 0, "auto (10 times a run)"), Budget, "eval_every")
         self.eval_spin.setSuffix(" steps")
-        side.addRow("Evaluate every", self.eval_spin)
+        main.addRow("Evaluate every", self.eval_spin)
         self.seed_spin = with_help(_spin(0, 2**31 - 1, defaults.seed), Budget, "seed")
-        side.addRow("Seed", self.seed_spin)
+        main.addRow("Seed", self.seed_spin)
         self.device_combo = with_help(QComboBox(), Budget, "device")
         self.device_combo.addItem("Automatic (CUDA, then MPS, then CPU)", "auto")
         self.device_combo.addItem("CPU", "cpu")
-        side.addRow("Device", self.device_combo)
+        main.addRow("Device", self.device_combo)
 
         self.more_button = QToolButton()
         self.more_button.setText("More settings")
@@ -82,32 +91,29 @@ class TrainingSettings(QGroupBox):
         self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.more_button.setArrowType(Qt.ArrowType.RightArrow)
         self.more = QWidget()
-        more = QGridLayout(self.more)
+        more = compact_form(self.more)
         more.setContentsMargins(0, 0, 0, 0)
-        left, right = QFormLayout(), QFormLayout()
-        more.addLayout(left, 0, 0)
-        more.addLayout(right, 0, 1)
         self.accumulation_spin = with_help(_spin(1, 4096, defaults.gradient_accumulation), Budget,
                                            "gradient_accumulation")
-        left.addRow("Gradient accumulation", self.accumulation_spin)
+        more.addRow("Gradient accumulation", self.accumulation_spin)
         self.decay_spin = with_help(_real(0, 10, defaults.weight_decay, 4, 0.01), Budget, "weight_decay")
-        left.addRow("Weight decay", self.decay_spin)
+        more.addRow("Weight decay", self.decay_spin)
         self.schedule_combo = with_help(QComboBox(), Budget, "schedule")
         self.schedule_combo.addItems(field_choices(Budget, "schedule"))
-        left.addRow("Schedule", self.schedule_combo)
+        more.addRow("Schedule", self.schedule_combo)
         self.warmup_spin = with_help(_real(0, 0.9, defaults.warmup_ratio, 3, 0.01), Budget, "warmup_ratio")
-        left.addRow("Warmup share", self.warmup_spin)
+        more.addRow("Warmup share", self.warmup_spin)
         self.checkpoint_spin = with_help(_spin(0, 10_000_000, 0, "at every evaluation"), Budget, "checkpoint_every")
-        right.addRow("Checkpoint every", self.checkpoint_spin)
+        more.addRow("Checkpoint every", self.checkpoint_spin)
         self.patience_spin = with_help(_spin(0, 1000, 0, "off"), Budget, "early_stopping_patience")
-        right.addRow("Early stopping after", self.patience_spin)
+        more.addRow("Early stopping after", self.patience_spin)
         self.metric_combo = with_help(QComboBox(), Budget, "metric")
         self.metric_combo.addItems(METRICS)
-        right.addRow("Metric", self.metric_combo)
+        more.addRow("Metric", self.metric_combo)
         self.dropout_box = with_help(QCheckBox("Keep the model's dropout on"), Budget, "dropout")
-        right.addRow("", self.dropout_box)
-        grid.addWidget(self.more_button, 1, 0)
-        grid.addWidget(self.more, 2, 0, 1, 2)
+        more.addRow("", self.dropout_box)
+        box.addWidget(self.more_button)
+        box.addWidget(self.more)
         self.more.setVisible(False)
         self.more_button.toggled.connect(self._toggle_more)
 

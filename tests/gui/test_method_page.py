@@ -1,0 +1,90 @@
+"""Page 3: every method with its explanation, live parameter counts, presets, pooling advice, settings."""
+
+import pytest
+
+from jrft_desktop.core.config import Budget, MethodSpec, ModelSpec, field_help
+from jrft_desktop.core.methods import all_methods
+from jrft_desktop.gui.pages.method_page import PRESETS
+
+HEAD = 32 * 2 + 2  # the tiny model's hidden size 32, two classes
+
+
+@pytest.fixture
+def page(qtbot, window, tiny_models, sst2_200):
+    window.model_page.choose_folder(str(tiny_models["bert"]))
+    window.data_page.set_train(str(sst2_200))
+    qtbot.waitUntil(lambda: window.method_page.ready and window.model_page.info is not None
+                    and window.data_page.summary is not None, timeout=60_000)
+    return window.method_page
+
+
+def counted(qtbot, page):
+    qtbot.waitUntil(lambda: page.plan is not None and not page.busy, timeout=30_000)
+    return page.plan
+
+
+def test_every_method_is_listed_with_its_explanation(page):
+    names = [button.property("method") for button in page.method_group.buttons()]
+    assert names == [method.name for method in all_methods()]
+    for method in all_methods():
+        button = page.findChild(type(page.method_group.buttons()[0]), f"method_{method.name}")
+        assert button.toolTip() == method.summary
+    assert page.position_combo.toolTip() == field_help(MethodSpec, "position")
+    assert page.pooling_combo.toolTip() == field_help(ModelSpec, "pooling")
+    assert page.training.batch_spin.toolTip() == field_help(Budget, "batch_size")
+    assert not page.privacy_group.isEnabled() and "not available yet" in page.privacy_group.title()
+
+
+def test_budget_shows_trainable_parameters_live(qtbot, page):
+    page.choose("slash", 32)
+    plan = counted(qtbot, page)
+    assert (plan.method_params, plan.head_params, plan.size) == (32, HEAD, 32)
+    assert page.count_label.text() == f"{32 + HEAD} parameters"
+    assert "d = 32" in page.count_detail.text() and f"{HEAD} in the head" in page.count_detail.text()
+    page.size_spin.setValue(100)
+    assert counted(qtbot, page).trainable_params == 100 + HEAD
+    page.choose("lora", 8)
+    assert counted(qtbot, page).method_params == 8 * 4 * (32 + 32)  # query and value in two layers
+    assert page.size_label.text() == "LoRA rank" and page.size_spin.toolTip() == field_help(MethodSpec, "rank")
+    page.choose("head")
+    assert counted(qtbot, page).method_params == 0 and not page.size_spin.isEnabled()
+
+
+def test_presets_and_method_defaults(qtbot, page):
+    page.choose_preset("LoRA r=8")
+    assert (page.method.name, page.size_spin.value()) == ("lora", 8)
+    assert "0.001" in page.training.lr_edit.placeholderText()
+    page.choose_preset(PRESETS[0].label)
+    assert (page.method.name, page.size_spin.value()) == ("slash", 1024)
+    assert page.preset_combo.currentText() == PRESETS[0].label
+    assert "0.03" in page.training.lr_edit.placeholderText()
+    page.size_spin.setValue(999)
+    assert page.preset_combo.currentText() == "Custom"
+
+
+def test_pooling_and_merging_advice(qtbot, page):
+    page.choose("slash", pooling="mean")
+    assert page.merge_note.kind == "info" and "'cls'" in page.merge_note.text()
+    page.choose("slash", pooling="cls")
+    assert "merged stock model" in page.merge_note.text()
+    page.choose("jr-warp")
+    assert page.merge_note.kind == "warning" and "vector file" in page.merge_note.text()
+
+
+def test_the_choices_become_the_run_configuration(qtbot, window, page, tiny_models):
+    page.choose("slash", 64, position="attention", pooling="cls")
+    page.training.set_steps(50)
+    page.training.max_length_spin.setValue(48)
+    page.training.lr_edit.setText("2e-2")
+    counted(qtbot, page)
+    config, description = window.prepare_run()
+    assert (config.method.name, config.method.d, config.method.position) == ("slash", 64, "attention")
+    assert (config.model.name_or_path, config.model.pooling) == (str(tiny_models["bert"]), "cls")
+    assert (config.budget.max_steps, config.budget.epochs, config.budget.lr) == (50, None, 0.02)
+    assert config.data.max_length == 48 and config.data.train.endswith("sst2_200.tsv")
+    assert "SLaSh d=64" in description and "sst2_200.tsv" in description
+    page.training.lr_edit.setText("fast")
+    assert page.training.lr_note.kind == "error"
+    with pytest.raises(ValueError, match="learning rate"):
+        window.prepare_run()
+    assert not window.train_page.start_button.isEnabled()

@@ -1,0 +1,143 @@
+"""Pages 4 and 5 on the tiny BERT: train with live plots, pause, cancel (a resumable stop), resume, a failing run,
+then the results: metrics, confusion matrix, try-it, both exports, and the merged model in stock transformers."""
+
+import json
+import threading
+import time
+
+import pytest
+import torch
+from gui_helpers import TINY_STEPS, choose_tiny_run, error_dialogs, train
+from PySide6.QtCore import Qt
+
+from jrft_desktop.core.events import FailedEvent, FinishedEvent, StepEvent
+from jrft_desktop.gui import dialogs
+from jrft_desktop.gui.backend import predict_with_stock_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_full_flow_train_results_and_exports(qtbot, window, tiny_models, sst2_200, tmp_path, monkeypatch):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200)
+    result = train(qtbot, window)
+    assert isinstance(result, FinishedEvent) and result.status == "completed"
+    page = window.train_page
+    assert page.plots.point_count("loss") == TINY_STEPS and page.plots.point_count("metric") == TINY_STEPS // 4
+    assert page.plots.point_count("throughput") == TINY_STEPS
+    assert page.progress.value() == page.progress.maximum() == TINY_STEPS
+    assert page.max_lag_ms < 100, f"the UI thread was blocked for {page.max_lag_ms:.0f} ms"
+    assert page.results_button.isVisible()
+
+    results = window.results_page
+    page.results_button.click()
+    assert window.stack.currentWidget() is results
+    qtbot.waitUntil(lambda: results.confusion is not None, timeout=60_000)
+    shown = {results.metrics_table.item(row, 0).text() for row in range(results.metrics_table.rowCount())}
+    assert {"Validation accuracy", "Trainable parameters", "Steps"} <= shown
+    assert sum(map(sum, results.confusion.matrix)) == 20 == result.metrics["validation_examples"]
+    assert results.confusion.accuracy == pytest.approx(result.metrics["accuracy"])
+    assert results.curves.point_count("loss") == TINY_STEPS
+
+    results.try_edit.setText("a gorgeous , witty and moving film")
+    qtbot.keyClick(results.try_edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: results.prediction is not None, timeout=30_000)
+    assert results.prediction.label in ("0", "1")
+    assert sum(results.prediction.probabilities.values()) == pytest.approx(1.0)
+    assert results.bars.count() == 2
+
+    monkeypatch.setattr(dialogs, "choose_save_file", lambda *args: str(tmp_path / "exports" / "sst2.safetensors"))
+    results.vector_button.click()
+    qtbot.waitUntil(lambda: not results.busy, timeout=30_000)
+    copied = json.loads((tmp_path / "exports" / "sst2.json").read_text(encoding="utf-8"))
+    assert copied == json.loads((results.run.path / "vector.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "exports" / "sst2.safetensors").read_bytes() == (results.run.path / "vector.safetensors").read_bytes()
+
+    monkeypatch.setattr(dialogs, "choose_save_file", lambda *args: str(tmp_path / "exports" / "merged"))
+    results.merged_button.click()
+    qtbot.waitUntil(lambda: not results.busy, timeout=60_000)
+    assert not error_dialogs(window)
+    stock = predict_with_stock_model(tmp_path / "exports" / "merged", ["a gorgeous , witty and moving film"])[0]
+    for label, probability in results.prediction.probabilities.items():
+        assert stock[label] == pytest.approx(probability, abs=1e-4)
+
+
+def test_a_run_that_cannot_merge_says_why(qtbot, window, tiny_models, sst2_200):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=4, pooling="mean")
+    assert train(qtbot, window).status == "completed"
+    results = window.results_page
+    qtbot.waitUntil(lambda: results.trained is not None and not results.busy, timeout=60_000)
+    assert "mean pooling" in results.merge_problem and "vector file" in results.merge_problem
+    results.merged_button.click()  # explains instead of asking for a folder (that would fail the test)
+    assert "pooling 'cls'" in error_dialogs(window)[0].text()
+
+
+def test_pause_then_cancel_stops_within_a_step_and_resumes_from_history(qtbot, window, tiny_models, sst2_200):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=400, eval_every=100)
+    page = window.train_page
+    ended = []
+    page.run_ended.connect(ended.append)
+    window.show_page(page)
+    page.start_button.click()
+    run = page.run
+    steps_taken = []  # (time, step) as the trainer reports them, from its own thread
+    run._worker.event.connect(lambda event: isinstance(event, StepEvent) and steps_taken.append(
+        (time.perf_counter(), event.step)), Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: len(steps_taken) >= 3, timeout=60_000)
+
+    page.pause_button.click()
+    paused_at = time.perf_counter()
+    time.sleep(0.5)
+    assert len([t for t, _ in steps_taken if t > paused_at]) <= 1  # the step in flight, then it waits
+    assert page.pause_button.text() == "Resume" and "Paused" in page.state_label.text()
+    page.pause_button.click()  # resume
+    qtbot.waitUntil(lambda: steps_taken[-1][0] > paused_at + 0.5, timeout=30_000)
+
+    page.cancel_button.click()
+    cancelled_at = time.perf_counter()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    assert ended[0].status == "stopped"
+    assert len([t for t, _ in steps_taken if t > cancelled_at]) <= 1
+    stopped_step = steps_taken[-1][1]
+    assert stopped_step < 400 and page.resume_button.isVisible()
+
+    history = window.history_page
+    window.show_page(history)
+    qtbot.waitUntil(lambda: len(history.runs) == 1, timeout=30_000)
+    assert history.runs[0].status == "stopped" and history.runs[0].steps == f"{stopped_step} of 400"
+    history.select([history.runs[0].name])
+    assert history.resume_button.isEnabled()
+    ended.clear()
+    history.resume_button.click()
+    assert window.stack.currentWidget() is page
+    qtbot.waitUntil(lambda: bool(ended), timeout=120_000)
+    assert ended[0].status == "completed" and ended[0].metrics["train_steps"] == 400
+    assert page.plots.point_count("loss") == 400  # the earlier steps from the checkpoint, then the new ones
+
+
+def test_a_failing_run_shows_an_error_and_the_app_stays_usable(qtbot, window, tiny_models, sst2_200, tmp_path):
+    data = tmp_path / "reviews.tsv"
+    data.write_text(sst2_200.read_text(encoding="utf-8"), encoding="utf-8")
+    choose_tiny_run(qtbot, window, tiny_models["bert"], data, steps=4)
+    data.write_text("sentence\tlabel\n", encoding="utf-8")  # spoiled after the Data page checked it
+    result = train(qtbot, window)
+    assert isinstance(result, FailedEvent) and result.user_error
+    boxes = error_dialogs(window)
+    assert len(boxes) == 1 and "no data rows" in boxes[0].text() and boxes[0].detailedText()
+    assert "Training failed" in window.train_page.state_label.text()
+    boxes[0].accept()
+
+    assert window.train_page.start_button.isVisible() and window.train_page.start_button.isEnabled()
+    window.data_page.set_train(str(sst2_200))
+    qtbot.waitUntil(lambda: window.data_page.summary is not None, timeout=30_000)
+    assert train(qtbot, window).status == "completed"
+
+
+def test_training_runs_in_its_own_thread(qtbot, window, tiny_models, sst2_200):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=4)
+    threads = []
+    window.train_page.start_button.click()
+    window.train_page.run._worker.event.connect(lambda event: threads.append(threading.get_ident()),
+                                                Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: not window.train_page.running, timeout=60_000)
+    assert threads and threading.get_ident() not in threads
+    assert torch.get_num_threads() == 1  # the tests' one-thread setting reached the worker too
