@@ -9,10 +9,12 @@ import json
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig, field_choices, field_help, optional_type
+from .core.config import (Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices, field_help,
+                          optional_type)
 from .core.errors import UserError
 
 USER_ERROR_STATUS = 2
@@ -42,27 +44,35 @@ TRAIN_FLAGS = [
     ("--checkpoint-every", Budget, "checkpoint_every"), ("--early-stopping", Budget, "early_stopping_patience"),
     ("--metric", Budget, "metric"), ("--device", Budget, "device"), ("--seed", Budget, "seed"),
     ("--dropout", Budget, "dropout"),
+    ("--epsilon", Privacy, "epsilon"), ("--delta", Privacy, "delta"), ("--max-grad-norm", Privacy, "max_grad_norm"),
+    ("--noise-multiplier", Privacy, "noise_multiplier"), ("--accountant", Privacy, "accountant"),
 ]
-SECTIONS = {ModelSpec: "model", DataSpec: "data", MethodSpec: "method", Budget: "budget"}
+SECTIONS = {ModelSpec: "model", DataSpec: "data", MethodSpec: "method", Budget: "budget", Privacy: "privacy"}
 
 
 def _dest(cls, name: str) -> str:
     return f"{SECTIONS[cls]}__{name}"
 
 
+def _flag_options(cls, name: str) -> dict:
+    """argparse options for one config field: its type, choices and help from the dataclass."""
+    kind = optional_type(cls, name)
+    options = {"dest": _dest(cls, name), "help": field_help(cls, name), "default": None}
+    if kind is bool:
+        options["action"] = "store_true"
+    else:
+        options["type"] = kind
+        options["metavar"] = name.upper()
+        if field_choices(cls, name):
+            options["choices"] = field_choices(cls, name)
+    return options
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     exclusive = {"--budget": None, "--d": None, "--epochs": None, "--max-steps": None}
     groups = {"size": parser.add_mutually_exclusive_group(), "length": parser.add_mutually_exclusive_group()}
     for flag, cls, name in TRAIN_FLAGS:
-        kind = optional_type(cls, name)
-        options = {"dest": _dest(cls, name), "help": field_help(cls, name), "default": None}
-        if kind is bool:
-            options["action"] = "store_true"
-        else:
-            options["type"] = kind
-            options["metavar"] = name.upper()
-            if field_choices(cls, name):
-                options["choices"] = field_choices(cls, name)
+        options = _flag_options(cls, name)
         if flag in exclusive:
             target = groups["size"] if flag in ("--budget", "--d") else groups["length"]
             target.add_argument(flag, **options)
@@ -114,7 +124,8 @@ class ProgressPrinter:
                 self.last_print = now
                 self._print(f"step {event.step}/{event.total_steps} ({100 * event.step / event.total_steps:.0f}%) "
                             f"loss {event.loss:.4f} lr {event.lr:.2e} {event.examples_per_s:.0f} ex/s "
-                            f"ETA {_duration(event.eta_s)}")
+                            + (f"ε {event.epsilon:.3f} " if event.epsilon is not None else "")
+                            + f"ETA {_duration(event.eta_s)}")
         elif isinstance(event, events.EvalEvent):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
             self._print(f"eval at step {event.step}: {shown}{' (best so far)' if event.is_best else ''}")
@@ -143,17 +154,22 @@ def cmd_train(args) -> int:
 
 def _run_stoppable(trainer):
     """Ctrl-C asks the trainer to checkpoint and stop at the next step; a second Ctrl-C aborts at once."""
+    return _until_stopped(trainer.stop_event, trainer.run)
+
+
+def _until_stopped(stop_event, work):
+    """Call `work()`; the first Ctrl-C sets `stop_event` (work ends after its step), a second aborts at once."""
     import signal
 
     def request_stop(signum, frame):
-        if trainer.stop_event.is_set():
+        if stop_event.is_set():
             raise KeyboardInterrupt
         print("stopping after this step (Ctrl-C again to abort)...", file=sys.stderr, flush=True)
-        trainer.stop_event.set()
+        stop_event.set()
 
     previous = signal.signal(signal.SIGINT, request_stop)
     try:
-        return trainer.run()
+        return work()
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -274,7 +290,7 @@ def cmd_demo(args) -> int:
     from .core.trainer import Trainer, predict_logits
 
     sample = paths.sample_data_dir()
-    output = Path(args.output) if args.output else paths.runs_dir() / time.strftime("demo-%Y%m%d-%H%M%S")
+    output = Path(args.output) if args.output else paths.new_run_dir("demo")
     config = RunConfig(
         data=DataSpec(train=str(sample / "sst2_train.tsv"), validation=str(sample / "sst2_dev.tsv"), max_length=64),
         method=MethodSpec(name="slash", d=1024, position="output"),
@@ -302,6 +318,53 @@ def cmd_demo(args) -> int:
         if name.is_file():
             print(f"  {name}  ({name.stat().st_size:,} bytes)")
     print(f"next: jrft predict {output} \"your sentence\"   |   jrft eval {output} --data FILE")
+    return 0
+
+
+BENCH_FLAGS = ("--data", "--validation", "--text-column", "--text-pair-column", "--label-column", "--max-length",
+               "--max-train-rows", "--model", "--pooling", "--trust-remote-code", "--batch-size", "--metric",
+               "--device")
+
+
+def cmd_bench(args) -> int:
+    import threading
+
+    from .core import bench
+
+    def given(cls) -> dict:
+        return {f.name: getattr(args, _dest(cls, f.name)) for f in fields(cls)
+                if getattr(args, _dest(cls, f.name), None) is not None}
+
+    data_fields = given(DataSpec)
+    if "train" not in data_fields:  # the bundled SST-2 sample, scored on the GLUE dev set
+        sample = bench.sample_data()
+        data_fields = {"validation": sample.validation, "max_length": sample.max_length, **data_fields,
+                       "train": sample.train}
+    if args.quick:
+        data_fields.setdefault("max_train_rows", 1000)  # a slice: a quick bench sees 480 examples
+    model, data = replace(ModelSpec(), **given(ModelSpec)), replace(DataSpec(), **data_fields)
+    cases = bench.pick_cases(args.methods, args.budget, args.quick)
+    training = given(Budget)
+    chosen = {key: value for key, value in (
+        ("steps", args.steps), ("seeds", tuple(args.seeds) if args.seeds else None),
+        ("curve", tuple(args.curve) if args.curve is not None else None), ("timing_rounds", args.rounds),
+        ("latency_rounds", args.rounds),
+        *training.items()) if value is not None}
+    if args.no_memory:
+        chosen["measure_memory"] = False
+    settings = bench.quick_settings(model, data, cases, **chosen) if args.quick else \
+        bench.BenchSettings(model=model, data=data, cases=cases, **chosen)
+    output = Path(args.output) if args.output else bench.default_output()
+    started = time.monotonic()
+
+    def progress(event) -> None:
+        print(f"[{event.done}/{event.total} {_duration(time.monotonic() - started)}] {event.message}",
+              file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    result = _until_stopped(stop, lambda: bench.run_bench(settings, output, progress, stop))
+    print(bench.markdown(result), end="")
+    print(f"wrote {', '.join(Path(name).name for name in result.files)} in {output}", file=sys.stderr)
     return 0
 
 
@@ -353,6 +416,35 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--num-labels", type=int, default=2, help="Classes of the task (sizes the head).")
     listing.set_defaults(handler=cmd_methods)
 
+    bench_command = commands.add_parser(
+        "bench", help="Compare methods side by side on the same data: metric, parameters, step time, memory, "
+                      "FLOP/s, inference latency, file size; writes results.json, results.md and PNG plots.")
+    flags = {flag: (cls, name) for flag, cls, name in TRAIN_FLAGS}
+    for flag in BENCH_FLAGS:
+        bench_command.add_argument(flag, **_flag_options(*flags[flag]))
+    bench_command.add_argument("--quick", action="store_true",
+                               help="A smoke-sized bench (a slice of the data, 30 steps, one seed, the main methods): "
+                                    "a few minutes on a laptop CPU.")
+    bench_command.add_argument("--methods", nargs="+", metavar="LABEL",
+                               help="Cases to compare (default: all; with --quick: "
+                                    "slash-output jr-warp head bitfit lora vera warp full).")
+    bench_command.add_argument("--budget", type=int, default=5000,
+                               help="Trainable parameters (without the head) for the sized methods (default 5000).")
+    bench_command.add_argument("--steps", type=int, help="Training steps per run (default 400; --quick 30).")
+    bench_command.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                               help="Seeds per case (default 0 1 2; --quick 0).")
+    bench_command.add_argument("--curve", type=int, nargs="*", metavar="D",
+                               help="Values of d for the SLaSh budget curve (default 64 256 1024 4096; --quick "
+                                    "64 1024; none: no curve).")
+    bench_command.add_argument("--rounds", type=int, help="Interleaved rounds timing the training steps (default "
+                                                          "8; --quick 2) and the inference (default 5; --quick 3).")
+    bench_command.add_argument("--no-memory", action="store_true",
+                               help="Skip the peak-memory measurement (a fresh process per method).")
+    bench_command.add_argument("--output", metavar="DIR",
+                               help="Results folder (default: a new one under the app's data folder, benchmarks/); "
+                                    "rerunning into it reuses the finished runs.")
+    bench_command.set_defaults(handler=cmd_bench)
+
     demo = commands.add_parser("demo", help="Train SLaSh on the bundled SST-2 sample and show the results.")
     demo.add_argument("--steps", type=int, default=200)
     demo.add_argument("--output", metavar="RUN_DIR", help="Folder for the run (default: a new one in the runs folder).")
@@ -360,9 +452,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous_format = warnings.formatwarning
+    if not args.debug:  # e.g. "warning: Running code shipped with ..." rather than a source location and a code line
+        warnings.formatwarning = _one_line_warning
     try:
         return args.handler(args)
     except UserError as error:
@@ -378,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"internal error: {type(error).__name__}: {error} (run with --debug for details)", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ a few cases run again in a real subprocess to hold the process-level contract (e
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -23,11 +24,12 @@ from types import SimpleNamespace
 from typing import Callable
 
 import pytest
+from file_faults import fill_the_disk, read_only
 
 from jrft_desktop.cli import main
-from jrft_desktop.core import methods, runs
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
-from jrft_desktop.core.data import load_task_data
+from jrft_desktop.core import data, limits, methods, runs
+from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from jrft_desktop.core.data import load_examples, load_task_data
 from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserError
 from jrft_desktop.core.export import read_vector, restore
 from jrft_desktop.core.models import load_backbone
@@ -77,6 +79,14 @@ def inputs(tmp_path_factory, tiny_models):
     files.latin1 = root / "latin1.tsv"
     files.latin1.write_bytes(("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in latin)).encode("latin-1"))
     files.blank_labels = _tsv(root / "blank_labels.tsv", [(text, "") for text, _ in rows])
+    files.nan_labels = _tsv(root / "nan_labels.tsv", [(text, ("NaN", "null", "N/A")[i % 3]) for i, (text, _) in
+                                                      enumerate(rows)])
+    files.some_nan = _tsv(root / "some_nan.tsv", [(text, "NaN" if i % 5 == 0 else label) for i, (text, label) in
+                                                  enumerate(rows)])
+    files.other_columns = _tsv(root / "other_columns.tsv", rows[:20], header="review\tlabel")
+    files.good_json = root / "good.json"
+    files.good_json.write_text(json.dumps([{"sentence": text, "label": label} for text, label in rows]),
+                               encoding="utf-8")
     files.one_class = _tsv(root / "one_class.tsv", [(text, "1") for text, _ in rows])
     files.unseen_validation = _tsv(root / "unseen_validation.tsv",
                                    [(text, "positive" if i % 2 else "7") for i, (text, _) in enumerate(rows[:20])])
@@ -97,6 +107,13 @@ def inputs(tmp_path_factory, tiny_models):
     from tiny_models import build_tiny_model
 
     files.other_bert = build_tiny_model("bert", root / "other-bert", seed=1)
+    files.pickled_weights = root / "pickled-weights-model"  # pytorch_model.bin that would run code if unpickled
+    files.pickled_weights.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(files.bert / name, files.pickled_weights / name)
+    files.weights_marker = root / "weights-unpickled.marker"
+    (files.pickled_weights / "pytorch_model.bin").write_bytes(
+        pickle.dumps({"bert.embeddings.word_embeddings.weight": _OpensAFile(str(files.weights_marker))}))
 
     # A finished run (cls pooling, so it can export), trained once for the vector cases.
     files.run = root / "trained-run"
@@ -160,11 +177,11 @@ def _spec(ctx, data, **changes) -> DataSpec:
     return DataSpec(train=str(data), max_length=32, **changes)
 
 
-def _trainer(ctx, **sections) -> object:
+def _trainer(ctx, output=None, **sections) -> object:
     parts = {"data": _spec(ctx, ctx.inputs.good), "model": ModelSpec(name_or_path=str(ctx.inputs.bert)),
              "budget": Budget(max_steps=2, batch_size=8), **sections}
     config = RunConfig(**parts)
-    return Trainer(config, ctx.out).run()
+    return Trainer(config, output or ctx.out).run()
 
 
 def _copy_run(ctx) -> None:
@@ -195,6 +212,39 @@ def _edit_json(ctx) -> None:
     metadata = json.loads(path.read_text(encoding="utf-8"))
     metadata["label_names"] = ["negative", "positive"]
     path.write_text(json.dumps(metadata), encoding="utf-8")
+
+
+def _edit_both_metadata_copies(ctx) -> None:
+    """Relabel the classes in the header and in vector.json alike, keeping the tensors and their SHA-256."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _copy_run(ctx)
+    path = ctx.work / "run" / "vector.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = json.loads(handle.metadata()["jrft"])
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    metadata["label_names"] = ["positive", "negative"]  # swapped: every prediction would be reported wrongly
+    save_file(tensors, str(path), metadata={"jrft": json.dumps(metadata, sort_keys=True)})
+    (ctx.work / "run" / "vector.json").write_text(json.dumps(metadata), encoding="utf-8")
+
+
+def _low_memory(ctx) -> None:
+    """This machine's memory limit, as seen by the data loader, below what the (small) test file needs."""
+    ctx.monkeypatch.setattr(data, "memory_limit", lambda: 64 * 1024)
+
+
+def _eight_gb(ctx) -> None:
+    """A machine with 16 GB of memory (its limit is half), whatever this one has."""
+    ctx.monkeypatch.setattr(limits, "memory_limit", lambda: 8 * 2**30)
+
+
+def _full_disk(ctx) -> None:
+    fill_the_disk(ctx.monkeypatch)
+
+
+def _output_is_a_file(ctx) -> None:
+    (ctx.work / "taken").write_text("not a folder", encoding="utf-8")
 
 
 def _pickle_vector(ctx) -> None:
@@ -233,6 +283,23 @@ CASES = [
          ("did not occur in the training data", "'7'", "'positive'"),
          lambda c: load_task_data(_spec(c, c.inputs.good, validation=str(c.inputs.unseen_validation)), 0),
          DataError),
+    Case("missing column (validation file without the text column)",
+         lambda c: _train(c, c.inputs.good, "--validation", str(c.inputs.other_columns)),
+         ("Column 'sentence' not found in other_columns.tsv", "Columns: review, label"),
+         lambda c: load_task_data(_spec(c, c.inputs.good, validation=str(c.inputs.other_columns)), 0), DataError),
+    Case("NaN labels in every row", lambda c: _train(c, c.inputs.nan_labels), ("empty in every row (blank or NaN)",),
+         lambda c: load_task_data(_spec(c, c.inputs.nan_labels), 0), DataError),
+    Case("evaluation labels unseen in training",
+         lambda c: ["eval", str(c.inputs.run), "--data", str(c.inputs.unseen_validation)],
+         ("did not occur in the training data", "'7'", "'positive'", "known labels: '0', '1'"),
+         lambda c: load_examples(str(c.inputs.unseen_validation), "sentence", None, "label", ("0", "1")), DataError),
+    Case("file too big for memory", lambda c: _train(c, c.inputs.good),
+         ("good.tsv (", "is too big to load", "--max-train-rows N", "streaming pass"),
+         lambda c: load_task_data(_spec(c, c.inputs.good), 0), DataError, _low_memory),
+    Case("JSON document too big for memory, even with a row limit",
+         lambda c: _train(c, c.inputs.good_json, "--max-train-rows", "50"),
+         ("one JSON document cannot be read in pieces", "JSON Lines"),
+         lambda c: load_task_data(_spec(c, c.inputs.good_json, max_train_rows=50), 0), DataError, _low_memory),
     Case("model folder that does not exist", lambda c: _train(c, c.inputs.good, "--model", str(c.work / "gone")),
          ("does not exist",), lambda c: load_backbone(ModelSpec(name_or_path=str(c.work / "gone"))), ModelError),
     Case("folder without config.json", lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.no_config)),
@@ -244,6 +311,16 @@ CASES = [
     Case("model folder without a tokenizer",
          lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.no_tokenizer)), ("has no tokenizer",),
          lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.no_tokenizer))), ModelError),
+    Case("model weights that are a pickle of Python objects",
+         lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.pickled_weights)),
+         ("are a pickle holding Python objects", "never loads", "safetensors"),
+         lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.pickled_weights))), ModelError),
+    Case("malformed hub id", lambda c: _train(c, c.inputs.good, "--model", "not a valid id!"),
+         ("'not a valid id!' is neither a model folder here nor a valid Hugging Face Hub id", "'org/model-name'"),
+         lambda c: load_backbone(ModelSpec(name_or_path="not a valid id!")), ModelError),
+    Case("hub id with too many parts", lambda c: _train(c, c.inputs.good, "--model", "org/name/extra"),
+         ("it is not a Hugging Face Hub id",),
+         lambda c: load_backbone(ModelSpec(name_or_path="org/name/extra")), ModelError),
     Case("offline hub id", lambda c: _train(c, c.inputs.good, "--model", "some-org/some-model"),
          ("'some-org/some-model'", "Hub cannot be reached"),
          lambda c: load_backbone(ModelSpec(name_or_path="some-org/some-model")), ModelError),
@@ -258,6 +335,10 @@ CASES = [
     Case("vector whose JSON was edited", lambda c: ["eval", str(c.work / "run"), "--data", str(c.inputs.good)],
          ("vector.json does not match", "edited"), lambda c: read_vector(c.work / "run" / "vector.safetensors"),
          ArtifactError, _edit_json),
+    Case("vector whose metadata was edited in both copies",
+         lambda c: ["predict", str(c.work / "run"), "a fine film"],
+         ("metadata of vector.safetensors does not match its recorded SHA-256",),
+         lambda c: read_vector(c.work / "run" / "vector.safetensors"), ArtifactError, _edit_both_metadata_copies),
     Case("pickle file given as a vector (.safetensors name)",
          lambda c: ["apply", str(c.work / "vector.safetensors"), "--output", str(c.out)],
          ("not a safetensors vector file",), lambda c: read_vector(c.work / "vector.safetensors"), ArtifactError,
@@ -273,6 +354,13 @@ CASES = [
          lambda c: _trainer(c, budget=Budget(max_steps=2, batch_size=1000))),
     Case("--d 0", lambda c: _train(c, c.inputs.good, "--d", "0"), ("d must be a positive whole number",),
          lambda c: _trainer(c, method=MethodSpec(d=0))),
+    Case("--d absurdly large (z)", lambda c: _train(c, c.inputs.good, "--d", str(10**12)),
+         ("Training slash with d = 1,000,000,000,000 would take about 14.6 TB of memory",
+          "over this machine's limit of 8.0 GB", "use a smaller d"),
+         lambda c: _trainer(c, method=MethodSpec(d=10**12)), UserError, _eight_gb),
+    Case("--d absurdly large (projections)", lambda c: _train(c, c.inputs.good, "--d", str(10**8)),
+         ("random projections of slash for d = 100,000,000 would take about 35.8 GB", "use a smaller d"),
+         lambda c: _trainer(c, method=MethodSpec(d=10**8)), UserError, _eight_gb),
     Case("--budget 0", lambda c: _train(c, c.inputs.good, "--budget", "0", "--method", "jr-warp"),
          ("must be a positive whole number",), lambda c: _trainer(c, method=MethodSpec(name="jr-warp", budget=0))),
     Case("unknown method", lambda c: _train(c, c.inputs.good, "--method", "lroa"),
@@ -280,6 +368,11 @@ CASES = [
     Case("output folder already holds a run", lambda c: _train(c, c.inputs.good, output=c.work / "run"),
          ("already holds a run", "--resume"),
          lambda c: runs.prepare_run_dir(c.work / "run", RunConfig(), resume=False), ArtifactError, _copy_run),
+    Case("full output folder (disk full)", lambda c: _train(c, c.inputs.good), ("the disk is full",),
+         lambda c: _trainer(c), ArtifactError, _full_disk),
+    Case("output path is a file", lambda c: _train(c, c.inputs.good, output=c.work / "taken"),
+         ("taken is a file, not a folder",), lambda c: _trainer(c, output=c.work / "taken"), ArtifactError,
+         _output_is_a_file),
     Case("resume without a run", lambda c: ["train", "--resume", "--output", str(c.out)], ("Nothing to resume",),
          lambda c: runs.prepare_run_dir(c.out, None, resume=True), ArtifactError),
     Case("resume a finished run", lambda c: ["train", "--resume", "--output", str(c.work / "run")],
@@ -302,14 +395,23 @@ CASES = [
          ("argument --epochs: not allowed with argument --max-steps",)),
     Case("unknown position", lambda c: _train(c, c.inputs.good, "--position", "middle"),
          ("invalid choice: 'middle'",)),
+    Case("ε = 0", lambda c: _train(c, c.inputs.good, "--epsilon", "0"), ("ε must be a positive number",),
+         lambda c: _trainer(c, privacy=Privacy(epsilon=0.0))),
+    Case("ε < 0", lambda c: _train(c, c.inputs.good, "--epsilon", "-2"), ("ε must be a positive number",),
+         lambda c: _trainer(c, privacy=Privacy(epsilon=-2.0))),
+    Case("δ ≥ 1", lambda c: _train(c, c.inputs.good, "--epsilon", "1", "--delta", "1"),
+         ("δ must be between 0 and 1",), lambda c: _trainer(c, privacy=Privacy(epsilon=1.0, delta=1.0))),
+    Case("unreachable ε", lambda c: _train(c, c.inputs.good, "--epsilon", "0.0001"),
+         ("ε = 0.0001 cannot be reached", "Within reach: ε ≥"),
+         lambda c: _trainer(c, privacy=Privacy(epsilon=0.0001))),
 ]
 
 
 @pytest.fixture
-def ctx(inputs, tmp_path):
+def ctx(inputs, tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
-    return SimpleNamespace(inputs=inputs, work=work, out=work / "out")
+    return SimpleNamespace(inputs=inputs, work=work, out=work / "out", monkeypatch=monkeypatch)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -328,6 +430,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing_behind(case, ctx, capfd)
     assert snapshot(ctx.inputs.root) == inputs_before
     if hasattr(ctx, "marker"):
         assert not ctx.marker.exists(), "a vector file was unpickled"
+    assert not ctx.inputs.weights_marker.exists(), "model weights were unpickled"
 
     if case.core is not None:
         with pytest.raises(case.error) as raised:
@@ -336,21 +439,22 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing_behind(case, ctx, capfd)
         assert snapshot(ctx.work) == before
         if hasattr(ctx, "marker"):
             assert not ctx.marker.exists(), "a vector file was unpickled"
+        assert not ctx.inputs.weights_marker.exists(), "model weights were unpickled"
 
 
-def test_read_only_output_folder(ctx, capfd):
+@pytest.mark.parametrize("where", ["inside a read-only folder", "a read-only folder itself"])
+def test_read_only_output_folder(where, ctx, capfd):
     parent = ctx.work / "locked"
     parent.mkdir()
-    parent.chmod(0o555)
-    try:
-        if os.access(parent, os.W_OK):
-            pytest.skip("running as a user (root) who can write into a read-only folder")
-        status, _, err = run_cli(_train(ctx, ctx.inputs.good, output=parent / "run"), capfd)
+    output = parent / "run" if where.startswith("inside") else parent
+    with read_only(parent):
+        status, _, err = run_cli(_train(ctx, ctx.inputs.good, output=output), capfd)
         line = assert_one_line_user_error(status, err)
-        assert "Cannot write to the output folder" in line
+        assert f"Cannot write to the output folder {output}: the folder is read-only" in line
         assert list(parent.iterdir()) == []
-    finally:
-        parent.chmod(0o755)
+        with pytest.raises(ArtifactError, match="the folder is read-only"):
+            _trainer(ctx, output=output)
+        assert list(parent.iterdir()) == []
 
 
 # --- inputs that look wrong but work ------------------------------------------------------------------------
@@ -362,14 +466,21 @@ def test_read_only_output_folder(ctx, capfd):
         ("latin1", [], "latin1.tsv is not UTF-8; read it as"),
         ("semicolon", [], "semicolon.tsv is semicolon-separated, not tab-separated"),
         ("long", [], "were longer than 32 tokens and were truncated"),
+        ("some_nan", [], "Dropped 30 row(s) of some_nan.tsv with an empty 'label'"),
+        ("good", ["--max-train-rows", "40"], "read it in one streaming pass and kept a seeded random sample of 45 of "
+                                             "its 150 rows"),
     ],
+    ids=["latin1", "semicolon", "long", "some NaN labels", "too big for memory, with a row limit"],
 )
 def test_usable_inputs_work_with_a_note(name, extra, note, ctx, capfd):
+    if "--max-train-rows" in extra:
+        _low_memory(ctx)
     status, out, err = run_cli(_train(ctx, getattr(ctx.inputs, name), *extra), capfd)
     assert status == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert any(note in line for line in notes), err
     assert (ctx.out / "metrics.json").is_file()
+    metrics = json.loads((ctx.out / "metrics.json").read_text(encoding="utf-8"))
     if name == "long":
         truncation = next(line for line in notes if "truncated" in line)
         found = re.search(r"(\d+) training and (\d+) validation texts were longer than 32 tokens", truncation)
@@ -377,15 +488,21 @@ def test_usable_inputs_work_with_a_note(name, extra, note, ctx, capfd):
         trained, validated = int(found[1]), int(found[2])
         assert trained > 100 and validated > 5  # nearly every repeated sentence is over 32 tokens
     if name == "latin1":  # the accented words were decoded, not mangled
-        data = load_task_data(_spec(ctx, ctx.inputs.latin1, validation_fraction=0.5), 0)
-        every = data.train.texts + data.validation.texts
+        loaded = load_task_data(_spec(ctx, ctx.inputs.latin1, validation_fraction=0.5), 0)
+        every = loaded.train.texts + loaded.validation.texts
         assert "un café très crème, à la française" in every and "naïve, déjà vu, señor" in every
+    if name == "some_nan":  # "NaN" is no class of its own
+        vector = json.loads((ctx.out / "vector.json").read_text(encoding="utf-8"))
+        assert vector["label_names"] == ["0", "1"] and metrics["train_examples"] + metrics["validation_examples"] == 120
+    if "--max-train-rows" in extra:  # 45 sampled rows: 40 to train on, 5 held out
+        assert (metrics["train_examples"], metrics["validation_examples"]) == (40, 5)
 
 
 # --- the same contract in a real process --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["unsupported architecture (GPT-2)", "vector made for another base model"])
+@pytest.mark.parametrize("which", ["unsupported architecture (GPT-2)", "vector made for another base model",
+                                   "model weights that are a pickle of Python objects"])
 def test_user_errors_in_a_real_process(which, ctx):
     """The raw stderr of a real `jrft` process: one line, nothing else (no warnings, no progress bars)."""
     case = next(case for case in CASES if case.name == which)
@@ -397,3 +514,15 @@ def test_user_errors_in_a_real_process(which, ctx):
     assert all(piece in line for piece in case.expect), line
     assert done.stdout == ""
     assert snapshot(ctx.work) == before
+
+
+def test_trust_remote_code_runs_only_when_asked_and_warns_in_one_line(ctx):
+    """--trust-remote-code is the only way in (off by default), and says so once, in one line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JRFT_HOME": str(ctx.work.parent / "home")}
+    argv = [sys.executable, "-m", "jrft_desktop.cli", *_train(ctx, ctx.inputs.good, "--trust-remote-code")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+    assert warnings == [f"warning: Running code shipped with {ctx.inputs.bert} (trust_remote_code is on)."]
+    assert json.loads((ctx.out / "config.json").read_text(encoding="utf-8"))["model"]["trust_remote_code"] is True
+    assert RunConfig().model.trust_remote_code is False

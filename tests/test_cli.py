@@ -21,7 +21,7 @@ import pytest
 from jrft_desktop import __version__
 from jrft_desktop.core.paths import sample_data_dir
 
-ALL_METHODS = ("slash", "jr-warp", "head", "bitfit", "lora", "warp", "full")
+ALL_METHODS = ("slash", "jr-warp", "head", "bitfit", "lora", "vera", "warp", "full")
 AGNEWS_CLASSES = ("Business", "Sci/Tech", "Sports", "World")
 TEXTS = ["a gorgeous , witty and moving film", "a tedious mess that never finds its footing"]
 FAST = ["--max-length", "32"]
@@ -274,7 +274,7 @@ def test_apply_on_its_base_model_and_refused_on_another(sst_run, tmp_path, tiny_
     assert not refused.exists()
 
 
-def test_methods_lists_all_seven_with_counts(tiny_models, env):
+def test_methods_lists_every_method_with_counts(tiny_models, env):
     def table(*extra) -> dict[str, list[str]]:
         lines = ok(jrft(env, "methods", "--model", tiny_models["bert"], *extra)).stdout.splitlines()
         assert lines[0].startswith(f"{tiny_models['bert']}: bert, 2 layers, hidden 32")
@@ -288,9 +288,11 @@ def test_methods_lists_all_seven_with_counts(tiny_models, env):
         assert with_head == params + 2 * 32 + 2, name
     assert rows["slash"][1] == "d=1024" and rows["slash"][2] == "1,024"
     assert rows["head"][2] == "0"
+    assert rows["vera"][1:3] == ["rank=256", f"{4 * (32 + 256):,}"]  # q and v in 2 layers: b (32) + d (rank)
     budgeted = table("--budget", 500)
     assert tuple(budgeted) == ALL_METHODS
     assert budgeted["slash"][1:3] == ["d=500", "500"] and budgeted["jr-warp"][1] == "d=500"
+    assert budgeted["vera"][1:3] == ["rank=93", "500"]  # (500 - 4 x 32) / 4
 
 
 def test_version(env):

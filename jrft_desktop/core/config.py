@@ -17,6 +17,8 @@ from .errors import UserError
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 POOLINGS = ("auto", "mean", "cls", "mask")
 SLASH_POSITIONS = ("attention", "intermediate", "output")
+ACCOUNTANTS = ("prv", "rdp")
+DEFAULT_DELTA = 1e-5
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -87,7 +89,7 @@ class MethodSpec:
         default=None,
         metadata=_help(
             "Trainable parameters the method may use, not counting the head: sets d for slash/jr-warp, "
-            "the rank for lora, the prompt count for warp."
+            "the rank for lora/vera, the prompt count for warp."
         ),
     )
     d: int | None = field(
@@ -101,7 +103,7 @@ class MethodSpec:
             choices=SLASH_POSITIONS,
         ),
     )
-    rank: int | None = field(default=None, metadata=_help("LoRA rank (default 8)."))
+    rank: int | None = field(default=None, metadata=_help("Rank of lora (default 8) or vera (default 256)."))
     prompt_tokens: int | None = field(default=None, metadata=_help("Number of trainable prompt tokens for warp."))
     projection_seed: int = field(
         default=0, metadata=_help("Seed of the fixed random projections W_l (recorded in every export).")
@@ -159,11 +161,47 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Privacy:
+    """Differentially private training (DP-SGD through Opacus); on when epsilon or noise_multiplier is set."""
+
+    epsilon: float | None = field(
+        default=None,
+        metadata=_help("Privacy budget ε for the whole run (smaller is more private; 1 to 8 is common). Setting "
+                       "it trains with DP-SGD, the noise calibrated so the planned steps spend at most this ε."),
+    )
+    delta: float | None = field(
+        default=None,
+        metadata=_help("Privacy parameter δ, the chance the ε guarantee fails; it must be below 1/N for N training "
+                       f"examples. Empty picks min({DEFAULT_DELTA:g}, 1/(10 N)), recorded with the run."),
+    )
+    max_grad_norm: float = field(
+        default=1.0,
+        metadata=_help("Clipping norm C: every example's gradient is scaled down to at most this length before "
+                       "the noise is added."),
+    )
+    noise_multiplier: float | None = field(
+        default=None,
+        metadata=_help("Noise standard deviation σ as a multiple of C. Empty: calibrated from ε. Given with ε: "
+                       "checked to stay within ε; given alone: the ε it spends is only reported."),
+    )
+    accountant: str = field(
+        default="prv",
+        metadata=_help("How ε is computed: 'prv' (privacy random variables: tight, as in the paper) or 'rdp' "
+                       "(Rényi DP: a looser, classic bound).", choices=ACCOUNTANTS),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     method: MethodSpec = field(default_factory=MethodSpec)
     budget: Budget = field(default_factory=Budget)
+    privacy: Privacy = field(default_factory=Privacy)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

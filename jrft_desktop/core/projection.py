@@ -68,18 +68,24 @@ def check_spec(spec: ProjectionSpec, expected_fingerprint: str) -> None:
 
 
 class _OnTheFlyShift(torch.autograd.Function):
-    """z @ W_l with W_l rebuilt in forward and again in backward, so no projection stays in memory."""
+    """z @ W_l with W_l rebuilt in forward and again in backward, so no projection stays in memory.
+
+    Written in the `setup_context` form with a generated vmap rule so that torch.func can transform it: private
+    training takes exact per-example gradients of z with vmap(grad(...))."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, spec: ProjectionSpec, layer: int) -> torch.Tensor:
-        ctx.spec, ctx.layer = spec, layer
-        ctx.save_for_backward(z)
+    def forward(z: torch.Tensor, spec: ProjectionSpec, layer: int) -> torch.Tensor:
         return z @ generate(spec, layer).to(device=z.device, dtype=z.dtype)
 
     @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.spec, ctx.layer = inputs
+
+    @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (z,) = ctx.saved_tensors
-        weights = generate(ctx.spec, ctx.layer).to(device=z.device, dtype=grad_output.dtype)
+        weights = generate(ctx.spec, ctx.layer).to(device=grad_output.device, dtype=grad_output.dtype)
         return grad_output @ weights.T, None, None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -11,7 +12,14 @@ import torch
 
 from .config import RunConfig
 from .errors import ArtifactError, UserError
-from .paths import atomic_directory, atomic_write, atomic_write_text
+from .paths import (atomic_directory, atomic_write, atomic_write_text, disk_problem, process_alive,
+                    recover_directory)
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -20,6 +28,11 @@ VECTOR_NAME = "vector"  # vector.safetensors + vector.json
 BEST_FILE = "best.safetensors"
 CHECKPOINT_DIR = "checkpoint"
 LOCK_FILE = "run.lock"
+
+
+def require_folder(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ArtifactError(f"The output {run_dir} is a file, not a folder.")
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
@@ -39,8 +52,7 @@ def prepare_run_dir(run_dir: Path, config: RunConfig | None, resume: bool) -> Ru
         raise ArtifactError(
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another output folder."
         )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ArtifactError(f"The output {run_dir} is a file, not a folder.")
+    require_folder(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, config.to_json() + "\n")
@@ -49,51 +61,109 @@ def prepare_run_dir(run_dir: Path, config: RunConfig | None, resume: bool) -> Ru
     return config
 
 
-def _process_alive(pid: int) -> bool:
+def _try_os_lock(fd: int) -> bool | None:
+    """Take the OS lock on an open file without waiting: True when taken, False when another process holds it,
+    None when this file system has no locks. The OS drops the lock when its process ends, however it ends."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # Windows
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except (BlockingIOError, PermissionError):  # EAGAIN / EWOULDBLOCK, or EACCES (Windows)
         return False
-    except PermissionError:
-        return True
+    except OSError as error:  # EDEADLK: Windows gave up waiting; anything else: no locks here (ENOLCK, ...)
+        return False if error.errno == errno.EDEADLK else None
     return True
 
 
 class RunLock:
-    """One writer per run folder. A lock left by a dead process on this host is taken over."""
+    """One writer per run folder: an OS lock held on `run.lock` while training. A process that dies (even by
+    SIGKILL) loses its lock with it, so a dead process never leaves a folder stuck; the file names the holder
+    for the message. Where the file system has no locks, a lock naming a dead process on this host is stale."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_FILE
-        self.held = False
+        self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        owner = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not self._stale():
-                    raise ArtifactError(f"Another process is training in {self.path.parent} (see {LOCK_FILE}).")
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(owner, handle)
-            self.held = True
-            return self
-        raise ArtifactError(f"Could not lock {self.path.parent}.")
+        require_folder(self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.fd is None:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                taken = _try_os_lock(fd)
+                if taken is None:
+                    taken = not self._holder_alive()
+                if not taken:
+                    os.close(fd)
+                    raise ArtifactError(f"Another process is training in {self.path.parent}{self._holder_text()}; "
+                                        "wait for it to finish, or choose another output folder.")
+                if self._same_file(fd):
+                    self.fd = fd
+                else:  # the previous holder removed the file between our open and our lock: lock the new one
+                    os.close(fd)
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        except OSError as error:
+            self.__exit__()
+            problem = disk_problem(error)
+            if problem is None:
+                raise
+            raise ArtifactError(f"Cannot write to the output folder {self.path.parent}: {problem}.") from None
+        return self
 
-    def _stale(self) -> bool:
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def _owner(self) -> dict:
         try:
             owner = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return True  # a lock its writer never finished writing
-        same_host = owner.get("host") == socket.gethostname()
-        return same_host and not _process_alive(int(owner.get("pid", -1)))
+        except (OSError, ValueError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def _holder_alive(self) -> bool:
+        """For file systems without locks: whether the process named in the file still runs."""
+        owner = self._owner()
+        if "pid" not in owner:
+            return False  # empty or half-written: its writer died before it began
+        if owner.get("host") != socket.gethostname():
+            return True  # a process on another machine cannot be checked from here
+        return owner["pid"] != os.getpid() and process_alive(int(owner["pid"]))
+
+    def _holder_text(self) -> str:
+        owner = self._owner()
+        return f" (pid {owner['pid']} on {owner.get('host', '?')})" if "pid" in owner else ""
 
     def __exit__(self, *exc) -> None:
-        if self.held:
+        if self.fd is None:
+            return
+        if os.name == "nt":  # Windows cannot remove a file that is still open
+            os.close(self.fd)
             self.path.unlink(missing_ok=True)
-            self.held = False
+        else:  # removed while still locked, so nobody locks the old file after we let go
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+        self.fd = None
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a process is training in `run_dir` right now."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        taken = _try_os_lock(fd)
+        if taken is None:
+            return RunLock(run_dir)._holder_alive()
+        return not taken
+    finally:
+        os.close(fd)  # closing drops a lock taken just now
 
 
 def save_state_file(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -132,6 +202,7 @@ def load_checkpoint(run_dir: Path, optimizer: torch.optim.Optimizer) -> tuple[di
     from safetensors.torch import load_file
 
     folder = Path(run_dir) / CHECKPOINT_DIR
+    recover_directory(folder)  # a crash while replacing the checkpoint left the previous one aside
     if not (folder / "trainer.json").is_file():
         return None
     try:

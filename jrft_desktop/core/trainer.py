@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import methods, metrics, runs
-from .config import RunConfig
+from .config import Budget, RunConfig
 from .data import load_task_data
 from .errors import UserError
 from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
@@ -79,7 +79,16 @@ class Batches:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._order = (epoch, torch.randperm(len(self.rows), generator=generator))
         picked = self._order[1][within * self.batch_size:(within + 1) * self.batch_size].tolist()
-        return encoder.collate([self.rows[i] for i in picked]), self.labels[picked]
+        return self.gather(picked, encoder)
+
+    def gather(self, picked: Sequence[int], encoder: Encoder) -> tuple[dict, torch.Tensor]:
+        return encoder.collate([self.rows[i] for i in picked]), self.labels[list(picked)]
+
+
+def planned_steps(train_examples: int, budget: Budget) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps) of a run on this many training examples."""
+    steps_per_epoch = math.ceil(math.ceil(train_examples / budget.batch_size) / budget.gradient_accumulation)
+    return steps_per_epoch, budget.max_steps or max(1, math.ceil((budget.epochs or 3) * steps_per_epoch))
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -110,20 +119,24 @@ class Trainer:
         that fails before its first checkpoint leaves no files behind."""
         before = {p.name for p in self.run_dir.iterdir()} if self.run_dir.is_dir() else None
         try:
-            config = runs.prepare_run_dir(self.run_dir, self.requested_config, self.resume)
-            with runs.RunLock(self.run_dir):
-                return self._run(config)
+            with runs.RunLock(self.run_dir):  # before the checks, so two processes never both pass them
+                try:
+                    config = runs.prepare_run_dir(self.run_dir, self.requested_config, self.resume)
+                    return self._run(config)
+                except Exception:
+                    self._discard_unstarted(before)
+                    raise
         except UserError as error:
-            self._discard_unstarted(before)
+            self._remove_empty_new_folder(before)
             self.emit(FailedEvent(str(error), traceback.format_exc(), user_error=True))
             raise
         except Exception as error:
-            self._discard_unstarted(before)
+            self._remove_empty_new_folder(before)
             self.emit(FailedEvent(f"{type(error).__name__}: {error}", traceback.format_exc(), user_error=False))
             raise
 
     def _discard_unstarted(self, before: set[str] | None) -> None:
-        """Remove the files (and the folder) a new run created, unless it got as far as a checkpoint."""
+        """Remove the files a new run created, unless it got as far as a checkpoint (run under the lock)."""
         if self.resume or (self.run_dir / runs.CHECKPOINT_DIR).exists() or not self.run_dir.is_dir():
             return
         created = (runs.CONFIG_FILE, runs.BEST_FILE, runs.HISTORY_FILE, runs.METRICS_FILE,
@@ -131,8 +144,12 @@ class Trainer:
         for name in created:
             if before is None or name not in before:
                 (self.run_dir / name).unlink(missing_ok=True)
-        if before is None and not any(self.run_dir.iterdir()):
-            self.run_dir.rmdir()
+
+    def _remove_empty_new_folder(self, before: set[str] | None) -> None:
+        """A failed run leaves no empty folder behind: one it made itself, or one made empty for a new run."""
+        if before is None or (not before and not self.resume):
+            with contextlib.suppress(OSError):  # not empty (or gone): not ours to remove
+                self.run_dir.rmdir()
 
     # ------------------------------------------------------------------------------------------------------
     def _run(self, config: RunConfig) -> FinishedEvent:
@@ -159,8 +176,7 @@ class Trainer:
         label_dtype = torch.float32 if data.task == "regression" else torch.long
         batches = Batches(train_rows, torch.tensor(data.train.labels, dtype=label_dtype), budget.batch_size,
                           budget.seed)
-        steps_per_epoch = math.ceil(batches.per_epoch / budget.gradient_accumulation)
-        total_steps = budget.max_steps or max(1, math.ceil((budget.epochs or 3) * steps_per_epoch))
+        steps_per_epoch, total_steps = planned_steps(len(train_rows), budget)
         eval_every = budget.eval_every or max(1, total_steps // 10)
         checkpoint_every = budget.checkpoint_every or eval_every
         warmup = int(round(budget.warmup_ratio * total_steps))
@@ -168,6 +184,10 @@ class Trainer:
         metric_name = metrics.default_metric(data.task) if budget.metric == "auto" else budget.metric
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=budget.weight_decay)
+        private = _start_private(config, model, optimizer, len(train_rows), total_steps, device) \
+            if config.privacy.enabled else None
+        if private is not None:
+            notes.append(_describe_private(private.plan))
 
         state = {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "history": [],
                  "step_times": []}
@@ -175,14 +195,19 @@ class Trainer:
         if restored is not None:
             load_trainable_state(model, restored[0])
             state.update(restored[1])
+            if private is not None and "privacy" in state:
+                private.load_state_dict(state["privacy"])  # ε continues where it stopped
             notes.append(f"resumed from step {state['step']}")
         self.emit(PreparedEvent(total_steps, state["step"], len(train_rows), len(validation_rows), plan.to_dict(),
-                                tuple(notes)))
+                                tuple(notes), private.plan.to_dict() if private is not None else None))
 
-        autocast = self._autocast(device)
+        autocast = self._autocast(device) if private is None else None  # per-example gradients stay in float32
         scaler = torch.amp.GradScaler("cuda") if autocast is not None and autocast.fast_dtype == torch.float16 \
             else None
         validation = (validation_rows, np.asarray(data.validation.labels))
+
+        def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return _loss(logits.float(), labels, data.task)
         eval_seconds = 0.0
         status = "completed"
         while state["step"] < total_steps:
@@ -198,20 +223,29 @@ class Trainer:
             model.train(budget.dropout)
             loss_sum = 0.0
             examples = 0
-            for micro in range(budget.gradient_accumulation):
-                inputs, labels = batches.batch(step * budget.gradient_accumulation + micro, encoder)
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-                labels = labels.to(device)
-                with autocast or contextlib.nullcontext():
-                    logits = model(**inputs)
-                loss = _loss(logits.float(), labels, data.task) / budget.gradient_accumulation
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += loss.item()
-                examples += len(labels)
+            epsilon = None
+            if private is not None:
+                picked = private.sample()  # Poisson: its own secret randomness, a varying size
+                physical = (_to_device(batches.gather(picked[start:start + budget.batch_size], encoder), device)
+                            for start in range(0, len(picked), budget.batch_size))
+                loss_total, examples = private.step(model, physical, task_loss)
+                loss_sum = loss_total / max(1, examples)
+                state["privacy"] = private.state_dict()
+                epsilon = private.epsilon(live=True)
+            else:
+                for micro in range(budget.gradient_accumulation):
+                    inputs, labels = _to_device(batches.batch(step * budget.gradient_accumulation + micro, encoder),
+                                                device)
+                    with autocast or contextlib.nullcontext():
+                        logits = model(**inputs)
+                    loss = task_loss(logits, labels) / budget.gradient_accumulation
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    loss_sum += loss.item()
+                    examples += len(labels)
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
-            else:
+            elif private is None:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step + 1
@@ -221,9 +255,10 @@ class Trainer:
             remaining = total_steps - state["step"]
             evals_left = remaining // eval_every
             eta = remaining * sum(recent) / len(recent) + evals_left * eval_seconds
-            state["history"].append({"step": state["step"], "loss": loss_sum, "lr": lr * factor})
+            entry = {"step": state["step"], "loss": loss_sum, "lr": lr * factor}
+            state["history"].append(entry if epsilon is None else {**entry, "epsilon": epsilon})
             self.emit(StepEvent(state["step"], total_steps, state["step"] / steps_per_epoch, loss_sum, lr * factor,
-                                seconds, examples / seconds, eta))
+                                seconds, examples / seconds, eta, epsilon))
 
             last = state["step"] == total_steps
             if state["step"] % eval_every == 0 or last:
@@ -279,13 +314,22 @@ class Trainer:
             "validation_source": data.validation_source, "wall_time_s": time.perf_counter() - started,
             **scores,
         }
+        if private is not None:
+            summary["privacy"] = private.record()
         metadata = vector_metadata(
             model=model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
             max_length=config.data.max_length, task=data.task, label_names=data.label_names,
             columns={"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column},
             seed=budget.seed, metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
         )
-        files = save_vector(self.run_dir / runs.VECTOR_NAME, model, metadata)
+        report: tuple[Path, ...] = ()
+        if private is not None:
+            from .privacy import write_report
+
+            metadata["privacy"] = summary["privacy"]
+            title = f"{plan.method} on {Path(config.data.train).name}"
+            report = (write_report(self.run_dir, summary["privacy"], title),)
+        files = (*save_vector(self.run_dir / runs.VECTOR_NAME, model, metadata), *report)
         atomic_write_json(self.run_dir / runs.HISTORY_FILE, state["history"])
         atomic_write_json(self.run_dir / runs.METRICS_FILE, summary)  # written last: marks the run complete
         finished = FinishedEvent(status, str(self.run_dir), summary,
@@ -305,6 +349,31 @@ class Trainer:
             return None
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+
+
+def _to_device(batch: tuple[dict, torch.Tensor], device: torch.device) -> tuple[dict, torch.Tensor]:
+    inputs, labels = batch
+    return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
+
+
+def _start_private(config: RunConfig, model: JrftModel, optimizer: torch.optim.Optimizer, train_examples: int,
+                   total_steps: int, device: torch.device):
+    """Check and plan DP-SGD before any step is taken (refusals are PrivacyErrors)."""
+    from . import privacy  # Opacus loads for private runs only
+
+    budget = config.budget
+    privacy.check_trainable_modules(model)
+    plan = privacy.plan_privacy(config.privacy, train_examples, budget.batch_size * budget.gradient_accumulation,
+                                total_steps)
+    return privacy.PrivateTraining(plan, model, optimizer, device)
+
+
+def _describe_private(plan) -> str:
+    target = (f"ε ≤ {plan.epsilon_target:g}" if plan.epsilon_target is not None
+              else f"ε = {plan.epsilon_planned:.3g}")
+    return (f"private training (DP-SGD): {target} at δ = {plan.delta:.3g} over {plan.steps} steps; noise multiplier "
+            f"σ = {plan.noise_multiplier:.4g} ({plan.noise_source}), clipping norm C = {plan.max_grad_norm:g}, "
+            f"Poisson sampling rate q = {plan.sample_rate:.4g}, {plan.accountant.upper()} accountant")
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:

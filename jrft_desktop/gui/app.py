@@ -21,6 +21,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "sample, then exit 0 only if all of it worked (runs go to a temporary folder).")
     parser.add_argument("--timing", action="store_true",
                         help="Print the time to the window and, after each run, the longest the UI was blocked.")
+    menu = parser.add_mutually_exclusive_group()
+    menu.add_argument("--install-desktop-entry", action="store_true",
+                      help="Add the app to your Linux application menu (a .desktop file and icons under "
+                           "$XDG_DATA_HOME, default ~/.local/share) and exit.")
+    menu.add_argument("--uninstall-desktop-entry", action="store_true",
+                      help="Remove what --install-desktop-entry wrote and exit.")
     return parser.parse_known_args(argv)[0]
 
 
@@ -37,6 +43,8 @@ def binding_problem() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.install_desktop_entry or args.uninstall_desktop_entry:
+        return change_desktop_entry(install=args.install_desktop_entry)
     problem = binding_problem()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -49,6 +57,22 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 del os.environ["JRFT_HOME"]
     return _run(args)
+
+
+def change_desktop_entry(install: bool) -> int:
+    from ..core.errors import UserError
+    from . import desktop_entry
+
+    try:
+        files = desktop_entry.install() if install else desktop_entry.uninstall()
+    except (OSError, UserError) as error:  # a read-only or full home folder: one line, no traceback
+        print(f"error: cannot {'write' if install else 'remove'} the menu entry: {error}", file=sys.stderr)
+        return 2
+    if files:
+        print(f"{'installed' if install else 'removed'} {len(files)} files:", *files, sep="\n  ")
+    else:
+        print(f"no menu entry of this app under {desktop_entry.xdg_data_home()}")
+    return 0
 
 
 def report_bug(window, kind, error, trace) -> None:

@@ -10,13 +10,12 @@ import gc
 import json
 import shutil
 import threading
-import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from ..core import paths
-from ..core.config import DataSpec, MethodSpec, ModelSpec, RunConfig
+from ..core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from ..core.errors import ArtifactError, UserError
 
 PREVIEW_ROWS = 100
@@ -118,6 +117,17 @@ def compute_devices() -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+def preview_privacy(privacy: Privacy, train_examples: int, budget: Budget):
+    """The core's PrivacyPlan (the calibrated noise multiplier σ, δ, the sampling rate) for these settings, or the
+    PrivacyError that says why ε cannot be reached; computed exactly as training will."""
+    load_engine()
+    from ..core.privacy import plan_privacy
+    from ..core.trainer import planned_steps
+
+    _, steps = planned_steps(train_examples, budget)
+    return plan_privacy(privacy, train_examples, budget.batch_size * budget.gradient_accumulation, steps)
+
+
 # --- data ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preview:
@@ -166,15 +176,6 @@ def summarize_data(spec: DataSpec, seed: int = 0) -> DataSummary:
 
 
 # --- runs ---------------------------------------------------------------------------------------------------
-def new_run_dir(method: str) -> Path:
-    """A fresh folder name under the runs folder: <timestamp>-<method>."""
-    base = paths.runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
-    candidate, number = base, 2
-    while candidate.exists():
-        candidate, number = base.with_name(f"{base.name}-{number}"), number + 1
-    return candidate
-
-
 @dataclass(frozen=True)
 class RunSummary:
     path: Path
@@ -275,15 +276,17 @@ def delete_run(run_dir: Path) -> None:
     load_engine()
     from ..core import runs
 
-    if (Path(run_dir) / runs.LOCK_FILE).exists():
+    if runs.is_locked(Path(run_dir)):
         raise ArtifactError(f"{Path(run_dir).name} is being trained right now; stop it before deleting it.")
     shutil.rmtree(run_dir)
 
 
-def copy_vector(run_dir: Path, target: Path) -> tuple[Path, Path]:
-    """Copy the run's vector.safetensors and vector.json to `target` (.safetensors / .json), each atomically."""
+def copy_vector(run_dir: Path, target: Path) -> tuple[Path, ...]:
+    """Copy the run's vector.safetensors and vector.json to `target` (.safetensors / .json), each atomically, and a
+    private run's privacy report beside them (`target`.privacy_report.md)."""
     load_engine()
     from ..core import runs
+    from ..core.privacy import REPORT_NAME
 
     target = Path(target)
     if target.suffix in (".safetensors", ".json"):
@@ -295,7 +298,11 @@ def copy_vector(run_dir: Path, target: Path) -> tuple[Path, Path]:
             raise ArtifactError(f"{Path(run_dir).name} has no {source.name}; only finished runs have a vector file.")
         destination = target.with_name(target.name + suffix)
         copied.append(paths.atomic_write(destination, lambda temp, source=source: shutil.copyfile(source, temp)))
-    return copied[0], copied[1]
+    report = Path(run_dir) / REPORT_NAME
+    if report.is_file():
+        destination = target.with_name(f"{target.name}.{REPORT_NAME}")
+        copied.append(paths.atomic_write(destination, lambda temp: shutil.copyfile(report, temp)))
+    return tuple(copied)
 
 
 # --- a trained model ----------------------------------------------------------------------------------------
@@ -399,3 +406,45 @@ def predict_with_stock_model(folder: Path, texts: list[str]) -> list[dict[str, f
         logits = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt")).logits
     probabilities = torch.softmax(logits.float(), dim=-1)
     return [{model.config.id2label[i]: float(p) for i, p in enumerate(row)} for row in probabilities]
+
+
+# --- comparing methods ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchChoices:
+    labels: tuple[str, ...]  # every case the bench knows, in its order
+    quick_labels: tuple[str, ...]  # the ones checked by default
+    default_budget: int
+    default_curve: tuple[int, ...]
+    default_steps: int
+
+
+def bench_choices() -> BenchChoices:
+    load_engine()
+    from ..core import bench
+
+    quick = bench.quick_settings(ModelSpec(), DataSpec(), ())
+    return BenchChoices(tuple(case.label for case in bench.default_cases()), bench.QUICK_LABELS,
+                        bench.DEFAULT_BUDGET, quick.curve, quick.steps)
+
+
+@dataclass(frozen=True)
+class ComparisonRequest:
+    config: RunConfig  # the model, data and training settings chosen on the other pages
+    labels: tuple[str, ...]
+    budget: int
+    steps: int
+    curve: tuple[int, ...]
+    measure_memory: bool
+
+
+def run_comparison(request: ComparisonRequest, on_progress, stop_event: threading.Event):
+    """A quick side-by-side bench on the user's model and data (core.bench; its results folder is new)."""
+    load_engine()
+    from ..core import bench
+
+    config = request.config
+    settings = bench.quick_settings(
+        config.model, config.data, bench.pick_cases(request.labels, request.budget), steps=request.steps,
+        batch_size=config.budget.batch_size, metric=config.budget.metric, device=config.budget.device,
+        curve=request.curve, measure_memory=request.measure_memory)
+    return bench.run_bench(settings, bench.default_output(), on_progress, stop_event)

@@ -26,13 +26,14 @@ from ..core.config import RunConfig
 from ..core.paths import resources_dir
 from . import dialogs
 from .pages.base import thousands
+from .pages.compare_page import ComparePage
 from .pages.data_page import DataPage
 from .pages.history_page import HistoryPage
 from .pages.method_page import MethodPage
 from .pages.model_page import ModelPage
 from .pages.results_page import ResultsPage
 from .pages.train_page import TrainPage
-from .plots import CurvePanel
+from .plots import BudgetCurvePlot, CurvePanel
 from .settings import THEMES, AppSettings
 
 THEMES_DIR = resources_dir() / "themes"
@@ -73,8 +74,9 @@ class MainWindow(QMainWindow):
         self.train_page = TrainPage(self.prepare_run)
         self.results_page = ResultsPage(settings)
         self.history_page = HistoryPage()
+        self.compare_page = ComparePage(self.prepare_run)
         self.pages = (self.model_page, self.data_page, self.method_page, self.train_page, self.results_page,
-                      self.history_page)
+                      self.history_page, self.compare_page)
 
         self._build_layout()
         self.sidebar.currentRowChanged.connect(self._page_changed)
@@ -143,7 +145,7 @@ class MainWindow(QMainWindow):
 
     def load_pages(self) -> None:
         """Start the pages' background work: the remembered model and data, the methods (torch loads there)."""
-        for page in (self.model_page, self.data_page, self.method_page):
+        for page in (self.model_page, self.data_page, self.method_page, self.compare_page):
             page.load()
 
     # --- the run to train ---------------------------------------------------------------------------------
@@ -151,6 +153,8 @@ class MainWindow(QMainWindow):
         """The configuration of the current choices and a description of it; ValueError says what is missing."""
         model, data, method = self.model_page, self.data_page, self.method_page
         if model.info is None:
+            if model.error:
+                raise ValueError(f"the model cannot be used: {model.error}")
             raise ValueError("the model is still being read." if model.busy else
                              "choose a model that can be read (see the Model page).")
         summary = data.summary
@@ -164,13 +168,22 @@ class MainWindow(QMainWindow):
         if method.plan_error:
             raise ValueError(method.plan_error)
         budget = method.training.budget()
+        privacy = method.privacy.privacy()
+        if method.privacy.active and method.privacy.problem:
+            raise ValueError(method.privacy.problem)
+        if method.privacy.active and method.privacy.plan is None:
+            raise ValueError("the noise for private training is still being computed.")
         config = RunConfig(
             model=model.model_spec(method.pooling()),
             data=replace(data.data_spec(), max_length=method.training.max_length()),
-            method=method.method_spec(), budget=budget,
+            method=method.method_spec(), budget=budget, privacy=privacy,
         )
         task = f"{summary.num_labels} classes" if summary.task == "classification" else "regression"
         trainable = f" · {thousands(method.plan.trainable_params)} trainable parameters" if method.plan else ""
+        if method.privacy.active:
+            plan = method.privacy.plan
+            trainable += (f" · private: ε ≤ {plan.epsilon_target:g}, δ = {plan.delta:.2g}, "
+                          f"σ = {plan.noise_multiplier:.3g}")
         description = (f"<b>{method.describe_choice()}</b> on <b>{data.short_name()}</b> "
                        f"({thousands(summary.train_rows)} rows, {task}) with <b>{model.short_name()}</b><br>"
                        f"{method.training.describe_length()}, batch {budget.batch_size}, pooling {method.pooling()}, "
@@ -210,7 +223,7 @@ class MainWindow(QMainWindow):
         model, summary = self.model_page, self.data_page.summary
         self.method_page.set_context(model.model_spec() if model.info else None,
                                      model.info.parameters if model.info else None,
-                                     summary.num_labels if summary else 2)
+                                     summary.num_labels if summary else 2, summary.train_rows if summary else None)
         self.summary_label.setText(f"Model: {model.short_name() or '–'}   ·   Data: {self.data_page.short_name()}"
                                    f"   ·   Method: {self.method_page.describe_choice()}")
         self.train_page.refresh_plan()
@@ -264,7 +277,7 @@ class MainWindow(QMainWindow):
         self.settings.theme = theme
         for action in self.theme_actions.actions():
             action.setChecked(action.data() == theme)
-        for panel in self.findChildren(CurvePanel):
+        for panel in (*self.findChildren(CurvePanel), *self.findChildren(BudgetCurvePlot)):
             panel.apply_theme(theme)
 
     def closeEvent(self, event) -> None:
@@ -276,6 +289,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping the run after this step…")
             self.train_page.cancel()
             self.train_page.run.wait()
+        self.compare_page.stop()  # a comparison in the background ends after its current step
         self.settings.geometry = self.saveGeometry()
         self.settings.sync()
         super().closeEvent(event)

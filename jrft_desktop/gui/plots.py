@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QWidget
 
 from ..core.events import EvalEvent, StepEvent
@@ -27,8 +27,9 @@ PLOT_KINDS = {
     "metric": PlotKind("Validation metric", "score"),
     "lr": PlotKind("Learning rate", "rate"),
     "throughput": PlotKind("Throughput", "examples / s"),
+    "epsilon": PlotKind("Privacy spent ε", "ε"),
 }
-LIVE_PLOTS = ("loss", "metric", "lr", "throughput")
+LIVE_PLOTS = ("loss", "metric", "lr", "throughput", "epsilon")  # ε: shown for private runs (show_kind)
 HISTORY_PLOTS = ("loss", "metric", "lr")  # history.json records no throughput
 THEME_COLORS = {"light": ("#ffffff", "#303030"), "dark": ("#202124", "#d8d8d8")}
 
@@ -55,6 +56,7 @@ class CurvePanel(QWidget):
         self._points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
         self._items: dict[tuple[str, str], list[pg.PlotDataItem]] = {}
         self._metric_name: str | None = None
+        self._ceilings: dict[str, list] = {}
         self._theme = "light"
         self._refresh = QTimer(self)
         self._refresh.setSingleShot(True)
@@ -89,6 +91,7 @@ class CurvePanel(QWidget):
             plot.clear()
             plot.enableAutoRange(x=True)
         self._items.clear()
+        self._ceilings.clear()
         self._metric_name = None
         self._label_axes()
 
@@ -101,7 +104,24 @@ class CurvePanel(QWidget):
         self._append(series, "loss", event.step, event.loss)
         self._append(series, "lr", event.step, event.lr)
         self._append(series, "throughput", event.step, event.examples_per_s)
+        if event.epsilon is not None:
+            self._append(series, "epsilon", event.step, event.epsilon)
         self._schedule_redraw()
+
+    def show_kind(self, kind: str, shown: bool) -> None:
+        if kind in self.plots:
+            self.plots[kind].setVisible(shown)
+
+    def set_ceiling(self, kind: str, value: float | None) -> None:
+        """A dashed horizontal line at `value` (the privacy budget ε on the ε plot); None removes it."""
+        plot = self.plots.get(kind)
+        if plot is None:
+            return
+        for line in self._ceilings.pop(kind, []):
+            plot.removeItem(line)
+        if value is not None:
+            pen = pg.mkPen(THEME_COLORS[self._theme][1], width=1, style=Qt.PenStyle.DashLine)
+            self._ceilings[kind] = [plot.addLine(y=value, pen=pen)]
 
     def add_eval(self, series: str, event: EvalEvent) -> None:
         self._set_metric_name(event.metric_name)
@@ -121,6 +141,8 @@ class CurvePanel(QWidget):
             else:
                 self._append(series, "loss", entry["step"], entry["loss"])
                 self._append(series, "lr", entry["step"], entry["lr"])
+                if "epsilon" in entry:
+                    self._append(series, "epsilon", entry["step"], entry["epsilon"])
         self._redraw()
 
     def point_count(self, kind: str) -> int:
@@ -197,3 +219,51 @@ class CurvePanel(QWidget):
             items = [plot.plot(pen=pg.mkPen(color, width=2), antialias=smooth)]
         self._items[(series, kind)] = items
         return items
+
+
+class BudgetCurvePlot(pg.PlotWidget):
+    """A bench's metric against trainable parameters on a log axis: SLaSh's sweep over d as a line, every
+    compared method as a labelled point (a method that trains no parameters besides the head as a level line)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("budgetCurve")
+        self.setMinimumHeight(260)
+        self.showGrid(x=True, y=True, alpha=0.25)
+        self.setLogMode(x=True, y=False)
+        self.getPlotItem().setMenuEnabled(False)
+        self.getAxis("left").enableAutoSIPrefix(False)
+        self.legend = self.addLegend(offset=(-10, 10))
+        self.point_count = 0
+        self.apply_theme("light")
+
+    def apply_theme(self, theme: str) -> None:
+        background, foreground = THEME_COLORS[theme]
+        self.setBackground(background)
+        for name in ("left", "bottom"):
+            axis = self.getAxis(name)
+            axis.setPen(foreground)
+            axis.setTextPen(foreground)
+        self.setLabel("bottom", "trainable parameters without the head (log scale)", color=foreground)
+
+    def show_result(self, result, scale: float) -> None:
+        """Draw a bench result (core.bench.BenchResult); scores are multiplied by `scale` (100 for points)."""
+        self.clear()
+        self.legend.clear()
+        self.point_count = 0
+        self.setLabel("left", f"{result.metric}{' × 100' if scale == 100 else ''}")
+        if result.curve:
+            self.plot([p.d for p in result.curve], [scale * p.mean for p in result.curve],
+                      pen=pg.mkPen(SERIES_COLORS[0], width=2.5), symbol="o", symbolBrush=SERIES_COLORS[0],
+                      symbolPen=None, name=f"SLaSh, d = {', '.join(f'{p.d:,}' for p in result.curve)}")
+            self.point_count += len(result.curve)
+        for index, case in enumerate(result.cases, start=1):
+            color = SERIES_COLORS[index % len(SERIES_COLORS)]
+            if case.method_params == 0:
+                self.addItem(pg.InfiniteLine(scale * case.mean, angle=0, label=case.label,
+                                             pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine),
+                                             labelOpts={"position": 0.95, "color": color}))
+            else:
+                self.plot([case.method_params], [scale * case.mean], pen=None, symbol="s", symbolSize=9,
+                          symbolBrush=color, symbolPen=None, name=f"{case.label} ({case.method_params:,})")
+            self.point_count += 1

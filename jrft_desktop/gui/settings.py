@@ -11,7 +11,6 @@ from ..core.paths import config_dir
 SETTINGS_FILE = "desktop.ini"
 
 MODEL = "choices/model"
-TRUST_REMOTE_CODE = "choices/trust_remote_code"
 TRAIN_DATA = "choices/train_data"
 VALIDATION_DATA = "choices/validation_data"
 DATA_FOLDER = "folders/data"

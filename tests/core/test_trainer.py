@@ -7,8 +7,6 @@ import dataclasses
 import json
 import math
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +23,6 @@ from jrft_desktop.core.data import load_task_data
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
                                       StepEvent)
-from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.trainer import Batches, Trainer, lr_factor, pick_device, predict_logits
 
 D = 32
@@ -36,12 +33,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def train_file(tmp_path_factory) -> Path:
+def train_file(sst2_200) -> Path:
     """The first 200 rows of the bundled SST-2 training sample (real sentences, labels 0/1)."""
-    lines = (sample_data_dir() / "sst2_train.tsv").read_text(encoding="utf-8").splitlines()
-    target = tmp_path_factory.mktemp("data") / "sst2_200.tsv"
-    target.write_text("\n".join(lines[:201]) + "\n", encoding="utf-8")
-    return target
+    return sst2_200
 
 
 def make_config(tiny_models, train_file, method: str = "slash", **budget) -> RunConfig:
@@ -424,30 +418,6 @@ def test_second_trainer_on_a_locked_folder(tiny_models, train_file, tmp_path):
         first.join(120)
     assert outcome["first"].status == "stopped"
     assert not (run_dir / runs.LOCK_FILE).exists()
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def test_stale_lock_is_taken_over(tiny_models, train_file, tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / runs.LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
-    finished, _ = train(make_config(tiny_models, train_file, max_steps=2, eval_every=2), run_dir)
-    assert finished.status == "completed"
-    assert not (run_dir / runs.LOCK_FILE).exists()
-
-
-def test_lock_of_another_host_is_respected(tmp_path):
-    """A dead pid means nothing on another machine (a shared folder): that lock is not taken over."""
-    (tmp_path / runs.LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": "some-other-host"}))
-    with pytest.raises(ArtifactError, match="Another process"):
-        with runs.RunLock(tmp_path):
-            pass
-    assert (tmp_path / runs.LOCK_FILE).exists()
 
 
 # --- regression -------------------------------------------------------------------------------------------------

@@ -1,12 +1,10 @@
-"""Fixtures for the desktop app: an isolated window (offscreen), small real data, and no blocking dialogs."""
+"""Fixtures for the desktop app: an isolated window (offscreen) and no blocking dialogs (the small real data,
+`sst2_200`, is in the tests' root conftest)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.gui import dialogs
 from jrft_desktop.gui.app import binding_problem
 from jrft_desktop.gui.main_window import MainWindow
@@ -59,11 +57,3 @@ def make_window(qtbot):
 def window(make_window) -> MainWindow:
     return make_window()
 
-
-@pytest.fixture(scope="session")
-def sst2_200(tmp_path_factory) -> Path:
-    """The first 200 rows of the bundled SST-2 sample (real sentences, labels 0/1)."""
-    lines = (sample_data_dir() / "sst2_train.tsv").read_text(encoding="utf-8").splitlines()
-    target = tmp_path_factory.mktemp("data") / "sst2_200.tsv"
-    target.write_text("\n".join(lines[:201]) + "\n", encoding="utf-8")
-    return target

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jrft_desktop.core.config import Budget, MethodSpec, ModelSpec, field_help
+from jrft_desktop.core.config import Budget, MethodSpec, ModelSpec, Privacy, field_help
 from jrft_desktop.core.methods import all_methods
 from jrft_desktop.gui.pages.method_page import PRESETS
 
@@ -32,7 +32,8 @@ def test_every_method_is_listed_with_its_explanation(page):
     assert page.position_combo.toolTip() == field_help(MethodSpec, "position")
     assert page.pooling_combo.toolTip() == field_help(ModelSpec, "pooling")
     assert page.training.batch_spin.toolTip() == field_help(Budget, "batch_size")
-    assert not page.privacy_group.isEnabled() and "not available yet" in page.privacy_group.title()
+    assert page.privacy.epsilon_spin.toolTip() == field_help(Privacy, "epsilon")
+    assert not page.privacy.active and page.privacy.form.isHidden()  # off until asked for
 
 
 def test_budget_shows_trainable_parameters_live(qtbot, page):
@@ -45,7 +46,9 @@ def test_budget_shows_trainable_parameters_live(qtbot, page):
     assert counted(qtbot, page).trainable_params == 100 + HEAD
     page.choose("lora", 8)
     assert counted(qtbot, page).method_params == 8 * 4 * (32 + 32)  # query and value in two layers
-    assert page.size_label.text() == "LoRA rank" and page.size_spin.toolTip() == field_help(MethodSpec, "rank")
+    assert page.size_label.text() == "Rank" and page.size_spin.toolTip() == field_help(MethodSpec, "rank")
+    page.choose("vera", 4)  # per q and v weight: a vector over its 32 outputs and one over the rank
+    assert counted(qtbot, page).method_params == 4 * (32 + 4) and page.size_label.text() == "Rank"
     page.choose("head")
     assert counted(qtbot, page).method_params == 0 and not page.size_spin.isEnabled()
 

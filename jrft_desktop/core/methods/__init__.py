@@ -35,7 +35,7 @@ def all_methods() -> tuple[Method, ...]:
 
 
 # Import order is the order users see.
-from . import slash, jr_warp, head, bitfit, lora, warp, full  # noqa: E402,F401
+from . import slash, jr_warp, head, bitfit, lora, vera, warp, full  # noqa: E402,F401
 
 __all__ = ["Method", "MethodPlan", "register", "get_method", "method_names", "all_methods", "build"]
 

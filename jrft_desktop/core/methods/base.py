@@ -9,6 +9,7 @@ from torch import nn
 
 from ..config import MethodSpec
 from ..errors import ArtifactError, UserError
+from ..limits import require_memory
 from ..models import JrftModel
 from ..projection import ProjectedVector, ProjectionSpec
 
@@ -62,8 +63,14 @@ class Method:
         if self.size_name and (size is None or size < 1):
             raise UserError(f"{self.name}: {self.size_name} must be a positive whole number (got {size}).")
         position = spec.position if self.has_position else None
-        return MethodPlan(self.name, self.size_name, size, self.params_for_size(size, model), head_params,
-                          position, note)
+        params = self.params_for_size(size, model)
+        if self.size_name:  # each trainable value also has a gradient and two AdamW moments: 16 bytes in all
+            require_memory(16 * params, f"Training {self.name} with {self.size_name} = {size:,}",
+                           f"use a smaller {self.size_name}")
+        if spec.budget is not None and self.size_name and size == 1 and params > spec.budget:
+            note = (f"the smallest {self.name} on this model ({self.size_name} 1) trains {params:,} parameters, more "
+                    f"than the budget of {spec.budget:,}")
+        return MethodPlan(self.name, self.size_name, size, params, head_params, position, note)
 
     # --- training -----------------------------------------------------------------------------------------
     def apply(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> None:
@@ -104,6 +111,11 @@ class ProjectedMethod(Method):
         freeze(model.backbone)
         layers = model.layers()
         widths = tuple(width for _ in layers)
+        # Projections held at once, 4 bytes per value: all of them (plus one being made), or on the fly the one
+        # regenerated in forward, again in backward, and its unscaled draw.
+        kept = 3 if spec.on_the_fly else len(widths) + 1
+        require_memory(4 * plan.size * width * kept, f"The random projections of {self.name} for d = {plan.size:,}",
+                       "use a smaller d" + ("" if spec.on_the_fly else ", or on-the-fly projections"))
         model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
         return layers
 

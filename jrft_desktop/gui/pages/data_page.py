@@ -71,7 +71,7 @@ class RowsModel(QAbstractTableModel):
         return None
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role != Qt.ItemDataRole.DisplayRole:
+        if role != Qt.ItemDataRole.DisplayRole or self.preview is None:  # Qt asks an empty table too
             return None
         return self.preview.columns[section] if orientation == Qt.Orientation.Horizontal else str(section + 1)
 

@@ -22,9 +22,10 @@ from ...core.config import POOLINGS, SLASH_POSITIONS, MethodSpec, ModelSpec
 from ..backend import MethodInfo, compute_devices, method_catalog, plan_method
 from ..worker import LatestRequest, run_in_background
 from .base import Note, Page, compact_form, thousands, with_help
+from .privacy_settings import PrivacySettings
 from .training_settings import TrainingSettings
 
-SIZE_LABELS = {"d": "d (size of the vector z)", "rank": "LoRA rank", "prompt_tokens": "Prompt tokens"}
+SIZE_LABELS = {"d": "d (size of the vector z)", "rank": "Rank", "prompt_tokens": "Prompt tokens"}
 POOLING_LABELS = {
     "auto": "auto (the model's default)",
     "mean": "mean of the tokens",
@@ -71,6 +72,7 @@ class MethodPage(Page):
         self._model_spec: ModelSpec | None = None
         self._model_parameters: int | None = None
         self._num_labels = 2
+        self._train_examples: int | None = None
         self._planner = LatestRequest(self, plan_method, self._show_plan, self._show_plan_failure)
 
         columns = QHBoxLayout()
@@ -139,20 +141,13 @@ class MethodPage(Page):
         form.addRow("", self.on_the_fly_box)
         right.addWidget(placement)
 
-        self.privacy_group = privacy = QGroupBox("Private training — not available yet")
-        privacy.setObjectName("privacy")
-        box = QVBoxLayout(privacy)
-        notice = QLabel("Differential privacy (DP-SGD, with a privacy budget ε) is planned for a later version. "
-                        "Nothing here is private yet: training sees the data as it is.")
-        notice.setWordWrap(True)
-        box.addWidget(notice)
-        self.privacy_box = QCheckBox("Train with differential privacy")
-        box.addWidget(self.privacy_box)
-        privacy.setEnabled(False)
-        left.addWidget(privacy)
+        self.privacy = PrivacySettings()
+        self.privacy.changed.connect(self.changed)
+        left.addWidget(self.privacy)
         left.addStretch(1)
 
         self.training = TrainingSettings()
+        self.training.changed.connect(self._update_privacy_context)
         self.training.changed.connect(self.changed)
         right.addWidget(self.training)
         right.addStretch(1)
@@ -209,11 +204,22 @@ class MethodPage(Page):
         preset = next(preset for preset in PRESETS if preset.label == label)
         self.choose(preset.method, preset.size or self.methods[preset.method].default_size, preset.position)
 
-    def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int) -> None:
-        """The chosen model and number of classes, which the parameter counts depend on."""
+    def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int,
+                    train_examples: int | None = None) -> None:
+        """The chosen model and number of classes, which the parameter counts depend on, and the number of training
+        examples, which the noise of private training depends on."""
         if (model_spec, model_parameters, num_labels) != (self._model_spec, self._model_parameters, self._num_labels):
             self._model_spec, self._model_parameters, self._num_labels = model_spec, model_parameters, num_labels
             self._request_plan()
+        self._train_examples = train_examples
+        self._update_privacy_context()
+
+    def _update_privacy_context(self) -> None:
+        try:
+            budget = self.training.budget()
+        except ValueError:
+            budget = None
+        self.privacy.set_context(self._train_examples, budget)
 
     def _preset_chosen(self, index: int) -> None:
         if index > 0:

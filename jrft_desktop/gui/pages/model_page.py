@@ -47,6 +47,7 @@ class ModelPage(Page):
                                   "parameters are trained on top of it.", parent=parent)
         self.settings = settings
         self.info = None  # the chosen model's ModelInfo, once described
+        self.error = ""  # why the chosen model cannot be used, when it cannot
         self._describe = LatestRequest(self, describe_model, self._show_info, self._show_failure)
 
         choice = QGroupBox("Which model")
@@ -101,8 +102,7 @@ class ModelPage(Page):
         self.kinds.buttonToggled.connect(self._kind_toggled)
         self.folder_edit.editingFinished.connect(self._describe_choice)
         self.hub_edit.editingFinished.connect(self._describe_choice)
-        self.trust_box.setChecked(settings.flag(keys.TRUST_REMOTE_CODE))
-        self.trust_box.toggled.connect(self._describe_choice)
+        self.trust_box.toggled.connect(self._describe_choice)  # off at every start: trust is given per session
 
     def load(self) -> None:
         """Describe the remembered model (in the background; called once the window shows)."""
@@ -172,6 +172,7 @@ class ModelPage(Page):
 
     def _describe_choice(self) -> None:
         self.info = None
+        self.error = ""
         self._show_facts(None)
         name = self.name_or_path()
         if not name:
@@ -180,7 +181,6 @@ class ModelPage(Page):
             self.changed.emit()
             return
         self.settings.set_text(keys.MODEL, name)
-        self.settings.set_flag(keys.TRUST_REMOTE_CODE, self.trust_box.isChecked())
         self.status.show_text("Reading the model's configuration…")
         self._describe.request(self.model_spec())
         self.changed.emit()
@@ -188,10 +188,15 @@ class ModelPage(Page):
     def _show_info(self, info) -> None:
         self.info = info
         self._show_facts(info)
-        self.status.show_text("")
+        if self.trust_box.isChecked():
+            self.status.show_text(f"Trust remote code is on: loading {self.short_name()} runs the Python code that "
+                                  "ships with it, with your permissions. Only for models you trust.", "warning")
+        else:
+            self.status.show_text("")
         self.changed.emit()
 
     def _show_failure(self, failure) -> None:
+        self.error = failure.message
         self.status.show_text(failure.message, "error")
         self.changed.emit()
 

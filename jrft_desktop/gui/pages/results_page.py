@@ -192,6 +192,14 @@ class ResultsPage(Page):
     def _fill_metrics(self, metrics: dict) -> None:
         rows = [(label, template.format(metrics[key])) for key, label, template in METRIC_ROWS
                 if metrics.get(key) is not None]
+        privacy = metrics.get("privacy")
+        if privacy:
+            target = privacy["epsilon_target"]
+            rows += [("Privacy: ε spent", f"{privacy['epsilon_spent']:.3f}"
+                      + (f" (budget {target:g})" if target is not None else "")),
+                     ("Privacy: δ", f"{privacy['delta']:.2g}"),
+                     ("Privacy: noise σ, clipping C",
+                      f"{privacy['noise_multiplier']:.3g}, {privacy['max_grad_norm']:g}")]
         self.metrics_table.setRowCount(len(rows))
         for row, (label, value) in enumerate(rows):
             self.metrics_table.setItem(row, 0, QTableWidgetItem(label))
@@ -270,7 +278,7 @@ class ResultsPage(Page):
         self._start("export", copy_vector, self.run.path, target, on_result=self._vector_saved)
 
     def _vector_saved(self, files) -> None:
-        self.status.show_text(f"Saved {files[0]} and {files[1].name}.")
+        self.status.show_text(f"Saved {files[0]} and {', '.join(file.name for file in files[1:])}.")
 
     def _ask_merged_target(self) -> None:
         if self.merge_problem:

@@ -9,9 +9,11 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from ...core.config import RunConfig
+from ...core.errors import UserError
 from ...core.events import EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent
+from ...core.paths import new_run_dir
 from .. import dialogs
-from ..backend import load_history, new_run_dir
+from ..backend import load_history
 from ..lag_probe import LagProbe
 from ..plots import LIVE_PLOTS, CurvePanel
 from ..worker import TrainingRun, run_in_background
@@ -81,6 +83,7 @@ class TrainPage(Page):
         grid.setColumnStretch(0, 1)
         self.body.addWidget(top)
         self.plots = CurvePanel(LIVE_PLOTS, live=True)
+        self.plots.show_kind("epsilon", False)  # until a private run starts
         self.body.addWidget(self.plots, 1)
 
         self.start_button.clicked.connect(self.start)
@@ -114,7 +117,12 @@ class TrainPage(Page):
         except ValueError as problem:
             dialogs.show_error(self, str(problem), title="Not ready to train")
             return
-        self._launch(TrainingRun(config, new_run_dir(config.method.name), parent=self), description)
+        try:
+            run_dir = new_run_dir(config.method.name)
+        except UserError as problem:  # e.g. a read-only or full runs folder
+            dialogs.show_error(self, str(problem), title="Cannot train")
+            return
+        self._launch(TrainingRun(config, run_dir, parent=self), description)
 
     def resume(self, run_dir: Path | str) -> None:
         """Continue a stopped run from its checkpoint."""
@@ -173,6 +181,8 @@ class TrainPage(Page):
             self.progress.setValue(event.start_step)
             self.progress.setFormat("step %v of %m")
             self.plots.set_step_range(event.total_steps)
+            self.plots.show_kind("epsilon", event.privacy is not None)
+            self.plots.set_ceiling("epsilon", event.privacy["epsilon_target"] if event.privacy else None)
             plan = event.plan
             size = f", {plan['size_name']} = {thousands(plan['size'])}" if plan["size_name"] else ""
             self.state_label.setText(
@@ -182,7 +192,9 @@ class TrainPage(Page):
             self.notes.show_text("\n".join(event.notes))
         elif isinstance(event, StepEvent):
             self.progress.setValue(event.step)
-            self.eta_label.setText(f"ETA {format_duration(event.eta_s)} · {event.examples_per_s:,.0f} examples/s")
+            spent = f" · ε {event.epsilon:.2f}" if event.epsilon is not None else ""
+            self.eta_label.setText(f"ETA {format_duration(event.eta_s)} · {event.examples_per_s:,.0f} examples/s"
+                                   f"{spent}")
             self.plots.add_step(name, event)
         elif isinstance(event, EvalEvent):
             self.plots.add_eval(name, event)
@@ -204,6 +216,8 @@ class TrainPage(Page):
         else:
             metric = result.metrics.get("metric")
             score = f": validation {metric} {result.metrics[metric]:.4f}" if metric in result.metrics else ""
+            if result.metrics.get("privacy"):
+                score += f", privacy spent ε = {result.metrics['privacy']['epsilon_spent']:.2f}"
             self.progress.setValue(self.progress.maximum())
             self.eta_label.setText(f"took {format_duration(result.metrics.get('wall_time_s', 0))}")
             self.state_label.setText(f"Finished ({result.status}){score}.")

@@ -1,0 +1,797 @@
+"""Methods side by side, in one process, on the same data and hardware: `jrft bench` and the app's Compare page.
+
+For every case (a method at a size) it measures
+- the validation metric after the same number of steps, per seed (the same `Trainer` as `jrft train`; each run is
+  a normal run folder under `runs/`, so a bench that stopped picks up the runs it had finished);
+- the training step time, in interleaved rounds (a few steps of each case in turn, repeated), so load changes on
+  a shared machine hit every case alike and the ratios to full finetuning stay fair;
+- the floating-point operations of one step (torch's FlopCounterMode) and so the achieved FLOP/s, as a fraction
+  of this machine's matrix-multiply peak measured in the same process;
+- the peak memory: in a fresh process per case (forked from a server that has only imported the engine), since a
+  process's peak RSS never goes down and would otherwise carry the previous case's peak. On CUDA the same child
+  reports torch.cuda.max_memory_allocated;
+- the inference latency of the trained model, as trained and merged into the base weights, against the
+  untouched base model (interleaved likewise), and the size of its vector file.
+SLaSh's d is also swept (the budget curve). Results: results.json, results.md and PNG plots (matplotlib's Agg
+canvas, no GUI toolkit)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import methods
+from .config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from .data import load_task_data
+from .errors import UserError
+from .events import StepEvent
+from .models import Encoder, load_backbone
+from .paths import atomic_write, atomic_write_json, atomic_write_text, data_root, sample_data_dir
+
+BENCH_FORMAT = "jrft-bench/1"
+SETTINGS_FILE = "bench.json"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+CURVE_PNG = "budget_curve.png"
+SPEED_PNG = "speed.png"
+RUNS_DIR = "runs"
+DEFAULT_BUDGET = 5000
+DEFAULT_CURVE = (64, 256, 1024, 4096)
+ACCURACY_COLUMNS = ("method", "size", "trainable (with head)", "{metric}", "Δ vs full")
+SPEED_COLUMNS = ("method", "step s", "step ÷ full", "peak MB", "memory ÷ full", "training MB", "training ÷ full",
+                 "GFLOP / step", "GFLOP/s", "% of matmul peak", "inference ÷ base", "merged ÷ base", "vector",
+                 "vector ÷ full")
+CURVE_COLUMNS = ("d", "trainable (with head)", "{metric}")
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    label: str
+    method: MethodSpec
+
+
+def default_cases(budget: int = DEFAULT_BUDGET) -> tuple[BenchCase, ...]:
+    """Every method, the budgeted ones at the same budget, and LoRA also at its usual rank 8."""
+    return (
+        *(BenchCase(f"slash-{position}", MethodSpec(name="slash", budget=budget, position=position))
+          for position in ("output", "intermediate", "attention")),
+        BenchCase("jr-warp", MethodSpec(name="jr-warp", budget=budget)),
+        BenchCase("head", MethodSpec(name="head")),
+        BenchCase("bitfit", MethodSpec(name="bitfit")),
+        BenchCase("lora", MethodSpec(name="lora", budget=budget)),
+        BenchCase("lora-r8", MethodSpec(name="lora", rank=8)),
+        BenchCase("vera", MethodSpec(name="vera", budget=budget)),
+        BenchCase("warp", MethodSpec(name="warp", budget=budget)),
+        BenchCase("full", MethodSpec(name="full")),
+    )
+
+
+QUICK_LABELS = ("slash-output", "jr-warp", "head", "bitfit", "lora", "vera", "warp", "full")
+
+
+def pick_cases(labels: Sequence[str] | None, budget: int = DEFAULT_BUDGET,
+               quick: bool = False) -> tuple[BenchCase, ...]:
+    """The cases named by `labels` (all by default; the quick set with `quick`), in the catalogue's order."""
+    catalogue = default_cases(budget)
+    known = [case.label for case in catalogue]
+    wanted = list(labels) if labels else list(QUICK_LABELS if quick else known)
+    unknown = [label for label in wanted if label not in known]
+    if unknown:
+        raise UserError(f"Unknown bench method {unknown[0]!r}; choose from: {', '.join(known)}.")
+    return tuple(case for case in catalogue if case.label in wanted)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    model: ModelSpec
+    data: DataSpec
+    cases: tuple[BenchCase, ...]
+    steps: int = 400
+    batch_size: int = 32
+    seeds: tuple[int, ...] = (0, 1, 2)
+    metric: str = "auto"
+    curve: tuple[int, ...] = DEFAULT_CURVE  # values of d for SLaSh (empty: no curve)
+    curve_position: str = "output"
+    timing_rounds: int = 8
+    steps_per_round: int = 5
+    memory_steps: int = 3
+    latency_rounds: int = 5
+    latency_batches: int = 4
+    measure_memory: bool = True
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quick_settings(model: ModelSpec, data: DataSpec, cases: tuple[BenchCase, ...], **overrides) -> BenchSettings:
+    """A smoke-sized bench: a slice of the data, few steps, one seed, short timing."""
+    values = dict(model=model, data=data, cases=cases, steps=30, batch_size=16, seeds=(0,), curve=(64, 1024),
+                  timing_rounds=2, steps_per_round=2, memory_steps=2, latency_rounds=3, latency_batches=2)
+    return BenchSettings(**{**values, **overrides})
+
+
+def sample_data(max_length: int = 64, max_train_rows: int | None = None) -> DataSpec:
+    """The bundled SST-2 sample, scored on the GLUE SST-2 dev set."""
+    sample = sample_data_dir()
+    return DataSpec(train=str(sample / "sst2_train.tsv"), validation=str(sample / "sst2_dev.tsv"),
+                    max_length=max_length, max_train_rows=max_train_rows)
+
+
+def default_output() -> Path:
+    return data_root() / "benchmarks" / time.strftime("%Y%m%d-%H%M%S")
+
+
+# --- results ------------------------------------------------------------------------------------------------------
+class _Scored:
+    """The mean and the sample standard deviation of `scores` (one per seed)."""
+
+    scores: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.scores) if len(self.scores) > 1 else None
+
+
+@dataclass(frozen=True)
+class CaseResult(_Scored):
+    label: str
+    method: str
+    size_name: str | None
+    size: int | None
+    position: str | None
+    method_params: int
+    trainable_params: int
+    foldable: bool
+    seeds: tuple[int, ...]
+    scores: tuple[float, ...]  # the metric per seed
+    step_time_s: float | None = None
+    flops_per_step: float | None = None
+    peak_memory_mb: float | None = None
+    training_memory_mb: float | None = None  # the peak above the loaded model and data
+    latency_ratio: float | None = None  # inference as trained ÷ base model
+    merged_latency_ratio: float | None = None  # merged into the weights ÷ base model; None: cannot be merged
+    vector_bytes: int | None = None
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.size_name} {self.size:,}" if self.size_name else "–"
+
+
+@dataclass(frozen=True)
+class CurvePoint(_Scored):
+    d: int
+    trainable_params: int
+    scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    output: str
+    metric: str
+    cases: tuple[CaseResult, ...]
+    curve: tuple[CurvePoint, ...]
+    machine: dict
+    matmul_peak_flops: float
+    settings: dict
+    wall_time_s: float
+    train_examples: int
+    validation_examples: int
+    validation_source: str
+    files: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def case(self, label: str) -> CaseResult | None:
+        return next((case for case in self.cases if case.label == label), None)
+
+    def ratio(self, case: CaseResult, name: str) -> float | None:
+        """`case`'s value of `name` divided by full finetuning's (None without a full case or a value)."""
+        full = self.case("full")
+        value, reference = getattr(case, name), getattr(full, name) if full else None
+        return value / reference if value is not None and reference else None
+
+    def achieved_flops(self, case: CaseResult) -> float | None:
+        return case.flops_per_step / case.step_time_s if case.flops_per_step and case.step_time_s else None
+
+    def to_dict(self) -> dict:
+        def with_summary(item) -> dict:
+            return {**asdict(item), "mean": item.mean, "std": item.std}
+
+        cases = []
+        for case in self.cases:
+            achieved = self.achieved_flops(case)
+            cases.append({**with_summary(case), "achieved_flops": achieved,
+                          "peak_fraction": achieved / self.matmul_peak_flops if achieved else None,
+                          "ratios_to_full": {name: self.ratio(case, name) for name in
+                                             ("step_time_s", "peak_memory_mb", "training_memory_mb",
+                                              "vector_bytes", "trainable_params")}})
+        return {"format": BENCH_FORMAT, "output": self.output, "metric": self.metric, "cases": cases,
+                "curve": [with_summary(point) for point in self.curve], "machine": self.machine,
+                "matmul_peak_flops": self.matmul_peak_flops, "settings": self.settings,
+                "train_examples": self.train_examples, "validation_examples": self.validation_examples,
+                "validation_source": self.validation_source,
+                "wall_time_s": self.wall_time_s, "files": list(self.files), "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    done: int
+    total: int
+    message: str
+
+
+class BenchCancelled(UserError):
+    """The bench was stopped before it finished (its finished runs stay and are reused next time)."""
+
+
+# --- one training step, shared by the timing, the FLOP count and the memory child -----------------------------------
+@dataclass
+class PreparedCase:
+    model: torch.nn.Module
+    plan: methods.MethodPlan
+    optimizer: torch.optim.Optimizer
+    encoder: Encoder
+
+
+def prepare_case(settings: BenchSettings, spec: MethodSpec, num_labels: int, device: torch.device) -> PreparedCase:
+    loaded = load_backbone(settings.model)
+    model, method, plan = methods.build(loaded, settings.model.pooling, num_labels, spec)
+    model.to(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=method.default_lr)
+    return PreparedCase(model, plan, optimizer, Encoder(loaded.tokenizer, settings.data.max_length, model))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(prepared: PreparedCase, inputs: dict, labels: torch.Tensor, task: str, device: torch.device) -> None:
+    """What the trainer does in one step (no dropout, autocast on CUDA)."""
+    from .trainer import Trainer, _loss
+
+    autocast = Trainer._autocast(device)
+    prepared.model.train(False)
+    with autocast or contextlib.nullcontext():
+        logits = prepared.model(**inputs)
+    _loss(logits.float(), labels, task).backward()
+    prepared.optimizer.step()
+    prepared.optimizer.zero_grad(set_to_none=True)
+
+
+def first_batches(encoder: Encoder, texts: Sequence[str], pairs: Sequence[str] | None, labels: Sequence, task: str,
+             batch_size: int, count: int, device: torch.device) -> list[tuple[dict, torch.Tensor]]:
+    """The first `count` batches of the given examples (cycled when there are fewer)."""
+    rows, _ = encoder.encode(texts, pairs)
+    dtype = torch.float32 if task == "regression" else torch.long
+    batches = []
+    for index in range(count):
+        picked = [(index * batch_size + k) % len(rows) for k in range(batch_size)]
+        inputs = {key: value.to(device) for key, value in encoder.collate([rows[i] for i in picked]).items()}
+        batches.append((inputs, torch.tensor([labels[i] for i in picked], dtype=dtype, device=device)))
+    return batches
+
+
+def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[tuple[dict, torch.Tensor]], task: str,
+                           device: torch.device, rounds: int,
+                           on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+    """Seconds per training step of every case, measured round-robin: each round runs every case on the same
+    batches; round 0 warms up and is not counted."""
+    times: dict[str, list[float]] = {label: [] for label in prepared}
+    for round_index in range(rounds + 1):
+        for label, case in prepared.items():
+            for inputs, labels in batches:
+                _sync(device)
+                tick = time.perf_counter()
+                _train_step(case, inputs, labels, task, device)
+                _sync(device)
+                if round_index:
+                    times[label].append(time.perf_counter() - tick)
+        if on_round is not None:
+            on_round(round_index)
+    return times
+
+
+def step_flops(case: PreparedCase, inputs: dict, labels: torch.Tensor, task: str, device: torch.device) -> float:
+    """Floating-point operations of one training step (matrix products and attention; elementwise work is not
+    counted, as usual)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _train_step(case, inputs, labels, task, device)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:
+    """The best FLOP/s of a square matrix product here, in the dtype training computes in."""
+    from .trainer import Trainer
+
+    autocast = Trainer._autocast(device)
+    dtype = autocast.fast_dtype if autocast is not None else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    best = math.inf
+    for index in range(repeats + 1):
+        _sync(device)
+        tick = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        if index:  # the first product warms up
+            best = min(best, time.perf_counter() - tick)
+    return 2 * size**3 / best
+
+
+# --- memory: one fresh process per case ------------------------------------------------------------------------------
+def measure_memory(job: dict) -> dict:
+    """Runs in a child process: load, apply the method, train a few steps; the peak before and during training."""
+    from .trainer import peak_memory_mb
+
+    torch.set_num_threads(job["threads"])
+    device = torch.device(job["device"])
+    settings: BenchSettings = job["settings"]
+    prepared = prepare_case(settings, job["method"], job["num_labels"], device)
+    batches = first_batches(prepared.encoder, job["texts"], job["pairs"], job["labels"], job["task"],
+                       settings.batch_size, settings.memory_steps, device)
+    loaded = peak_memory_mb(device)
+    for inputs, labels in batches:
+        _train_step(prepared, inputs, labels, job["task"], device)
+    peak = peak_memory_mb(device)
+    return {"peak_memory_mb": peak, "training_memory_mb": max(0.0, peak - loaded)}
+
+
+# Imported once in the forkserver rather than in every child (peft alone takes seconds).
+PRELOADED = ("transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto", "peft")
+
+
+def _memory_context():
+    """A forkserver that has imported this module (so torch): each child starts from the same small state at once,
+    without paying the imports again. Where there is no fork (Windows), a fresh interpreter per case."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__, *PRELOADED])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+# --- the bench ------------------------------------------------------------------------------------------------------
+class _Reporter:
+    def __init__(self, total: int, on_progress: Callable[[BenchProgress], None] | None,
+                 stop_event: threading.Event):
+        self.total, self.done = total, 0
+        self.on_progress, self.stop_event = on_progress, stop_event
+
+    def say(self, message: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(BenchProgress(self.done, self.total, message))
+
+    def advance(self, message: str) -> None:
+        self.done += 1
+        self.say(message)
+
+    def check(self) -> None:
+        if self.stop_event.is_set():
+            raise BenchCancelled("The bench was stopped; run it again into the same folder to continue (finished "
+                                 "runs are reused).")
+
+
+def _prepare_output(output: Path, settings: BenchSettings) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"The bench output {output} is a file, not a folder.")
+    marker = output / SETTINGS_FILE
+    if output.is_dir() and any(output.iterdir()) and not marker.is_file():
+        raise UserError(f"{output} already holds other files; choose a new or empty folder for the bench results.")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(marker, {"format": BENCH_FORMAT, "settings": settings.to_dict()})
+    except OSError as error:
+        raise UserError(f"Cannot write the bench results to {output}: {error.strerror or error}.") from None
+
+
+def _train(settings: BenchSettings, spec: MethodSpec, seed: int, run_dir: Path, reporter: _Reporter,
+           title: str) -> dict:
+    """One run with the normal trainer; a finished run with the same configuration is reused."""
+    from . import runs
+    from .trainer import Trainer
+
+    config = RunConfig(model=settings.model, data=settings.data, method=spec,
+                       budget=Budget(max_steps=settings.steps, batch_size=settings.batch_size,
+                                     eval_every=settings.steps, metric=settings.metric, seed=seed,
+                                     device=settings.device))
+    metrics_file, config_file = run_dir / runs.METRICS_FILE, run_dir / runs.CONFIG_FILE
+    if metrics_file.is_file() and config_file.is_file() and \
+            json.loads(config_file.read_text(encoding="utf-8")) == json.loads(config.to_json()):
+        reporter.advance(f"{title}: reused the finished run in {run_dir.name}")
+        return json.loads(metrics_file.read_text(encoding="utf-8"))
+    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished or different earlier run
+    every = max(1, settings.steps // 5)
+
+    def relay(event) -> None:
+        if isinstance(event, StepEvent) and (event.step % every == 0 or event.step == 1):
+            reporter.say(f"{title}: step {event.step}/{event.total_steps}, loss {event.loss:.3f}")
+
+    reporter.say(f"{title}: training")
+    finished = Trainer(config, run_dir, [relay], stop_event=reporter.stop_event).run()
+    reporter.check()
+    metrics = dict(finished.metrics)
+    reporter.advance(f"{title}: {metrics['metric']} {metrics[metrics['metric']]:.4f}")
+    return metrics
+
+
+def _machine(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    memory_gib = None
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        memory_gib = round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "memory_gib": memory_gib, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[BenchProgress], None] | None = None,
+              stop_event: threading.Event | None = None) -> BenchResult:
+    """Run every measurement and write the results; `stop_event` stops it between steps (BenchCancelled)."""
+    from .export import restore
+    from .trainer import pick_device
+
+    started = time.perf_counter()
+    output = Path(output)
+    if not settings.cases:
+        raise UserError("Choose at least one method to compare.")
+    if min(settings.steps, settings.batch_size, settings.timing_rounds, settings.latency_rounds) < 1 or \
+            not settings.seeds:
+        raise UserError("The bench needs at least one step, a batch size of at least 1, one timing round and one "
+                        "seed.")
+    if any(d < 1 for d in settings.curve):
+        raise UserError("Every d of the budget curve must be a positive whole number.")
+    device = pick_device(settings.device)
+    _prepare_output(output, settings)
+    curve_cases = list(settings.curve)
+    seeds = settings.seeds
+    memory_items = len(settings.cases) if settings.measure_memory else 1
+    total = len(seeds) * (len(settings.cases) + len(curve_cases)) + memory_items + 3  # + timing, latency, files
+    reporter = _Reporter(total, on_progress, stop_event or threading.Event())
+
+    # 1. accuracy: every case and every point of the curve, per seed
+    run_metrics: dict[str, list[dict]] = {}
+    for case in settings.cases:
+        run_metrics[case.label] = [
+            _train(settings, case.method, seed, output / RUNS_DIR / f"{case.label}-seed{seed}", reporter,
+                   f"{case.label}, seed {seed}") for seed in seeds]
+    curve_metrics: dict[int, list[dict]] = {}
+    for d in curve_cases:
+        spec = MethodSpec(name="slash", d=d, position=settings.curve_position)
+        curve_metrics[d] = [
+            _train(settings, spec, seed, output / RUNS_DIR / f"slash-{settings.curve_position}-d{d}-seed{seed}",
+                   reporter, f"SLaSh d={d}, seed {seed}") for seed in seeds]
+    first = next(iter(run_metrics.values()))[0]
+    metric = first["metric"]
+
+    # 2. speed: step time (interleaved), FLOPs per step, the matrix-multiply peak
+    data = load_task_data(settings.data, seeds[0])
+    reporter.say("timing: loading every case")
+    prepared = {case.label: prepare_case(settings, case.method, data.num_labels, device) for case in settings.cases}
+    encoder = next(iter(prepared.values())).encoder
+    train = data.train
+    batches = first_batches(encoder, train.texts, train.pairs, train.labels, data.task, settings.batch_size,
+                            settings.steps_per_round, device)
+    flops = {label: step_flops(case, *batches[0], data.task, device) for label, case in prepared.items()}
+    peak_size = 4096 if device.type == "cuda" else 1024 if settings.timing_rounds < 4 else 2048
+    peak = matmul_peak(device, peak_size)
+
+    def timing_round(index: int) -> None:
+        reporter.check()
+        reporter.say(f"timing: round {index}/{settings.timing_rounds} done" + (" (warm-up)" if index == 0 else ""))
+
+    times = interleaved_step_times(prepared, batches, data.task, device, settings.timing_rounds, timing_round)
+    peak = max(peak, matmul_peak(device, peak_size))  # the quieter of two tries
+    plans = {label: case.plan for label, case in prepared.items()}
+    del prepared
+    reporter.advance(f"timing: done ({settings.timing_rounds} rounds of {settings.steps_per_round} steps)")
+
+    # 3. peak memory, a fresh process per case
+    memory: dict[str, dict] = {}
+    if settings.measure_memory:
+        context = _memory_context()
+        count = settings.batch_size * settings.memory_steps
+        texts = list(train.texts[:count])
+        job_base = {"settings": settings, "num_labels": data.num_labels, "task": data.task,
+                    "device": str(device), "threads": torch.get_num_threads(), "texts": texts,
+                    "pairs": list(train.pairs[:count]) if train.pairs is not None else None,
+                    "labels": list(train.labels[:count])}
+        with context.Pool(1, maxtasksperchild=1) as pool:
+            for case in settings.cases:
+                reporter.check()
+                reporter.say(f"memory: {case.label} (in a fresh process)")
+                memory[case.label] = pool.apply(measure_memory, ({**job_base, "method": case.method},))
+                reporter.advance(f"memory: {case.label} peaks at {memory[case.label]['peak_memory_mb']:.0f} MB")
+    else:
+        reporter.advance("memory: not measured")
+
+    # 4. inference latency: the base model, each trained model as trained and merged (interleaved)
+    reporter.say("latency: loading the trained models")
+    base = prepare_case(settings, MethodSpec(name="head"), data.num_labels, device).model
+    variants: dict[str, torch.nn.Module] = {"base": base}
+    vector_bytes: dict[str, int] = {}
+    for case in settings.cases:
+        vector = output / RUNS_DIR / f"{case.label}-seed{seeds[0]}" / "vector.safetensors"
+        vector_bytes[case.label] = vector.stat().st_size
+        restored = restore(vector)
+        variants[f"{case.label}/trained"] = restored.model.to(device)
+        if restored.method.foldable:
+            merged = copy.deepcopy(restored.model)
+            restored.method.merge(merged)
+            variants[f"{case.label}/merged"] = merged.to(device)
+    validation = data.validation
+    count = settings.batch_size * settings.latency_batches
+    rows, _ = encoder.encode(validation.texts[:count], validation.pairs[:count] if validation.pairs else None)
+    inference_batches = [{k: v.to(device) for k, v in encoder.collate(rows[start:start + settings.batch_size]).items()}
+                         for start in range(0, len(rows), settings.batch_size)]
+    latency = _interleaved_latency(variants, inference_batches, device, settings.latency_rounds, reporter)
+    del variants
+    reporter.advance("latency: done")
+
+    # 5. results
+    cases = []
+    for case in settings.cases:
+        runs_of_case = run_metrics[case.label]
+        plan = plans[case.label]
+        merged = latency.get(f"{case.label}/merged")
+        cases.append(CaseResult(
+            label=case.label, method=plan.method, size_name=plan.size_name, size=plan.size, position=plan.position,
+            method_params=plan.method_params, trainable_params=plan.trainable_params,
+            foldable=methods.get_method(plan.method).foldable, seeds=tuple(seeds),
+            scores=tuple(float(m[metric]) for m in runs_of_case),
+            step_time_s=statistics.median(times[case.label]), flops_per_step=flops[case.label],
+            peak_memory_mb=memory.get(case.label, {}).get("peak_memory_mb"),
+            training_memory_mb=memory.get(case.label, {}).get("training_memory_mb"),
+            latency_ratio=latency[f"{case.label}/trained"] / latency["base"],
+            merged_latency_ratio=merged / latency["base"] if merged is not None else None,
+            vector_bytes=vector_bytes[case.label]))
+    curve = tuple(CurvePoint(d, curve_metrics[d][0]["trainable_params"],
+                             tuple(float(m[metric]) for m in curve_metrics[d])) for d in curve_cases)
+    notes = [f"{label}: {plan.note}" for label, plan in plans.items() if plan.note]
+    result = BenchResult(output=str(output), metric=metric, cases=tuple(cases), curve=curve,
+                         machine=_machine(device), matmul_peak_flops=peak, settings=settings.to_dict(),
+                         wall_time_s=time.perf_counter() - started, train_examples=first["train_examples"],
+                         validation_examples=first["validation_examples"],
+                         validation_source=first["validation_source"], notes=tuple(notes))
+    files = write_results(result, output)
+    result = replace(result, files=tuple(str(path) for path in files), wall_time_s=time.perf_counter() - started)
+    atomic_write_json(output / RESULTS_JSON, _json_safe(result.to_dict()))
+    reporter.advance(f"results in {output}")
+    return result
+
+
+def _interleaved_latency(variants: dict[str, torch.nn.Module], batches: list[dict], device: torch.device,
+                         rounds: int, reporter: _Reporter) -> dict[str, float]:
+    """Median seconds per inference batch of every variant, measured round-robin (round 0 warms up)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.no_grad():
+        for round_index in range(rounds + 1):
+            reporter.check()
+            for name, model in variants.items():
+                model.eval()
+                for inputs in batches:
+                    _sync(device)
+                    tick = time.perf_counter()
+                    model(**inputs)
+                    _sync(device)
+                    if round_index:
+                        times[name].append(time.perf_counter() - tick)
+            reporter.say(f"latency: round {round_index}/{rounds} done")
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+# --- report ---------------------------------------------------------------------------------------------------------
+def display_scale(metric: str) -> int:
+    """Scores in [0, 1] (accuracy, F1, Matthews) are shown as points: × 100."""
+    return 100 if metric in ("accuracy", "macro_f1", "matthews") else 1
+
+
+def _score(value: float | None, metric: str) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}" if display_scale(metric) == 100 else f"{value:.4f}"
+
+
+def score_text(mean: float, std: float | None, count: int, metric: str) -> str:
+    text = _score(mean, metric)
+    if std is not None:
+        text += f" ± {_score(std, metric)}"
+    return f"{text} (n={count})"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}×" if value >= 0.01 else f"{value:.1e}×"  # a 20 KB vector against an 87 MB one
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}" if value is not None else "–"
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return "–"
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def accuracy_rows(result: BenchResult) -> list[tuple[str, ...]]:
+    full = result.case("full")
+    rows = []
+    for case in result.cases:
+        delta = None if full is None or case is full else case.mean - full.mean
+        delta_text = "–" if delta is None else f"{'+' if delta >= 0 else '−'}{_score(abs(delta), result.metric)}"
+        rows.append((case.label, case.size_text, f"{case.method_params:,} ({case.trainable_params:,})",
+                     score_text(case.mean, case.std, len(case.scores), result.metric), delta_text))
+    return rows
+
+
+def speed_rows(result: BenchResult) -> list[tuple[str, ...]]:
+    rows = []
+    for case in result.cases:
+        achieved = result.achieved_flops(case)
+        rows.append((
+            case.label, _number(case.step_time_s, 3), _ratio(result.ratio(case, "step_time_s")),
+            _number(case.peak_memory_mb), _ratio(result.ratio(case, "peak_memory_mb")),
+            _number(case.training_memory_mb), _ratio(result.ratio(case, "training_memory_mb")),
+            _number(case.flops_per_step / 1e9 if case.flops_per_step else None, 1),
+            _number(achieved / 1e9 if achieved else None, 1),
+            _number(100 * achieved / result.matmul_peak_flops if achieved else None, 1),
+            _ratio(case.latency_ratio),
+            _ratio(case.merged_latency_ratio) if case.foldable else "cannot merge",
+            _bytes(case.vector_bytes), _ratio(result.ratio(case, "vector_bytes"))))
+    return rows
+
+
+def curve_rows(result: BenchResult) -> list[tuple[str, ...]]:
+    return [(f"{point.d:,}", f"{point.d:,} ({point.trainable_params:,})",
+             score_text(point.mean, point.std, len(point.scores), result.metric)) for point in result.curve]
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def markdown(result: BenchResult) -> str:
+    settings, machine = result.settings, result.machine
+    data = settings["data"]
+    metric = result.metric
+    seeds, gpu = settings["seeds"], machine["gpu"]
+    lines = [
+        f"# Methods side by side: {settings['model']['name_or_path']} on {Path(data['train']).name}",
+        "",
+        f"{result.train_examples:,} training examples (`{data['train']}`), {result.validation_examples:,} validation "
+        f"examples ({result.validation_source}); {settings['steps']} steps of batch {settings['batch_size']}, longest "
+        f"input {data['max_length']} tokens; seeds {', '.join(map(str, seeds))}; pooling "
+        f"{settings['model']['pooling']}.",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+        f"{machine['memory_gib']} GiB; device {machine['device']}{f' ({gpu})' if gpu else ''};"
+        f" torch {machine['torch']}, Python {machine['python']}. Measured matrix-multiply peak: "
+        f"{result.matmul_peak_flops / 1e9:,.1f} GFLOP/s. Wall time {result.wall_time_s / 60:.1f} min.",
+        "",
+        f"## {metric} on the validation data (mean ± std over seeds; points × 100)",
+        "",
+        *_table([c.format(metric=metric) for c in ACCURACY_COLUMNS], accuracy_rows(result)),
+        "",
+        "## Speed and size (ratios to full finetuning, measured in the same run)",
+        "",
+        *_table(SPEED_COLUMNS, speed_rows(result)),
+        "",
+        "Step time: median of interleaved rounds. Peak MB: peak resident memory of a fresh process per method "
+        "(max allocated on CUDA); training MB: its part above the loaded model and data. GFLOP/s: counted "
+        "matrix-product FLOPs of one step ÷ the median step time. Inference: median per validation batch, as "
+        "trained and merged into the weights, ÷ the untouched base model.",
+    ]
+    if result.curve:
+        lines += ["", f"## Budget curve: SLaSh ({settings['curve_position']}) {metric} against d", "",
+                  *_table([c.format(metric=metric) for c in CURVE_COLUMNS], curve_rows(result)),
+                  "", f"![budget curve]({CURVE_PNG})"]
+    lines += ["", f"![speed]({SPEED_PNG})"]
+    if result.notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in result.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: BenchResult, output: Path) -> list[Path]:
+    output = Path(output)
+    written = [atomic_write_text(output / RESULTS_MD, markdown(result))]
+    written += plot_results(result, output)
+    written.append(output / RESULTS_JSON)
+    return written
+
+
+def plot_results(result: BenchResult, output: Path) -> list[Path]:
+    """The budget curve and the speed ratios as PNGs (matplotlib's Agg canvas: no display, no GUI toolkit)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def save(figure: Figure, name: str) -> Path:
+        FigureCanvasAgg(figure)
+        return atomic_write(output / name, lambda temp: figure.savefig(temp, format="png", dpi=120,
+                                                                        bbox_inches="tight"))
+
+    scale = display_scale(result.metric)
+    written = []
+    figure = Figure(figsize=(8, 5))
+    axes = figure.add_subplot()
+    if result.curve:
+        xs = [point.d for point in result.curve]
+        axes.errorbar(xs, [scale * p.mean for p in result.curve], yerr=[scale * (p.std or 0) for p in result.curve],
+                      marker="o", linewidth=2, capsize=3,
+                      label=f"SLaSh ({result.settings['curve_position']}), d = {', '.join(f'{d:,}' for d in xs)}")
+    markers = "sD^v<>pPX*h"
+    for index, case in enumerate(result.cases):
+        y, error = scale * case.mean, scale * (case.std or 0)
+        if case.method_params == 0:  # no room on a log axis: a level line
+            axes.axhline(y, linestyle="--", color="gray", linewidth=1)
+            axes.annotate(case.label, (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+            continue
+        axes.errorbar([case.method_params], [y], yerr=[error], marker=markers[index % len(markers)], linestyle="none",
+                      capsize=3, label=f"{case.label} ({case.method_params:,})")
+    axes.set_xscale("log")
+    axes.set_xlabel("trainable parameters without the head (log scale)")
+    axes.set_ylabel(f"{result.metric}{' × 100' if scale == 100 else ''}")
+    axes.set_title(f"{result.metric} against trainable parameters")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    written.append(save(figure, CURVE_PNG))
+
+    figure = Figure(figsize=(8, 0.45 * len(result.cases) + 1.5))
+    axes = figure.add_subplot()
+    labels = [case.label for case in result.cases]
+    series = [("step time", "step_time_s"), ("peak memory", "peak_memory_mb"),
+              ("training memory", "training_memory_mb")]
+    height = 0.8 / len(series)
+    for offset, (name, attribute) in enumerate(series):
+        values = [result.ratio(case, attribute) or 0 for case in result.cases]
+        axes.barh([i + offset * height for i in range(len(labels))], values, height=height, label=name)
+    axes.set_yticks([i + height for i in range(len(labels))], labels)
+    axes.axvline(1.0, color="gray", linewidth=1)
+    axes.invert_yaxis()
+    axes.set_xlabel("÷ full finetuning (same run)")
+    axes.set_title("Training cost relative to full finetuning")
+    axes.legend(fontsize=8)
+    written.append(save(figure, SPEED_PNG))
+    return written

@@ -1,0 +1,38 @@
+"""VeRA through the `peft` library (Kopiczko et al., ICLR 2024): one pair of frozen random matrices A, B shared by
+every layer, and per layer two trainable scaling vectors, so that the query and value weights change by
+diag(b) B diag(d) A. The closest modern relative of SLaSh: shared fixed randomness, a few trainable numbers.
+
+Each targeted weight costs its output width (b) plus the rank (d), so even rank 1 costs about 2 x layers x hidden
+parameters. A, B are regenerated from the projection seed, never stored; the update folds into the weights."""
+
+from . import register
+from .base import freeze
+from .lora import PeftMethod, attention_targets
+
+
+class VeRA(PeftMethod):
+    name = "vera"
+    summary = ("VeRA (peft): shared frozen random matrices; per layer, trainable vectors scale them into an update "
+               "of the attention query and value weights.")
+    default_lr = 1e-2
+    size_name = "rank"
+    default_size = 256  # peft's default; VeRA wants far higher ranks than LoRA, the rank costs 1 parameter a layer
+
+    def params_for_size(self, size, model):
+        return sum(m.out_features + size for m in attention_targets(model))
+
+    def size_for_budget(self, budget, model):
+        targets = attention_targets(model)
+        scaling = sum(m.out_features for m in targets)  # the b vectors: paid whatever the rank
+        return max(1, round((budget - scaling) / len(targets)))
+
+    def apply(self, model, plan, spec):
+        from peft import VeraConfig, get_peft_model
+
+        freeze(model.backbone)
+        config = VeraConfig(r=plan.size, target_modules=list(model.layout.lora_targets), vera_dropout=0.0,
+                            projection_prng_key=spec.projection_seed, bias="none")
+        model.backbone = get_peft_model(model.backbone, config)
+
+
+register(VeRA())

@@ -1,0 +1,147 @@
+"""Private training: the Privacy dataclass as a form, with the noise multiplier σ shown before training (or why
+the budget ε cannot be reached), computed by the core in the background."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QVBoxLayout, QWidget
+
+from ...core.config import Budget, Privacy, field_choices, field_help
+from ..backend import preview_privacy
+from ..worker import LatestRequest
+from .base import Note, compact_form, with_help
+
+DEFAULT_EPSILON = 3.0  # the paper's stricter budget
+
+
+class PrivacySettings(QGroupBox):
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Private training (differential privacy)", parent)
+        self.setObjectName("privacy")
+        defaults = Privacy()
+        self.plan = None  # the core's PrivacyPlan for the current choices, once computed
+        self.problem = ""  # why the current choices cannot be trained privately
+        self._context: tuple[int, Budget] | None = None
+        self._preview = LatestRequest(self, preview_privacy, self._show_plan, self._show_problem)
+        box = QVBoxLayout(self)
+        self.enabled_box = QCheckBox("Train with differential privacy (DP-SGD)")
+        self.enabled_box.setToolTip("Clip every example's gradient and add calibrated noise, so the trained model "
+                                    "reveals provably little about any one training example (an (ε, δ) guarantee).")
+        box.addWidget(self.enabled_box)
+        self.form = QWidget()
+        form = compact_form(self.form)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.epsilon_spin = with_help(QDoubleSpinBox(), Privacy, "epsilon")
+        self.epsilon_spin.setRange(0.01, 1000)
+        self.epsilon_spin.setDecimals(2)
+        self.epsilon_spin.setSingleStep(0.5)
+        self.epsilon_spin.setValue(DEFAULT_EPSILON)
+        form.addRow("Budget ε", self.epsilon_spin)
+        self.delta_edit = with_help(QLineEdit(), Privacy, "delta")
+        self.delta_edit.setPlaceholderText("empty = below 1/N, chosen for the data")
+        form.addRow("δ", self.delta_edit)
+        self.clip_spin = with_help(QDoubleSpinBox(), Privacy, "max_grad_norm")
+        self.clip_spin.setRange(0.001, 1000)
+        self.clip_spin.setDecimals(3)
+        self.clip_spin.setSingleStep(0.1)
+        self.clip_spin.setValue(defaults.max_grad_norm)
+        form.addRow("Clipping norm C", self.clip_spin)
+        self.accountant_combo = with_help(QComboBox(), Privacy, "accountant")
+        self.accountant_combo.addItems(field_choices(Privacy, "accountant"))
+        form.addRow("Accountant", self.accountant_combo)
+        self.noise_label = QLabel("–")
+        self.noise_label.setObjectName("bigNumber")
+        self.noise_label.setToolTip(field_help(Privacy, "noise_multiplier"))
+        form.addRow("Noise σ", self.noise_label)
+        self.note = Note()
+        form.addRow(self.note)
+        box.addWidget(self.form)
+        self.form.setVisible(False)
+
+        self.enabled_box.toggled.connect(self._toggled)
+        for spin in (self.epsilon_spin, self.clip_spin):
+            spin.valueChanged.connect(self._request)
+        self.delta_edit.textChanged.connect(self._request)
+        self.accountant_combo.currentIndexChanged.connect(self._request)
+
+    # --- what the rest of the app reads -------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.enabled_box.isChecked()
+
+    @property
+    def busy(self) -> bool:
+        return self._preview.busy
+
+    def privacy(self) -> Privacy:
+        """The settings (Privacy() when off); ValueError names a setting that is not valid."""
+        if not self.active:
+            return Privacy()
+        text = self.delta_edit.text().strip()
+        try:
+            delta = float(text) if text else None
+        except ValueError:
+            raise ValueError(f"δ {text!r} is not a number (e.g. 1e-6); leave it empty to choose one below 1/N.") \
+                from None
+        return Privacy(epsilon=self.epsilon_spin.value(), delta=delta, max_grad_norm=self.clip_spin.value(),
+                       accountant=self.accountant_combo.currentText())
+
+    # --- updating -----------------------------------------------------------------------------------------
+    def set_enabled(self, enabled: bool, epsilon: float | None = None) -> None:
+        if epsilon is not None:
+            self.epsilon_spin.setValue(epsilon)
+        self.enabled_box.setChecked(enabled)
+
+    def set_context(self, train_examples: int | None, budget: Budget | None) -> None:
+        """The training data's size and the schedule, which σ depends on."""
+        context = (train_examples, budget) if train_examples and budget is not None else None
+        if context != self._context:
+            self._context = context
+            self._request()
+
+    def _toggled(self, enabled: bool) -> None:
+        self.form.setVisible(enabled)
+        self._request()
+
+    def _request(self) -> None:
+        self.plan, self.problem = None, ""
+        if not self.active:
+            self._preview.forget()
+            self.changed.emit()
+            return
+        try:
+            privacy = self.privacy()
+        except ValueError as error:
+            self._preview.forget()
+            self._show_text("–", str(error))
+            return
+        if self._context is None:
+            self._preview.forget()
+            self.noise_label.setText("–")
+            self.note.show_text("Choose the training data to compute the noise.")
+            self.changed.emit()
+            return
+        self.noise_label.setText("computing…")
+        self.note.show_text("")
+        self._preview.request(privacy, *self._context)
+        self.changed.emit()
+
+    def _show_plan(self, plan) -> None:
+        self.plan = plan
+        self.noise_label.setText(f"σ = {plan.noise_multiplier:.3g}")
+        self.note.show_text(
+            f"Noise of {plan.noise_multiplier:.3g} × C added once per step, calibrated so that {plan.steps:,} steps "
+            f"with Poisson sampling rate q = {plan.sample_rate:.3g} spend ε = {plan.epsilon_planned:.3g} at "
+            f"δ = {plan.delta:.2g} ({plan.delta_source}).")
+        self.changed.emit()
+
+    def _show_problem(self, failure) -> None:
+        self._show_text("cannot train", failure.message)
+
+    def _show_text(self, value: str, problem: str) -> None:
+        self.problem = problem
+        self.noise_label.setText(value)
+        self.note.show_text(problem, "error")
+        self.changed.emit()
