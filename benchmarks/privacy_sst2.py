@@ -55,7 +55,7 @@ def _step_setup(args, method: str, private: bool):
     data = load_task_data(DataSpec(train=str(args.data_dir / "train.tsv"), validation=str(args.data_dir / "test.tsv"),
                                    max_train_rows=args.rows), seed=0)
     loaded = load_backbone(ModelSpec())
-    model, _, _ = methods.build(loaded, "auto", data.num_labels, METHODS[method])
+    model, method_object, _ = methods.build(loaded, "auto", data.num_labels, METHODS[method])
     encoder = Encoder(loaded.tokenizer, args.max_length, model)
     rows, _ = encoder.encode(data.train.texts[:args.batch_size])
     inputs, labels = encoder.collate(rows), torch.tensor(data.train.labels[:args.batch_size])
@@ -73,7 +73,7 @@ def _step_setup(args, method: str, private: bool):
         return step
     steps = math.ceil(len(data.train) / args.batch_size)  # one epoch
     plan = plan_privacy(Privacy(epsilon=8.0), len(data.train), args.batch_size, steps)
-    dp = PrivateTraining(plan, model, optimizer, torch.device("cpu"))
+    dp = PrivateTraining(plan, model, optimizer, torch.device("cpu"), method=method_object)
 
     def private_step() -> None:
         dp.sample()  # drawn as in training; the timed batch stays the same fixed one
@@ -83,28 +83,32 @@ def _step_setup(args, method: str, private: bool):
 
 
 def step_times(args) -> None:
-    cases = [(method, private) for method in ("slash", "full") for private in (False, True)]
+    cases = [(method, private) for method in args.methods for private in (False, True)]
     memory = {case: peak_memory(args, *case) for case in cases}
-    times: dict[tuple[str, bool], list[float]] = {case: [] for case in cases}
-    for method in ("slash", "full"):
+    wall: dict[tuple[str, bool], list[float]] = {case: [] for case in cases}
+    cpu: dict[tuple[str, bool], list[float]] = {case: [] for case in cases}
+    for method in args.methods:
         steps = {private: _step_setup(args, method, private) for private in (False, True)}
         for private in (False, True):
             steps[private]()  # warm-up, not timed
         for _ in range(args.rounds):  # alternating, so load changes fall on both alike
             for private in (False, True):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 steps[private]()
-                times[(method, private)].append(time.perf_counter() - started)
+                wall[(method, private)].append(time.perf_counter() - started)
+                cpu[(method, private)].append(time.process_time() - cpu_started)
         print(f"{method} timed", file=sys.stderr, flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} alternating steps each on "
           f"one fixed batch of {args.batch_size} real SST-2 sentences (max length {args.max_length}); DP: ε = 8, "
-          f"Poisson sampling over {args.rows} rows, per-example gradients, clipping, noise, PRV accounting")
-    print("| method | non-DP step s | DP step s | DP ÷ non-DP | non-DP peak MB | DP peak MB |")
-    print("|---|---|---|---|---|---|")
-    for method in ("slash", "full"):
-        plain, private = statistics.median(times[(method, False)]), statistics.median(times[(method, True)])
-        print(f"| {method} | {plain:.3f} | {private:.3f} | {private / plain:.2f} | {memory[(method, False)]:.0f} | "
-              f"{memory[(method, True)]:.0f} |")
+          f"Poisson sampling over {args.rows} rows, per-example gradients, clipping, noise, PRV accounting; CPU: "
+          "the process's CPU seconds (all threads), which other programs' load moves less than the wall time")
+    print("| method | non-DP step s | DP step s | DP ÷ non-DP | CPU DP ÷ non-DP | non-DP peak MB | DP peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    for method in args.methods:
+        plain, private = statistics.median(wall[(method, False)]), statistics.median(wall[(method, True)])
+        cpu_ratio = statistics.median(cpu[(method, True)]) / statistics.median(cpu[(method, False)])
+        print(f"| {method} | {plain:.3f} | {private:.3f} | {private / plain:.2f} | {cpu_ratio:.2f} | "
+              f"{memory[(method, False)]:.0f} | {memory[(method, True)]:.0f} |")
 
 
 def peak_memory(args, method: str, private: bool) -> float:

@@ -1,7 +1,8 @@
 """Training step time of every method, measured round-robin in one process on the same batches.
 
 Interleaving the methods (a few steps of each, repeated) spreads this shared machine's load changes over all
-of them alike, so the ratios to full finetuning are trustworthy even when absolute times drift. The timing loop
+of them alike, so the ratios to full finetuning are trustworthy even when absolute times drift; the CPU seconds
+per step (run it with OMP_NUM_THREADS=1) move even less with the load. The timing loop
 is the one `jrft bench` uses (jrft_desktop/core/bench.py); this script adds the on-the-fly projection case.
 
     python benchmarks/step_time.py --rounds 8 --steps-per-round 5
@@ -53,15 +54,16 @@ def main() -> int:
         runs, batches, data.task, device, args.rounds,
         lambda index: print(f"round {index}/{args.rounds} done", file=sys.stderr, flush=True))
 
-    full = statistics.median(times["full"])
+    full_wall, full_cpu = statistics.median(times["full"].wall), statistics.median(times["full"].cpu)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, max length "
           f"{args.max_length}, {args.rounds} x {args.steps_per_round} timed steps per method")
-    print("| method | trainable (with head) | median step s | step ÷ full |")
-    print("|---|---|---|---|")
+    print("| method | trainable (with head) | median step s | step ÷ full | CPU s | CPU ÷ full |")
+    print("|---|---|---|---|---|---|")
     for label, case in runs.items():
-        median = statistics.median(times[label])
+        wall, cpu = statistics.median(times[label].wall), statistics.median(times[label].cpu)
         plan = case.plan
-        print(f"| {label} | {plan.method_params:,} ({plan.trainable_params:,}) | {median:.3f} | {median / full:.2f} |")
+        print(f"| {label} | {plan.method_params:,} ({plan.trainable_params:,}) | {wall:.3f} | {wall / full_wall:.2f} "
+              f"| {cpu:.3f} | {cpu / full_cpu:.2f} |")
     return 0
 
 

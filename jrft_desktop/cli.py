@@ -68,16 +68,22 @@ def _flag_options(cls, name: str) -> dict:
     return options
 
 
+# torchrun's own parser reads `--d` as an abbreviation of its --duplicate-* options, even after the command:
+# `--vector-size` says the same under torchrun.
+FLAG_ALIASES = {"--d": ("--vector-size",)}
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     exclusive = {"--budget": None, "--d": None, "--epochs": None, "--max-steps": None}
     groups = {"size": parser.add_mutually_exclusive_group(), "length": parser.add_mutually_exclusive_group()}
     for flag, cls, name in TRAIN_FLAGS:
         options = _flag_options(cls, name)
+        flags = (flag, *FLAG_ALIASES.get(flag, ()))
         if flag in exclusive:
             target = groups["size"] if flag in ("--budget", "--d") else groups["length"]
-            target.add_argument(flag, **options)
+            target.add_argument(*flags, **options)
         else:
-            parser.add_argument(flag, **options)
+            parser.add_argument(*flags, **options)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -146,9 +152,11 @@ def cmd_train(args) -> int:
         config = config_from_args(args)
         if not config.data.train:
             raise UserError("jrft train needs --data TRAIN_FILE (or --resume to continue a run).")
-    result = _run_stoppable(Trainer(config, args.output, [ProgressPrinter()], resume=args.resume))
-    print(json.dumps({"status": result.status, "run_dir": result.run_dir, "metrics": dict(result.metrics),
-                      "files": list(result.files)}, indent=2, sort_keys=True))
+    trainer = Trainer(config, args.output, [ProgressPrinter()], resume=args.resume)
+    result = _run_stoppable(trainer)
+    if trainer.processes.writer:  # one report for a data-parallel run (torchrun, accelerate launch)
+        print(json.dumps({"status": result.status, "run_dir": result.run_dir, "metrics": dict(result.metrics),
+                          "files": list(result.files)}, indent=2, sort_keys=True))
     return 0
 
 

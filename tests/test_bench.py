@@ -77,7 +77,7 @@ def test_quick_bench_tables_have_every_column(quick_bench):
     for label in METHODS:  # one row per method in both tables
         assert sum(line.startswith(f"| {label} |") for line in markdown.splitlines()) == 2
     full_speed_row = [line for line in markdown.splitlines() if line.startswith("| full |")][1]
-    assert full_speed_row.count("1.00×") == 4  # step, peak and training memory, vector size: against itself
+    assert full_speed_row.count("1.00×") >= 5  # step (wall, CPU), peak and training memory, vector: against itself
     assert "![budget curve](budget_curve.png)" in markdown
 
 
@@ -95,7 +95,7 @@ def test_quick_bench_measures_every_method(quick_bench, tiny_models):
             assert case["method_params"] == expected_params[label], label
         assert case["trainable_params"] == case["method_params"] + 2 * HIDDEN + 2
         assert len(case["scores"]) == 1 and 0 <= case["scores"][0] <= 1
-        assert case["step_time_s"] > 0 and case["flops_per_step"] > 0
+        assert case["step_time_s"] > 0 and case["step_cpu_s"] > 0 and case["flops_per_step"] > 0
         assert case["peak_memory_mb"] > 0 and case["training_memory_mb"] >= 0
         assert 0 < case["peak_fraction"] < 10
         vector = quick_bench / bench.RUNS_DIR / f"{label}-seed0" / "vector.safetensors"

@@ -29,7 +29,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -52,7 +52,7 @@ RUNS_DIR = "runs"
 DEFAULT_BUDGET = 5000
 DEFAULT_CURVE = (64, 256, 1024, 4096)
 ACCURACY_COLUMNS = ("method", "size", "trainable (with head)", "{metric}", "Δ vs full")
-SPEED_COLUMNS = ("method", "step s", "step ÷ full", "peak MB", "memory ÷ full", "training MB", "training ÷ full",
+SPEED_COLUMNS = ("method", "step s", "step ÷ full", "CPU s ÷ full", "peak MB", "memory ÷ full", "training MB", "training ÷ full",
                  "GFLOP / step", "GFLOP/s", "% of matmul peak", "inference ÷ base", "merged ÷ base", "vector",
                  "vector ÷ full")
 CURVE_COLUMNS = ("d", "trainable (with head)", "{metric}")
@@ -164,6 +164,7 @@ class CaseResult(_Scored):
     seeds: tuple[int, ...]
     scores: tuple[float, ...]  # the metric per seed
     step_time_s: float | None = None
+    step_cpu_s: float | None = None  # CPU seconds of the process per step: less sensitive to other programs' load
     flops_per_step: float | None = None
     peak_memory_mb: float | None = None
     training_memory_mb: float | None = None  # the peak above the loaded model and data
@@ -221,7 +222,7 @@ class BenchResult:
             cases.append({**with_summary(case), "achieved_flops": achieved,
                           "peak_fraction": achieved / self.matmul_peak_flops if achieved else None,
                           "ratios_to_full": {name: self.ratio(case, name) for name in
-                                             ("step_time_s", "peak_memory_mb", "training_memory_mb",
+                                             ("step_time_s", "step_cpu_s", "peak_memory_mb", "training_memory_mb",
                                               "vector_bytes", "trainable_params")}})
         return {"format": BENCH_FORMAT, "output": self.output, "metric": self.metric, "cases": cases,
                 "curve": [with_summary(point) for point in self.curve], "machine": self.machine,
@@ -290,21 +291,29 @@ def first_batches(encoder: Encoder, texts: Sequence[str], pairs: Sequence[str] |
     return batches
 
 
+@dataclass
+class StepTimes:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # process CPU seconds (all its threads)
+
+
 def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[tuple[dict, torch.Tensor]], task: str,
                            device: torch.device, rounds: int,
-                           on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per training step of every case, measured round-robin: each round runs every case on the same
-    batches; round 0 warms up and is not counted."""
-    times: dict[str, list[float]] = {label: [] for label in prepared}
+                           on_round: Callable[[int], None] | None = None) -> dict[str, StepTimes]:
+    """Wall-clock and CPU seconds per training step of every case, measured round-robin: each round runs every case
+    on the same batches; round 0 warms up and is not counted. On a shared machine the CPU time moves less with the
+    other programs' load than the wall time does (with one torch thread it hardly moves at all)."""
+    times = {label: StepTimes() for label in prepared}
     for round_index in range(rounds + 1):
         for label, case in prepared.items():
             for inputs, labels in batches:
                 _sync(device)
-                tick = time.perf_counter()
+                tick, cpu_tick = time.perf_counter(), time.process_time()
                 _train_step(case, inputs, labels, task, device)
                 _sync(device)
                 if round_index:
-                    times[label].append(time.perf_counter() - tick)
+                    times[label].wall.append(time.perf_counter() - tick)
+                    times[label].cpu.append(time.process_time() - cpu_tick)
         if on_round is not None:
             on_round(round_index)
     return times
@@ -567,7 +576,8 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
             method_params=plan.method_params, trainable_params=plan.trainable_params,
             foldable=methods.get_method(plan.method).foldable, seeds=tuple(seeds),
             scores=tuple(float(m[metric]) for m in runs_of_case),
-            step_time_s=statistics.median(times[case.label]), flops_per_step=flops[case.label],
+            step_time_s=statistics.median(times[case.label].wall), step_cpu_s=statistics.median(times[case.label].cpu),
+            flops_per_step=flops[case.label],
             peak_memory_mb=memory.get(case.label, {}).get("peak_memory_mb"),
             training_memory_mb=memory.get(case.label, {}).get("training_memory_mb"),
             latency_ratio=latency[f"{case.label}/trained"] / latency["base"],
@@ -673,6 +683,7 @@ def speed_rows(result: BenchResult) -> list[tuple[str, ...]]:
         achieved = result.achieved_flops(case)
         rows.append((
             case.label, _number(case.step_time_s, 3), _ratio(result.ratio(case, "step_time_s")),
+            _ratio(result.ratio(case, "step_cpu_s")),
             _number(case.peak_memory_mb), _ratio(result.ratio(case, "peak_memory_mb")),
             _number(case.training_memory_mb), _ratio(result.ratio(case, "training_memory_mb")),
             _number(case.flops_per_step / 1e9 if case.flops_per_step else None, 1),
@@ -719,7 +730,8 @@ def markdown(result: BenchResult) -> str:
         "",
         *_table(SPEED_COLUMNS, speed_rows(result)),
         "",
-        "Step time: median of interleaved rounds. Peak MB: peak resident memory of a fresh process per method "
+        "Step time: median of interleaved rounds; CPU s: the process's CPU seconds per step (all threads), which "
+        "other programs' load moves less than the wall time. Peak MB: peak resident memory of a fresh process per method "
         "(max allocated on CUDA); training MB: its part above the loaded model and data. GFLOP/s: counted "
         "matrix-product FLOPs of one step ÷ the median step time. Inference: median per validation batch, as "
         "trained and merged into the weights, ÷ the untouched base model.",

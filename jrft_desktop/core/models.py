@@ -40,6 +40,8 @@ class FamilyLayout:
     output_norm: str  # LayerNorm after the MLP residual (the `output` shift is added to its input)
     lora_targets: tuple[str, ...]  # attention query / value projections
     head_style: str  # how a cls head becomes the stock classifier: "pooler", "roberta" or "distilbert"
+    positions_after_padding: bool = False  # RoBERTa-style: position ids start after the padding index
+
 
     def layer_modules(self, base: nn.Module) -> list[nn.Module]:
         return list(base.get_submodule(self.layers))
@@ -51,9 +53,9 @@ _BERT_LIKE = dict(
 )
 LAYOUTS: dict[str, FamilyLayout] = {
     "bert": FamilyLayout(**_BERT_LIKE, head_style="pooler"),
-    "roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta"),
-    "xlm-roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta"),
-    "camembert": FamilyLayout(**_BERT_LIKE, head_style="roberta"),
+    "roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta", positions_after_padding=True),
+    "xlm-roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta", positions_after_padding=True),
+    "camembert": FamilyLayout(**_BERT_LIKE, head_style="roberta", positions_after_padding=True),
     "distilbert": FamilyLayout(
         layers="transformer.layer", attention_out="sa_layer_norm", up_proj="ffn.lin1", down_proj="ffn.lin2",
         output_norm="output_layer_norm", lora_targets=("q_lin", "v_lin"), head_style="distilbert",
@@ -235,6 +237,13 @@ class Encoder:
             raise ModelError("This model's tokenizer has no mask token; choose pooling 'mean' or 'cls'.")
         if max_length < 4:
             raise ModelError(f"A max length of {max_length} tokens leaves no room for text; use at least 8.")
+        positions, prompts = model.positions(), model.prompt_count()
+        if positions is not None:
+            room = positions - prompts
+            if room < 8:
+                raise ModelError(f"{prompts} prompt tokens leave {max(room, 0)} of this model's {positions} positions "
+                                 f"for the text; use at most {positions - 8} prompt tokens (a smaller budget).")
+            self.max_length = min(max_length, room)
         wanted = ("input_ids", "attention_mask", "token_type_ids") if model.uses_token_types else \
             ("input_ids", "attention_mask")
         self.keys = [key for key in wanted if key in tokenizer.model_input_names or key != "token_type_ids"]
@@ -303,6 +312,22 @@ class JrftModel(nn.Module):
 
     def layers(self) -> list[nn.Module]:
         return self.layout.layer_modules(self.base())
+
+    def prompt_count(self) -> int:
+        if self.prompts is None:
+            return 0
+        with torch.no_grad():
+            return int(self.prompts().shape[0])
+
+    def positions(self) -> int | None:
+        """How many tokens (prompt tokens included) the learned position embeddings cover; None: no such limit."""
+        config = self.base().config
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is None:
+            return None
+        if self.layout.positions_after_padding:
+            positions -= (config.pad_token_id or 0) + 1
+        return positions
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         inputs = {"attention_mask": attention_mask}

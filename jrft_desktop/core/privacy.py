@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
+from .distributed import Processes
 from .errors import UserError
 from .paths import atomic_write_text
 
@@ -55,10 +56,10 @@ class PrivacyError(UserError):
 
 @contextlib.contextmanager
 def _quiet_accountants() -> Iterator[None]:
-    """Opacus' RDP bound warns when the tiny δ of the PRV domain search is best served by its largest order; the
-    bound stays valid and the PRV result does not depend on it."""
+    """Opacus' RDP bound warns when its best order is the largest (the tiny δ of the PRV domain search) or the
+    smallest (a few steps at a large ε); the bound stays valid, and the PRV result does not depend on it."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
         yield
 
 
@@ -346,19 +347,28 @@ class PrivateTraining:
     """DP-SGD for one run: Poisson sampling, per-example clipping, noise and accounting around `optimizer`."""
 
     def __init__(self, plan: PrivacyPlan, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 device: torch.device):
+                 device: torch.device, processes: Processes = Processes(), method=None):
         from opacus.accountants import create_accountant
-        from opacus.optimizers import DPOptimizer
+        from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
 
         self.plan = plan
+        self.processes = processes
+        self.method = method  # its own faster per-example gradients, where it has them
+        # Data-parallel: each process Poisson-samples its own part of the training set (together: every example
+        # with probability q, as in one process) and clips its examples; Opacus' distributed optimizer adds the noise
+        # in the first process only and sums the processes' gradients, so the result is one process's DP-SGD step.
+        self.examples = processes.share(range(plan.train_examples))
         self.parameters = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # Sampling and noise draw from the operating system's entropy, never from the run's recorded seed: anyone
         # who knew which examples were drawn, or the noise, could undo the protection.
         self.sampler = torch.Generator().manual_seed(secrets.randbits(63))
         noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
-        self.optimizer = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier,
-                                     max_grad_norm=plan.max_grad_norm, expected_batch_size=plan.expected_batch_size,
-                                     loss_reduction="mean", generator=noise)
+        optimizer_class = DistributedDPOptimizer if processes.parallel else DPOptimizer
+        # Each process divides its part by its share of the expected batch; the distributed optimizer then averages.
+        self.optimizer = optimizer_class(optimizer, noise_multiplier=plan.noise_multiplier,
+                                         max_grad_norm=plan.max_grad_norm,
+                                         expected_batch_size=plan.expected_batch_size / processes.world_size,
+                                         loss_reduction="mean", generator=noise)
         self.accountant = create_accountant(plan.accountant)
         self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
         self.curve = EpsilonCurve(plan.noise_multiplier, plan.sample_rate, plan.delta, plan.steps, plan.accountant,
@@ -366,8 +376,8 @@ class PrivateTraining:
 
     def sample(self) -> list[int]:
         """One logical batch: every training example independently with probability q (its size varies)."""
-        drawn = torch.rand(self.plan.train_examples, generator=self.sampler) < self.plan.sample_rate
-        return drawn.nonzero().flatten().tolist()
+        drawn = torch.rand(len(self.examples), generator=self.sampler) < self.plan.sample_rate
+        return [self.examples[i] for i in drawn.nonzero().flatten().tolist()]
 
     def step(self, model: torch.nn.Module, physical_batches: Iterable[Batch],
              loss_fn: LossFunction) -> tuple[float, int]:
@@ -382,7 +392,8 @@ class PrivateTraining:
             if batch is None:
                 grads = {name: p.new_zeros((0, *p.shape)) for name, p in self.parameters}
             else:
-                grads, losses = per_example_gradients(model, *batch, loss_fn)
+                fast = self.method.per_example_gradients(model, *batch, loss_fn) if self.method else None
+                grads, losses = fast or per_example_gradients(model, *batch, loss_fn)
                 loss_sum += float(losses.sum())
                 examples += len(losses)
             for name, parameter in self.parameters:

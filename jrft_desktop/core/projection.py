@@ -100,8 +100,16 @@ class ProjectedVector(nn.Module):
         if not on_the_fly:
             for layer in range(len(spec.widths)):
                 self.register_buffer(f"w_{layer}", generate(spec, layer), persistent=False)
+        # Private training's fast route (methods/slash.py): per layer, a zero tensor [B, 1, width] added to the
+        # shift, whose gradient is every example's own gradient of the shift.
+        self.probes: list[torch.Tensor] | None = None
+
+    def weight(self, layer: int) -> torch.Tensor:
+        """W_l (d x width_l)."""
+        if self.on_the_fly:
+            return generate(self.spec, layer).to(device=self.z.device, dtype=self.z.dtype)
+        return getattr(self, f"w_{layer}")
 
     def shift(self, layer: int) -> torch.Tensor:
-        if self.on_the_fly:
-            return _OnTheFlyShift.apply(self.z, self.spec, layer)
-        return self.z @ getattr(self, f"w_{layer}")
+        shift = _OnTheFlyShift.apply(self.z, self.spec, layer) if self.on_the_fly else self.z @ self.weight(layer)
+        return shift if self.probes is None else shift + self.probes[layer]

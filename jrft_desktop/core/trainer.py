@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import methods, metrics, runs
+from . import distributed, methods, metrics, runs
 from .config import Budget, RunConfig
 from .data import load_task_data
 from .errors import UserError
@@ -73,13 +73,16 @@ class Batches:
         self.per_epoch = math.ceil(len(self.rows) / self.batch_size)
         self._order: tuple[int, torch.Tensor] | None = None
 
-    def batch(self, index: int, encoder: Encoder) -> tuple[dict, torch.Tensor]:
+    def indices(self, index: int) -> list[int]:
+        """The examples of batch `index` (counted across epochs)."""
         epoch, within = divmod(index, self.per_epoch)
         if self._order is None or self._order[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._order = (epoch, torch.randperm(len(self.rows), generator=generator))
-        picked = self._order[1][within * self.batch_size:(within + 1) * self.batch_size].tolist()
-        return self.gather(picked, encoder)
+        return self._order[1][within * self.batch_size:(within + 1) * self.batch_size].tolist()
+
+    def batch(self, index: int, encoder: Encoder) -> tuple[dict, torch.Tensor]:
+        return self.gather(self.indices(index), encoder)
 
     def gather(self, picked: Sequence[int], encoder: Encoder) -> tuple[dict, torch.Tensor]:
         return encoder.collate([self.rows[i] for i in picked]), self.labels[list(picked)]
@@ -109,20 +112,56 @@ class Trainer:
         self.stop_event = stop_event or threading.Event()
         self.pause_event = pause_event or threading.Event()
         self.resume = resume
+        self.processes = distributed.Processes()
 
     def emit(self, event: TrainerEvent) -> None:
+        if not self.processes.writer:  # one process of a data-parallel run reports
+            return
         for callback in self.callbacks:
             callback(event)
 
     def run(self) -> FinishedEvent:
         """Train to the end (or until stopped). Errors are reported as a FailedEvent and raised again; a new run
-        that fails before its first checkpoint leaves no files behind."""
+        that fails before its first checkpoint leaves no files behind.
+
+        Launched by torchrun or accelerate launch, every process runs this; they train data-parallel and only the
+        first (the writer) touches the run folder."""
+        self.processes = distributed.from_environment()
+        joined = distributed.join(self.processes)
+        self._config_shared = False
+        try:
+            if not self.processes.writer:
+                return self._run(self._agreed_config())
+            return self._run_as_writer()
+        except Exception as error:
+            if self.processes.writer and not self._config_shared:  # the other processes wait for the config: tell them why there is none
+                self.processes.from_writer({"error": str(error)})
+            raise
+        finally:
+            if joined:
+                distributed.leave()
+
+    def _agreed_config(self) -> RunConfig:
+        """The writer checks and prepares the run folder; the other processes run the config it settled on, or
+        fail with its message."""
+        processes = self.processes
+        if processes.writer:
+            config = runs.prepare_run_dir(self.run_dir, self.requested_config, self.resume)
+            processes.from_writer({"config": config.to_json()})
+        else:
+            settled = processes.from_writer(None)
+            if "error" in settled:
+                raise UserError(settled["error"])
+            config = RunConfig.from_json(settled["config"])
+        self._config_shared = True
+        return config
+
+    def _run_as_writer(self) -> FinishedEvent:
         before = {p.name for p in self.run_dir.iterdir()} if self.run_dir.is_dir() else None
         try:
             with runs.RunLock(self.run_dir):  # before the checks, so two processes never both pass them
                 try:
-                    config = runs.prepare_run_dir(self.run_dir, self.requested_config, self.resume)
-                    return self._run(config)
+                    return self._run(self._agreed_config())
                 except Exception:
                     self._discard_unstarted(before)
                     raise
@@ -153,6 +192,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------
     def _run(self, config: RunConfig) -> FinishedEvent:
+        processes = self.processes
         started = time.perf_counter()
         budget = config.budget
         torch.manual_seed(budget.seed)  # head and prompt initialisation
@@ -165,13 +205,16 @@ class Trainer:
             notes.append(plan.note)
         train_rows, truncated = encoder.encode(data.train.texts, data.train.pairs)
         validation_rows, truncated_val = encoder.encode(data.validation.texts, data.validation.pairs)
+        if encoder.max_length < config.data.max_length:
+            notes.append(f"max length {config.data.max_length} lowered to {encoder.max_length} tokens: the model has "
+                         f"{model.positions()} positions and {model.prompt_count()} of them hold prompt tokens")
         if truncated or truncated_val:
             notes.append(f"{truncated} training and {truncated_val} validation texts were longer than "
-                         f"{config.data.max_length} tokens and were truncated")
+                         f"{encoder.max_length} tokens and were truncated")
         if budget.batch_size > len(train_rows):
             raise UserError(f"The batch size {budget.batch_size} is larger than the {len(train_rows)} training "
                             f"examples; use a batch size of at most {len(train_rows)}.")
-        device = pick_device(budget.device)
+        device = distributed.device_for(processes, pick_device(budget.device))
         model.to(device)
         label_dtype = torch.float32 if data.task == "regression" else torch.long
         batches = Batches(train_rows, torch.tensor(data.train.labels, dtype=label_dtype), budget.batch_size,
@@ -184,20 +227,25 @@ class Trainer:
         metric_name = metrics.default_metric(data.task) if budget.metric == "auto" else budget.metric
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=budget.weight_decay)
-        private = _start_private(config, model, optimizer, len(train_rows), total_steps, device) \
+        private = _start_private(config, model, method, optimizer, len(train_rows), total_steps, device, processes) \
             if config.privacy.enabled else None
         if private is not None:
             notes.append(_describe_private(private.plan))
 
         state = {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "history": [],
                  "step_times": []}
-        restored = runs.load_checkpoint(self.run_dir, optimizer) if self.resume else None
+        restored = self._load_checkpoint(optimizer) if self.resume else None
         if restored is not None:
             load_trainable_state(model, restored[0])
             state.update(restored[1])
             if private is not None and "privacy" in state:
                 private.load_state_dict(state["privacy"])  # ε continues where it stopped
             notes.append(f"resumed from step {state['step']}")
+        if processes.parallel:
+            notes.append(f"data-parallel over {processes.world_size} processes: each takes its part of every batch "
+                         f"of {budget.batch_size}")
+        # Private steps take per-example gradients of the bare model and Opacus adds up the processes' parts.
+        trained = distributed.data_parallel(model, device) if processes.parallel and private is None else model
         self.emit(PreparedEvent(total_steps, state["step"], len(train_rows), len(validation_rows), plan.to_dict(),
                                 tuple(notes), private.plan.to_dict() if private is not None else None))
 
@@ -221,7 +269,7 @@ class Trainer:
                 group["lr"] = lr * factor
             torch.manual_seed(budget.seed * 1_000_003 + step)  # dropout masks depend only on the step
             model.train(budget.dropout)
-            loss_sum = 0.0
+            loss_total = 0.0
             examples = 0
             epsilon = None
             if private is not None:
@@ -229,25 +277,36 @@ class Trainer:
                 physical = (_to_device(batches.gather(picked[start:start + budget.batch_size], encoder), device)
                             for start in range(0, len(picked), budget.batch_size))
                 loss_total, examples = private.step(model, physical, task_loss)
-                loss_sum = loss_total / max(1, examples)
                 state["privacy"] = private.state_dict()
                 epsilon = private.epsilon(live=True)
             else:
                 for micro in range(budget.gradient_accumulation):
-                    inputs, labels = _to_device(batches.batch(step * budget.gradient_accumulation + micro, encoder),
-                                                device)
-                    with autocast or contextlib.nullcontext():
-                        logits = model(**inputs)
-                    loss = task_loss(logits, labels) / budget.gradient_accumulation
-                    (scaler.scale(loss) if scaler else loss).backward()
-                    loss_sum += loss.item()
-                    examples += len(labels)
+                    picked = batches.indices(step * budget.gradient_accumulation + micro)
+                    mine = processes.share(picked)
+                    # DistributedDataParallel averages the processes' gradients: weighting each process's mean loss
+                    # by its share of the batch makes that average the gradient of the whole batch's mean loss.
+                    weight = processes.world_size * len(mine) / len(picked)
+                    examples += len(mine)
+                    # A process left without examples (a short last batch) still joins the gradient exchange, with
+                    # one example at weight 0.
+                    inputs, labels = _to_device(batches.gather(mine or picked[:1], encoder), device)
+                    syncing = micro == budget.gradient_accumulation - 1 or not processes.parallel
+                    with contextlib.nullcontext() if syncing else trained.no_sync():
+                        with autocast or contextlib.nullcontext():
+                            logits = trained(**inputs)
+                        mean_loss = task_loss(logits, labels)
+                        loss = mean_loss * weight / budget.gradient_accumulation
+                        (scaler.scale(loss) if scaler else loss).backward()
+                    loss_total += mean_loss.item() * len(mine)
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
             elif private is None:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if processes.parallel:  # each process saw its part of the batch
+                loss_total, examples = processes.sum([loss_total, examples])
+            loss_sum = loss_total / max(1, examples)
             state["step"] = step + 1
             seconds = time.perf_counter() - tick
             state["step_times"].append(seconds)
@@ -263,12 +322,13 @@ class Trainer:
             last = state["step"] == total_steps
             if state["step"] % eval_every == 0 or last:
                 tick = time.perf_counter()
-                scores = evaluate(model, encoder, *validation, data.task, device)
+                scores = evaluate(model, encoder, *validation, data.task, device, processes)
                 eval_seconds = time.perf_counter() - tick
                 improved = _better(scores[metric_name], state["best"], metric_name)
                 if improved:
                     state.update(best=scores[metric_name], best_step=state["step"], evals_since_best=0)
-                    runs.save_state_file(self.run_dir / runs.BEST_FILE, trainable_state(model))
+                    if processes.writer:
+                        runs.save_state_file(self.run_dir / runs.BEST_FILE, trainable_state(model))
                 else:
                     state["evals_since_best"] += 1
                 state["history"].append({"step": state["step"], "eval": scores})
@@ -278,18 +338,18 @@ class Trainer:
                     status = "early-stopped"
                     break
             if state["step"] % checkpoint_every == 0 and not last:
-                path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state)
-                self.emit(CheckpointEvent(state["step"], str(path)))
-            if self.stop_event.is_set():
+                self._save_checkpoint(model, optimizer, state)
+            if processes.sum([self.stop_event.is_set()])[0]:  # a stop in any process stops them all
                 status = "stopped"
                 break
 
         if status == "stopped":
-            path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state)
-            self.emit(CheckpointEvent(state["step"], str(path)))
+            self._save_checkpoint(model, optimizer, state)
             finished = FinishedEvent("stopped", str(self.run_dir))
             self.emit(finished)
             return finished
+        if not processes.writer:  # the writer alone scores the best checkpoint and exports
+            return FinishedEvent(status, str(self.run_dir))
 
         last_eval = state["history"][-1].get("eval") if state["history"] else None
         if state["best_step"] == state["step"] and last_eval is not None:
@@ -309,7 +369,7 @@ class Trainer:
             "step_time_s": statistics.median(timed) if timed else None,
             "examples_per_s": budget.batch_size * budget.gradient_accumulation / statistics.median(timed)
             if timed else None,
-            "peak_memory_mb": peak_memory_mb(device), "device": str(device),
+            "peak_memory_mb": peak_memory_mb(device), "device": str(device), "processes": processes.world_size,
             "train_examples": len(train_rows), "validation_examples": len(validation_rows),
             "validation_source": data.validation_source, "wall_time_s": time.perf_counter() - started,
             **scores,
@@ -337,6 +397,17 @@ class Trainer:
         self.emit(finished)
         return finished
 
+    def _save_checkpoint(self, model: JrftModel, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if self.processes.writer:
+            path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state)
+            self.emit(CheckpointEvent(state["step"], str(path)))
+
+    def _load_checkpoint(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict] | None:
+        """The writer first (it repairs a checkpoint a crash left half-replaced), then the other processes."""
+        restored = runs.load_checkpoint(self.run_dir, optimizer) if self.processes.writer else None
+        self.processes.barrier()
+        return restored if self.processes.writer else runs.load_checkpoint(self.run_dir, optimizer)
+
     def _wait_while_paused(self) -> bool:
         """Block while paused; True when a stop was requested meanwhile (or before)."""
         while self.pause_event.is_set() and not self.stop_event.is_set():
@@ -356,8 +427,8 @@ def _to_device(batch: tuple[dict, torch.Tensor], device: torch.device) -> tuple[
     return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
 
 
-def _start_private(config: RunConfig, model: JrftModel, optimizer: torch.optim.Optimizer, train_examples: int,
-                   total_steps: int, device: torch.device):
+def _start_private(config: RunConfig, model: JrftModel, method: methods.Method, optimizer: torch.optim.Optimizer,
+                   train_examples: int, total_steps: int, device: torch.device, processes: distributed.Processes):
     """Check and plan DP-SGD before any step is taken (refusals are PrivacyErrors)."""
     from . import privacy  # Opacus loads for private runs only
 
@@ -365,7 +436,7 @@ def _start_private(config: RunConfig, model: JrftModel, optimizer: torch.optim.O
     privacy.check_trainable_modules(model)
     plan = privacy.plan_privacy(config.privacy, train_examples, budget.batch_size * budget.gradient_accumulation,
                                 total_steps)
-    return privacy.PrivateTraining(plan, model, optimizer, device)
+    return privacy.PrivateTraining(plan, model, optimizer, device, processes, method)
 
 
 def _describe_private(plan) -> str:
@@ -401,5 +472,7 @@ def predict_logits(model: JrftModel, encoder: Encoder, rows: Sequence[dict], dev
 
 
 def evaluate(model: JrftModel, encoder: Encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
-             device: torch.device) -> dict[str, float]:
-    return metrics.compute(task, labels, predict_logits(model, encoder, rows, device))
+             device: torch.device, processes: distributed.Processes = distributed.Processes()) -> dict[str, float]:
+    """Metrics on the labelled rows; the processes of a data-parallel run each score their part."""
+    logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device))
+    return metrics.compute(task, labels, logits)

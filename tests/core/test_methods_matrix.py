@@ -458,3 +458,21 @@ def test_pooling_modes(tiny_models, family):
             assert masked == plain[:-1] + [tokenizer.mask_token_id] + plain[-1:]
         else:  # truncated one token earlier to make room for the mask
             assert len(masked) == 32 and masked[:-2] == plain[:-2] and masked[-2] == tokenizer.mask_token_id
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ["slash", "warp"])
+def test_a_max_length_beyond_the_positions_is_lowered_to_fit(tiny_models, family, method):
+    """A text longer than the model's learned positions (less WARP's prompt tokens) is cut to fit, not a crash."""
+    loaded, model, _, _ = build(tiny_models[family], method, "output" if method == "slash" else None)
+    config = loaded.model.config
+    offset = config.pad_token_id + 1 if family == "roberta" else 0  # RoBERTa's positions start after padding
+    prompts = model.prompt_count()
+    assert prompts == (PROMPTS if method == "warp" else 0)
+    room = config.max_position_embeddings - offset - prompts
+    encoder = Encoder(loaded.tokenizer, 10_000, model)
+    assert encoder.max_length == room
+    rows, truncated = encoder.encode(["a " * 1000, "a fine film"])
+    assert truncated == 1 and len(rows[0]["input_ids"]) == room
+    with torch.no_grad():
+        assert torch.isfinite(model(**encoder.collate(rows))).all()

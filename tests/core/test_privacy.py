@@ -83,28 +83,36 @@ CASES = [("bert", MethodSpec(name="slash", d=24, position=position)) for positio
     f"{family}-{spec.name}-{spec.position}{'-fly' * spec.on_the_fly}" for family, spec in CASES])
 def test_per_example_gradients_equal_a_loop_over_examples(tiny_models, family, spec):
     """Each example alone, unpadded, through an ordinary backward pass: the reference for every trainable tensor
-    (z of SLaSh / JR-WARP included). Mean pooling, so padding would change the result if it leaked in."""
+    (z of SLaSh / JR-WARP included), for the general route (torch.func) and a method's own faster one (SLaSh's
+    probes). Mean pooling, so padding would change the result if it leaked in."""
     model, encoder = build(tiny_models, family, spec, pooling="mean")
     texts, labels = sentences(5)
     rows, _ = encoder.encode(texts)
     batch = encoder.collate(rows)
     assert batch["attention_mask"].float().mean() < 1  # the batch is padded
-    grads, losses = per_example_gradients(model, batch, labels, classification_loss)
+    routes = {"torch.func": per_example_gradients(model, batch, labels, classification_loss)}
+    own = methods.get_method(spec.name).per_example_gradients(model, batch, labels, classification_loss)
+    assert (own is not None) == (spec.name == "slash")
+    if own is not None:
+        routes["method"] = own
+        assert model.projected.probes is None  # the probes are gone after use
 
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    assert set(grads) == set(trainable)
     for index, row in enumerate(rows):
         model.zero_grad()
         single = encoder.collate([row])
         loss = classification_loss(model(**single), labels[index:index + 1])
         loss.backward()
-        assert losses[index] == pytest.approx(loss.item(), rel=1e-5)
-        for name, parameter in trainable.items():
-            expected = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
-            scale = expected.abs().max().item() + 1e-8
-            assert torch.allclose(grads[name][index], expected, atol=2e-5 * scale + 1e-7), name
+        for route, (grads, losses) in routes.items():
+            assert set(grads) == set(trainable), route
+            assert losses[index] == pytest.approx(loss.item(), rel=1e-5), route
+            for name, parameter in trainable.items():
+                expected = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+                scale = expected.abs().max().item() + 1e-8
+                assert torch.allclose(grads[name][index], expected, atol=2e-5 * scale + 1e-7), (route, name)
     if spec.name in ("slash", "jr-warp"):
-        assert grads["projected.z"].abs().sum(1).min() > 0  # z gets a real gradient from every example
+        for grads, _ in routes.values():
+            assert grads["projected.z"].abs().sum(1).min() > 0  # z gets a real gradient from every example
 
 
 # --- clipping and noise -------------------------------------------------------------------------------------

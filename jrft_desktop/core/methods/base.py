@@ -77,6 +77,11 @@ class Method:
         """Freeze what stays fixed and add what trains; afterwards only the method and the head need grads."""
         raise NotImplementedError
 
+    def per_example_gradients(self, model: JrftModel, inputs: dict, labels: torch.Tensor, loss_fn):
+        """({name: [B, *shape]}, per-example losses) by a faster exact route that this method's structure allows,
+        or None: private training then takes the general route (torch.func, privacy.per_example_gradients)."""
+        return None
+
     def projection_spec(self, model: JrftModel) -> ProjectionSpec | None:
         projected = getattr(model, "projected", None)
         return projected.spec if projected is not None else None

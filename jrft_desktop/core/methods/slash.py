@@ -39,6 +39,36 @@ class SLaSh(ProjectedMethod):
                 handle = layer.get_submodule(site).register_forward_hook(add_to_output)
             add_hook(model, handle)
 
+    def per_example_gradients(self, model, inputs, labels, loss_fn):
+        """Every example's exact gradient for z and the head from one ordinary batched backward pass.
+
+        The shift s_l is the same for every token of an example, so the gradient of example i's loss for s_l is the
+        sum over its tokens of the gradient where s_l is added. A zero probe [B, 1, width] added to each shift
+        collects exactly that per example (examples do not interact in the forward pass), and since s_l = z W_l,
+        example i's gradient of z is sum_l W_l g_li. The head's is the outer product of its output gradient and its
+        input. This skips torch.func's per-example replay of the model, which cannot use fused attention."""
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        if trainable != {"projected.z", "head.weight", "head.bias"} or not isinstance(model.head, torch.nn.Linear):
+            return None
+        projected = model.projected
+        batch = labels.shape[0]
+        projected.probes = [projected.z.new_zeros(batch, 1, width, requires_grad=True)
+                            for width in projected.spec.widths]
+        pooled = []
+        handle = model.head.register_forward_hook(lambda module, args, output: pooled.append(args[0].detach()))
+        try:
+            logits = model(**inputs)
+        finally:
+            handle.remove()
+            probes, projected.probes = projected.probes, None
+        losses = torch.func.vmap(lambda logit, label: loss_fn(logit[None], label[None]))(logits, labels)
+        logit_grads, *shift_grads = torch.autograd.grad(losses.sum(), [logits, *probes])
+        z_grads = sum(grad[:, 0].to(projected.z.dtype) @ projected.weight(layer).T
+                      for layer, grad in enumerate(shift_grads))
+        logit_grads = logit_grads.to(model.head.weight.dtype)
+        return ({"projected.z": z_grads, "head.weight": logit_grads[:, :, None] * pooled[0][:, None, :].to(
+                    logit_grads.dtype), "head.bias": logit_grads}, losses.detach())
+
     def merge(self, model):
         layout, projected = model.layout, model.projected
         with torch.no_grad():
