@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--pooling", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="The runs' seed (data sample, initialisation, order).")
     parser.add_argument("--only", nargs="*", help="Run just these labels.")
     parser.add_argument("--out", default="benchmarks/results/methods_sst2")
     args = parser.parse_args()
@@ -49,7 +50,7 @@ def main() -> int:
                        "--validation", str(DATA / "test.tsv"), "--max-train-rows", str(args.train_rows),
                        "--max-steps", str(args.steps), "--eval-every", str(args.steps),
                        "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                       "--pooling", args.pooling, "--output", str(run_dir), *flags]
+                       "--pooling", args.pooling, "--seed", str(args.seed), "--output", str(run_dir), *flags]
             print(" ".join(command), file=sys.stderr, flush=True)
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         results[label] = json.loads((run_dir / "metrics.json").read_text())
