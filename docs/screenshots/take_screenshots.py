@@ -1,6 +1,8 @@
 """Screenshots of every page from a real session: the bundled model on the bundled SST-2 sample.
 
-Run under a virtual display (runs and settings go to a temporary JRFT_HOME; about two minutes on a laptop CPU):
+Run under a virtual display (runs and settings go to a temporary JRFT_HOME). It trains for real: 40 private steps
+of SLaSh, 120 steps of the linear head and of SLaSh, then a four-method comparison; 24 minutes on a 2-core machine
+that other jobs shared, most of it the three runs.
 
     Xvfb :99 -screen 0 1400x900x24 &
     DISPLAY=:99 .venv/bin/python docs/screenshots/take_screenshots.py
@@ -11,11 +13,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("JRFT_HOME", tempfile.mkdtemp(prefix="jrft-screenshots-"))
 
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QScrollArea
 
 from jrft_desktop.core.events import StepEvent
 from jrft_desktop.gui.main_window import MainWindow
@@ -24,34 +27,61 @@ from jrft_desktop.gui.settings import AppSettings
 
 OUT = Path(__file__).resolve().parent
 SIZE = (1380, 860)
+SLASH = "SLaSh d=1024 (paper)"
+PRIVATE_EPSILON = 8.0
+PRIVATE_STEPS = 40  # private steps are several times slower: per-example gradients
+COMPARED = ("slash-output", "head", "lora", "full")
+COMPARE_STEPS = 30
+COMPARE_CURVE = "64 1024"
+STARTED = time.perf_counter()
 
 
 def save(window: MainWindow, name: str) -> None:
     QApplication.processEvents()
     window.grab().save(str(OUT / f"{name}.png"))
-    print(f"saved {name}.png", flush=True)
+    print(f"saved {name}.png after {time.perf_counter() - STARTED:.0f} s", flush=True)
 
 
-def train(window: MainWindow, preset: str, steps: int, capture_at: int | None = None) -> None:
-    """Train one run with the current choices; optionally take the Train page's picture mid-run."""
+def choose(window: MainWindow, preset: str, steps: int, eval_every: int) -> None:
+    """Choose a preset and a short schedule on the Method page, and wait for its parameter count."""
     method = window.method_page
     method.choose_preset(preset)
     method.choose(method.method.name, pooling="cls")
     method.training.set_steps(steps)
-    method.training.eval_spin.setValue(steps // 5)
+    method.training.eval_spin.setValue(eval_every)
     method.training.max_length_spin.setValue(64)
     wait_until(window, lambda: method.plan is not None and not method.busy, 60, "count the parameters")
-    window.show_page(window.train_page)
+
+
+def wait_for_noise(window: MainWindow) -> None:
+    privacy = window.method_page.privacy
+    wait_until(window, lambda: not privacy.busy and privacy.plan is not None, 120, "compute the noise σ")
+
+
+def train(window: MainWindow, preset: str, steps: int, shot: str | None = None, capture_at: int | None = None,
+          eval_every: int | None = None) -> None:
+    """Train one run with the current choices; take the Train page's picture `shot` at step `capture_at`, or once
+    the run ended."""
+    choose(window, preset, steps, eval_every or steps // 5)
+    if window.method_page.privacy.active:
+        wait_for_noise(window)
+    train_page = window.train_page
+    window.show_page(train_page)
     ended, reached = [], []
-    window.train_page.run_ended.connect(ended.append)
-    window.train_page.start_button.click()
-    window.train_page.run.event.connect(
+    train_page.run_ended.connect(ended.append)
+    train_page.start_button.click()
+    train_page.run.event.connect(
         lambda event: isinstance(event, StepEvent) and event.step == capture_at and reached.append(True))
-    if capture_at:
+    if shot and capture_at:
         wait_until(window, lambda: bool(reached), 600, "train to the capture point")
-        wait_until(window, lambda: window.train_page.plots.point_count("loss") >= capture_at, 10, "draw")
-        save(window, "04-train")
+        wait_until(window, lambda: train_page.plots.point_count("loss") >= capture_at, 10, "draw")
+        save(window, shot)
     wait_until(window, lambda: bool(ended), 900, f"train {preset}")
+    train_page.run_ended.disconnect(ended.append)
+    if shot and not capture_at:
+        QApplication.processEvents()
+        time.sleep(0.5)  # past the plots' redraw timer
+        save(window, shot)
 
 
 def main() -> int:
@@ -73,16 +103,19 @@ def main() -> int:
     method = window.method_page
     window.show_page(method)
     wait_until(window, lambda: method.ready, 120, "load the methods")
-    method.choose_preset("SLaSh d=1024 (paper)")
-    method.choose("slash", pooling="cls")
-    method.training.set_steps(120)
-    method.training.eval_spin.setValue(20)
-    method.training.max_length_spin.setValue(64)
-    wait_until(window, lambda: method.plan is not None and not method.busy, 60, "count the parameters")
+    choose(window, SLASH, 120, 20)
     save(window, "03-method")
 
+    method.privacy.set_enabled(True, epsilon=PRIVATE_EPSILON)
+    choose(window, SLASH, PRIVATE_STEPS, 10)
+    wait_for_noise(window)
+    method.findChild(QScrollArea).ensureWidgetVisible(method.privacy, 0, 16)
+    save(window, "04-method-private")
+    train(window, SLASH, PRIVATE_STEPS, shot="06-train-private", eval_every=10)
+    method.privacy.set_enabled(False)
+
     train(window, "Linear head only", 120)
-    train(window, "SLaSh d=1024 (paper)", 120, capture_at=80)
+    train(window, SLASH, 120, shot="05-train", capture_at=80)
 
     results = window.results_page
     window.show_page(results)
@@ -90,23 +123,33 @@ def main() -> int:
     results.try_edit.setText("a gorgeous, witty and moving film")
     results.try_text()
     wait_until(window, lambda: results.prediction is not None, 60, "classify")
-    save(window, "05-results")
+    save(window, "07-results")
     results.tabs.setCurrentIndex(1)
-    save(window, "06-results-curves")
+    save(window, "08-results-curves")
     results.tabs.setCurrentIndex(0)
 
     history = window.history_page
     window.show_page(history)
-    wait_until(window, lambda: not history.busy and len(history.runs) == 2, 60, "list the runs")
+    wait_until(window, lambda: not history.busy and len(history.runs) == 3, 60, "list the runs")
     history.select([run.name for run in history.runs])
     history.compare_button.click()
-    wait_until(window, lambda: history.comparison.isVisible() and history.compare_table.rowCount() == 2, 60,
+    wait_until(window, lambda: history.comparison.isVisible() and history.compare_table.rowCount() == 3, 60,
                "compare")
-    save(window, "07-history")
+    save(window, "09-history")
+
+    compare = window.compare_page
+    window.show_page(compare)
+    wait_until(window, lambda: compare.run_button.isEnabled(), 60, "list the methods to compare")
+    compare.choose(COMPARED)
+    compare.steps_spin.setValue(COMPARE_STEPS)
+    compare.curve_edit.setText(COMPARE_CURVE)
+    compare.run_button.click()
+    wait_until(window, lambda: compare.result is not None and not compare.running, 1800, "compare the methods")
+    save(window, "10-compare")
 
     window.apply_theme("dark")
     window.show_page(window.train_page)
-    save(window, "08-train-dark")
+    save(window, "11-train-dark")
     window.apply_theme("light")
     window.close()
     app.processEvents()

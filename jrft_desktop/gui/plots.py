@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class CurvePanel(QWidget):
         super().__init__(parent)
         self.kinds = tuple(kinds)
         self.live = live
+        self.columns = columns
         self._points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
         self._items: dict[tuple[str, str], list[pg.PlotDataItem]] = {}
         self._metric_name: str | None = None
@@ -65,8 +67,8 @@ class CurvePanel(QWidget):
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.plots: dict[str, pg.PlotWidget] = {}
-        for index, kind in enumerate(self.kinds):
-            plot = pg.PlotWidget()
+        for kind in self.kinds:
+            plot = pg.PlotWidget(self)
             plot.setObjectName(f"plot_{kind}")
             plot.setMinimumHeight(160)
             if live:
@@ -81,7 +83,7 @@ class CurvePanel(QWidget):
                 axis.enableAutoSIPrefix(False)  # 0.03, not "30 (x0.001)"
                 axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)  # repaint on range changes only
             self.plots[kind] = plot
-            layout.addWidget(plot, index // columns, index % columns)
+        self._arrange()
         self.apply_theme("light")
 
     # --- data ---------------------------------------------------------------------------------------------
@@ -111,6 +113,18 @@ class CurvePanel(QWidget):
     def show_kind(self, kind: str, shown: bool) -> None:
         if kind in self.plots:
             self.plots[kind].setVisible(shown)
+            self._arrange()
+
+    def _arrange(self) -> None:
+        """Lay the shown plots out row by row in at most two rows: five plots (a private run's ε besides the four
+        live ones) take three columns rather than a third row, which would make the page too tall for the window."""
+        shown = [plot for plot in self.plots.values() if not plot.isHidden()]
+        columns = max(self.columns, math.ceil(len(shown) / 2))
+        layout = self.layout()
+        for plot in self.plots.values():
+            layout.removeWidget(plot)
+        for index, plot in enumerate(shown):
+            layout.addWidget(plot, index // columns, index % columns)
 
     def set_ceiling(self, kind: str, value: float | None) -> None:
         """A dashed horizontal line at `value` (the privacy budget ε on the ε plot); None removes it."""
@@ -245,6 +259,9 @@ class BudgetCurvePlot(pg.PlotWidget):
             axis.setPen(foreground)
             axis.setTextPen(foreground)
         self.setLabel("bottom", "trainable parameters without the head (log scale)", color=foreground)
+        self.legend.setLabelTextColor(foreground)  # pyqtgraph's own grey is faint on white
+        for _, label in self.legend.items:
+            label.setText(label.text)  # redrawn in the new colour
 
     def show_result(self, result, scale: float) -> None:
         """Draw a bench result (core.bench.BenchResult); scores are multiplied by `scale` (100 for points)."""

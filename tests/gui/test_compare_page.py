@@ -26,6 +26,7 @@ def test_compare_runs_in_the_background_and_shows_table_and_curve(qtbot, window,
     page.memory_box.setChecked(False)
     progress = []
     page._relay.progress.connect(progress.append)
+    page.splitter.setSizes([40, 1000])  # the table dragged down to a sliver
 
     page.run_button.click()
     assert page.running and page.stop_button.isEnabled() and not page.run_button.isEnabled()
@@ -37,6 +38,7 @@ def test_compare_runs_in_the_background_and_shows_table_and_curve(qtbot, window,
     assert headers[:4] == ["method", "size", "trainable (with head)", "accuracy"]
     assert {"step ÷ full", "merged ÷ base", "vector ÷ full"} <= set(headers)
     assert [page.table.item(row, 0).text() for row in range(page.table.rowCount())] == list(LABELS)
+    assert page.table.viewport().height() >= page.table.verticalHeader().length()  # every row in view again
     vera_row = [page.table.item(2, column).text() for column in range(page.table.columnCount())]
     assert vera_row[1] == "rank 1" and vera_row[2].startswith("132 (")  # below VeRA's smallest size: rank 1
     assert page.table.item(3, headers.index("step ÷ full")).text() == "1.00×"

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from PySide6.QtWidgets import QApplication
 
 from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.events import StepEvent
@@ -73,6 +74,9 @@ def test_compare_runs(qtbot, window, runs):
     assert sorted(history.compare_plots.series_names()) == ["20250101-100000-slash", "20250101-110000-lora"]
     assert history.compare_plots.point_count("loss") == 16 and history.compare_plots.point_count("metric") == 4
     assert {history.compare_table.item(row, 1).text() for row in range(2)} == {"slash", "lora"}
+    history.table.parentWidget().setSizes([10, 1000])  # the comparison dragged up as far as it goes
+    QApplication.processEvents()
+    assert history.table.viewport().height() >= history.table.verticalHeader().length()  # all three runs in view
 
 
 def test_delete_asks_first(qtbot, window, runs, monkeypatch):

@@ -63,6 +63,9 @@ def test_private_run_plots_epsilon_spent(qtbot, window, tiny_models, sst2_200):
     assert isinstance(result, FinishedEvent) and result.status == "completed"
     plots = window.train_page.plots
     assert not plots.plots["epsilon"].isHidden() and plots.point_count("epsilon") == TINY_STEPS
+    grid = plots.layout()  # ε joins a second row of three rather than a third row the window has no room for
+    assert grid.getItemPosition(grid.indexOf(plots.plots["lr"]))[:2] == (0, 2)
+    assert grid.getItemPosition(grid.indexOf(plots.plots["epsilon"]))[:2] == (1, 1)
     spent = result.metrics["privacy"]["epsilon_spent"]
     assert spent <= 4.0 and f"privacy spent ε = {spent:.2f}" in window.train_page.state_label.text()
 
@@ -70,3 +73,8 @@ def test_private_run_plots_epsilon_spent(qtbot, window, tiny_models, sst2_200):
     window.train_page.refresh_plan()
     train(qtbot, window)
     assert plots.plots["epsilon"].isHidden() and plots.point_count("epsilon") == 0
+    assert grid.getItemPosition(grid.indexOf(plots.plots["throughput"]))[:2] == (1, 1)  # two by two again
+    history = window.history_page  # the private run stands apart from the same method trained openly
+    qtbot.waitUntil(lambda: not history.busy and history.table.rowCount() == 2, timeout=30_000)
+    methods = sorted(history.table.item(row, 2).text() for row in range(2))
+    assert methods == ["slash", f"slash, private ε = {spent:.2f}"]

@@ -106,16 +106,17 @@ class ComparePage(Page):
         self.status = Note("Loading the methods…")
         self.body.addWidget(self.status)
 
-        splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, 0)
         self.table.setObjectName("comparison")
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        splitter.addWidget(self.table)
+        self.splitter.addWidget(self.table)
         self.curve_plot = BudgetCurvePlot()
-        splitter.addWidget(self.curve_plot)
-        self.body.addWidget(splitter, 1)
+        self.splitter.addWidget(self.curve_plot)
+        self.splitter.setStretchFactor(1, 1)  # the plot takes what the window gains or loses; the table keeps its rows
+        self.body.addWidget(self.splitter, 1)
 
         self.run_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -208,6 +209,15 @@ class ComparePage(Page):
         self.curve_plot.show_result(result, bench.display_scale(metric))
         self.status.show_text(f"Done in {result.wall_time_s / 60:.1f} min; results.md, results.json and the plots are "
                               f"in {self.output}.")
+        self._show_every_row()
+
+    def _show_every_row(self) -> None:
+        """Give the table the height of all its rows (and its scroll bar: there are many columns); the plot below
+        gives way down to its minimum height."""
+        table = self.table
+        height = (table.horizontalHeader().height() + table.verticalHeader().length() + 2 * table.frameWidth()
+                  + table.horizontalScrollBar().sizeHint().height())
+        self.splitter.setSizes([height, max(0, sum(self.splitter.sizes()) - height)])
 
     def open_folder(self) -> None:
         if self.output is not None:

@@ -35,6 +35,12 @@ def _metric_text(run: RunSummary) -> str:
     return f"{run.metric_name} {run.metric:.4f}" if run.metric is not None else "–"
 
 
+def _method_text(run: RunSummary) -> str:
+    """The method, and for a private run the ε it spent, which sets it apart from the same method trained openly."""
+    privacy = run.metrics.get("privacy")
+    return f"{run.method}, private ε = {privacy['epsilon_spent']:.2f}" if privacy else run.method
+
+
 def _fill_row(table: QTableWidget, row: int, values) -> None:
     for column, value in enumerate(values):
         item = QTableWidgetItem(value)
@@ -80,6 +86,9 @@ class HistoryPage(Page):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        # about four runs stay in view while a comparison fills the rest of the page
+        self.table.setMinimumHeight(header.sizeHint().height() + 4 * self.table.verticalHeader().defaultSectionSize()
+                                    + 2 * self.table.frameWidth())
         splitter.addWidget(self.table)
 
         self.comparison = QGroupBox("Comparison")
@@ -126,7 +135,7 @@ class HistoryPage(Page):
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
             date = datetime.datetime.fromtimestamp(run.created).strftime("%Y-%m-%d %H:%M")
-            _fill_row(self.table, row, (date, run.name, run.method, run.data, _metric_text(run), run.status,
+            _fill_row(self.table, row, (date, run.name, _method_text(run), run.data, _metric_text(run), run.status,
                                         thousands(run.trainable_params), run.steps))
             if run.path in selected:
                 self.table.selectRow(row)
@@ -166,7 +175,7 @@ class HistoryPage(Page):
             step_time = metrics.get("step_time_s")
             wall = metrics.get("wall_time_s")
             _fill_row(self.compare_table, row, (
-                run.name, run.method, thousands(run.trainable_params), _metric_text(run), run.steps,
+                run.name, _method_text(run), thousands(run.trainable_params), _metric_text(run), run.steps,
                 f"{step_time:.3f} s" if step_time else "–", f"{wall:,.0f} s" if wall else "–"))
             self.compare_plots.set_history(run.name, history, shared_metric or run.metric_name)
             swatch = QPixmap(12, 12)

@@ -40,7 +40,8 @@ class PrivacySettings(QGroupBox):
         self.epsilon_spin.setValue(DEFAULT_EPSILON)
         form.addRow("Budget ε", self.epsilon_spin)
         self.delta_edit = with_help(QLineEdit(), Privacy, "delta")
-        self.delta_edit.setPlaceholderText("empty = below 1/N, chosen for the data")
+        self.delta_edit.setPlaceholderText("empty = chosen below 1/N")
+        self.delta_edit.setMinimumWidth(260)  # the whole hint, as the learning rate's
         form.addRow("δ", self.delta_edit)
         self.clip_spin = with_help(QDoubleSpinBox(), Privacy, "max_grad_norm")
         self.clip_spin.setRange(0.001, 1000)
