@@ -52,9 +52,9 @@ RUNS_DIR = "runs"
 DEFAULT_BUDGET = 5000
 DEFAULT_CURVE = (64, 256, 1024, 4096)
 ACCURACY_COLUMNS = ("method", "size", "trainable (with head)", "{metric}", "Δ vs full")
-SPEED_COLUMNS = ("method", "step s", "step ÷ full", "CPU s ÷ full", "peak MB", "memory ÷ full", "training MB", "training ÷ full",
-                 "GFLOP / step", "GFLOP/s", "% of matmul peak", "inference ÷ base", "merged ÷ base", "vector",
-                 "vector ÷ full")
+SPEED_COLUMNS = ("method", "step s", "step ÷ full", "CPU s ÷ full", "peak MB", "memory ÷ full", "training MB",
+                 "training ÷ full", "GFLOP / step", "GFLOP/s", "% of matmul peak", "inference ÷ base", "merged ÷ base",
+                 "vector", "vector ÷ full")
 CURVE_COLUMNS = ("d", "trainable (with head)", "{metric}")
 
 
@@ -731,7 +731,8 @@ def markdown(result: BenchResult) -> str:
         *_table(SPEED_COLUMNS, speed_rows(result)),
         "",
         "Step time: median of interleaved rounds; CPU s: the process's CPU seconds per step (all threads), which "
-        "other programs' load moves less than the wall time. Peak MB: peak resident memory of a fresh process per method "
+        "other programs' load moves less than the wall time. Peak MB: peak resident memory of a fresh process per "
+        "method "
         "(max allocated on CUDA); training MB: its part above the loaded model and data. GFLOP/s: counted "
         "matrix-product FLOPs of one step ÷ the median step time. Inference: median per validation batch, as "
         "trained and merged into the weights, ÷ the untouched base model.",

@@ -134,8 +134,8 @@ class Trainer:
                 return self._run(self._agreed_config())
             return self._run_as_writer()
         except Exception as error:
-            if self.processes.writer and not self._config_shared:  # the other processes wait for the config: tell them why there is none
-                self.processes.from_writer({"error": str(error)})
+            if self.processes.writer and not self._config_shared:
+                self.processes.from_writer({"error": str(error)})  # the others wait for a config: say why none comes
             raise
         finally:
             if joined:

@@ -65,9 +65,10 @@ class SLaSh(ProjectedMethod):
         logit_grads, *shift_grads = torch.autograd.grad(losses.sum(), [logits, *probes])
         z_grads = sum(grad[:, 0].to(projected.z.dtype) @ projected.weight(layer).T
                       for layer, grad in enumerate(shift_grads))
-        logit_grads = logit_grads.to(model.head.weight.dtype)
-        return ({"projected.z": z_grads, "head.weight": logit_grads[:, :, None] * pooled[0][:, None, :].to(
-                    logit_grads.dtype), "head.bias": logit_grads}, losses.detach())
+        logit_grads, head_inputs = logit_grads.to(model.head.weight.dtype), pooled[0].to(model.head.weight.dtype)
+        grads = {"projected.z": z_grads, "head.weight": logit_grads[:, :, None] * head_inputs[:, None, :],
+                 "head.bias": logit_grads}
+        return grads, losses.detach()
 
     def merge(self, model):
         layout, projected = model.layout, model.projected
