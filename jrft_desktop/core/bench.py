@@ -711,13 +711,14 @@ def markdown(result: BenchResult) -> str:
     metric = result.metric
     seeds, gpu = settings["seeds"], machine["gpu"]
     lines = [
-        f"# Methods side by side: {settings['model']['name_or_path']} on {Path(data['train']).name}",
+        f"# Methods side by side: {settings['model']['name_or_path']} on {'/'.join(Path(data['train']).parts[-2:])}",
         "",
         f"{result.train_examples:,} training examples (`{data['train']}`), {result.validation_examples:,} validation "
         f"examples ({result.validation_source}); {settings['steps']} steps of batch {settings['batch_size']}, longest "
         f"input {data['max_length']} tokens; seeds {', '.join(map(str, seeds))}; pooling "
         f"{settings['model']['pooling']}.",
-        f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch "
+        f"thread{'' if machine['torch_threads'] == 1 else 's'}, "
         f"{machine['memory_gib']} GiB; device {machine['device']}{f' ({gpu})' if gpu else ''};"
         f" torch {machine['torch']}, Python {machine['python']}. Measured matrix-multiply peak: "
         f"{result.matmul_peak_flops / 1e9:,.1f} GFLOP/s. Wall time {result.wall_time_s / 60:.1f} min.",

@@ -463,12 +463,15 @@ def _better(value: float, best: float | None, name: str) -> bool:
 def predict_logits(model: JrftModel, encoder: Encoder, rows: Sequence[dict], device: torch.device,
                    batch_size: int = 64) -> np.ndarray:
     model.eval()
-    outputs = []
-    for start in range(0, len(rows), batch_size):
-        inputs = {k: v.to(device) for k, v in encoder.collate(rows[start:start + batch_size]).items()}
-        outputs.append(model(**inputs).float().cpu().numpy())
     width = model.head.out_features
-    return np.concatenate(outputs) if outputs else np.zeros((0, width))
+    logits = np.zeros((len(rows), width), dtype=np.float32)
+    # Batches of similar length pad far less (dev sets mix short and long sentences); results go back in order.
+    order = sorted(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        picked = order[start:start + batch_size]
+        inputs = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in picked]).items()}
+        logits[picked] = model(**inputs).float().cpu().numpy()
+    return logits
 
 
 def evaluate(model: JrftModel, encoder: Encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
