@@ -733,8 +733,7 @@ def markdown(result: BenchResult) -> str:
         "",
         "Step time: median of interleaved rounds; CPU s: the process's CPU seconds per step (all threads), which "
         "other programs' load moves less than the wall time. Peak MB: peak resident memory of a fresh process per "
-        "method "
-        "(max allocated on CUDA); training MB: its part above the loaded model and data. GFLOP/s: counted "
+        "method (max allocated on CUDA); training MB: its part above the loaded model and data. GFLOP/s: counted "
         "matrix-product FLOPs of one step ÷ the median step time. Inference: median per validation batch, as "
         "trained and merged into the weights, ÷ the untouched base model.",
     ]

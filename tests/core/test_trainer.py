@@ -383,7 +383,6 @@ def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_pat
     assert metrics.accuracy(data.validation.labels, logits.argmax(1)) == summary["accuracy"]
 
 
-
 def test_predictions_keep_the_input_order_across_length_sorted_batches(completed):
     """Batching by length must not mix rows up: every row gets the logits it gets alone."""
     _, run_dir, _, _ = completed
@@ -395,6 +394,7 @@ def test_predictions_keep_the_input_order_across_length_sorted_batches(completed
                             for row in rows])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     assert not np.allclose(together[0], together[1])
+
 
 # --- run folders and locks ----------------------------------------------------------------------------------------
 
