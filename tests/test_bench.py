@@ -89,7 +89,7 @@ def test_quick_bench_measures_every_method(quick_bench, tiny_models):
     cases = {case["label"]: case for case in results["cases"]}
     assert list(cases) == list(METHODS)
     expected_params = {"slash-output": BUDGET, "head": 0, "warp": round(BUDGET / HIDDEN) * HIDDEN,
-                       "lora": 2 * LAYERS * 2 * HIDDEN, "vera": 2 * LAYERS * (HIDDEN + 1)}
+                       "lora": LAYERS * 2 * HIDDEN, "vera": 2 * LAYERS * (HIDDEN + 1)}  # lora: rank 1, query only
     for label, case in cases.items():
         if label in expected_params:
             assert case["method_params"] == expected_params[label], label
@@ -109,9 +109,12 @@ def test_quick_bench_measures_every_method(quick_bench, tiny_models):
     assert cases["full"]["flops_per_step"] == max(case["flops_per_step"] for case in cases.values())
     assert cases["full"]["ratios_to_full"]["vector_bytes"] == 1.0
     assert len(load_file(str(quick_bench / bench.RUNS_DIR / "slash-output-seed0" / "vector.safetensors"))) == 3
-    assert [point["d"] for point in results["curve"]] == [16, 48]
-    assert [point["trainable_params"] for point in results["curve"]] == [16 + 66, 48 + 66]
-    assert any("smallest lora" in note for note in results["notes"])
+    # the curve's own runs, and the compared SLaSh case at the same position as one more point
+    assert [point["d"] for point in results["curve"]] == [16, 48, BUDGET]
+    assert [point["trainable_params"] for point in results["curve"]] == [16 + 66, 48 + 66, BUDGET + 66]
+    assert results["curve"][-1]["scores"] == cases["slash-output"]["scores"]
+    lora_note = next(note for note in results["notes"] if note.startswith("lora:"))
+    assert "smallest lora" in lora_note and "only the query projections" in lora_note
 
 
 def test_rerun_reuses_the_finished_runs(quick_bench, tiny_models, sst2_slices, capsys):

@@ -179,6 +179,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_finishes(tmp_path, tiny_model
     done = ok(jrft(env, "train", "--resume", "--output", run))
     assert f"note: resumed from step {stopped_at}" in done.stderr
     assert f"step {total}/{total}" in done.stderr
+    assert "warning" not in done.stderr  # no library deprecation notices (peft's about gradient checkpointing)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["status"] == "completed" and metrics["train_steps"] == total
     assert metrics["method"] == "lora" and metrics["metric"] == "matthews" and -1 <= metrics["matthews"] <= 1
@@ -276,11 +277,14 @@ def test_apply_on_its_base_model_and_refused_on_another(sst_run, tmp_path, tiny_
 
 
 def test_methods_lists_every_method_with_counts(tiny_models, env):
+    notes: list[str] = []
+
     def table(*extra) -> dict[str, list[str]]:
         lines = ok(jrft(env, "methods", "--model", tiny_models["bert"], *extra)).stdout.splitlines()
         assert lines[0].startswith(f"{tiny_models['bert']}: bert, 2 layers, hidden 32")
         assert lines[1].split()[:4] == ["method", "size", "params", "with"]
-        return {line.split()[0]: line.split() for line in lines[2:]}
+        notes[:] = [line for line in lines[2:] if line.startswith("note: ")]
+        return {line.split()[0]: line.split() for line in lines[2:] if not line.startswith("note: ")}
 
     rows = table()
     assert tuple(rows) == ALL_METHODS
@@ -294,6 +298,10 @@ def test_methods_lists_every_method_with_counts(tiny_models, env):
     assert tuple(budgeted) == ALL_METHODS
     assert budgeted["slash"][1:3] == ["d=500", "500"] and budgeted["jr-warp"][1] == "d=500"
     assert budgeted["vera"][1:3] == ["rank=93", "500"]  # (500 - 4 x 32) / 4
+    assert budgeted["lora"][1:3] == ["rank=2", "512"]  # q and v in 2 layers: 256 a rank
+    assert sorted(note.split()[1] for note in notes) == ["bitfit", "full", "head"]  # no size to fit the budget
+    assert table("--budget", 200)["lora"][1:3] == ["rank=1", "128"]  # below rank 1 on q and v: the query alone
+    assert any(note.startswith("note: lora adapts only the query projections") for note in notes)
 
 
 def test_version(env):

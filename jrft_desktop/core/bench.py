@@ -12,8 +12,8 @@ For every case (a method at a size) it measures
   reports torch.cuda.max_memory_allocated;
 - the inference latency of the trained model, as trained and merged into the base weights, against the
   untouched base model (interleaved likewise), and the size of its vector file.
-SLaSh's d is also swept (the budget curve). Results: results.json, results.md and PNG plots (matplotlib's Agg
-canvas, no GUI toolkit)."""
+SLaSh's d is also swept (the budget curve, which a compared SLaSh case at its position joins). Results:
+results.json, results.md and PNG plots (matplotlib's Agg canvas, no GUI toolkit)."""
 
 from __future__ import annotations
 
@@ -120,8 +120,8 @@ class BenchSettings:
 
 def quick_settings(model: ModelSpec, data: DataSpec, cases: tuple[BenchCase, ...], **overrides) -> BenchSettings:
     """A smoke-sized bench: a slice of the data, few steps, one seed, short timing."""
-    values = dict(model=model, data=data, cases=cases, steps=30, batch_size=16, seeds=(0,), curve=(64, 1024),
-                  timing_rounds=2, steps_per_round=2, memory_steps=2, latency_rounds=3, latency_batches=2)
+    values = dict(model=model, data=data, cases=cases, steps=30, batch_size=16, seeds=(0,), curve=(64,),
+                  timing_rounds=3, steps_per_round=1, memory_steps=2, latency_rounds=2, latency_batches=1)
     return BenchSettings(**{**values, **overrides})
 
 
@@ -416,6 +416,14 @@ def _prepare_output(output: Path, settings: BenchSettings) -> None:
         raise UserError(f"Cannot write the bench results to {output}: {error.strerror or error}.") from None
 
 
+def _same_config(config_file: Path, config: RunConfig) -> bool:
+    """Whether a finished run was made with `config` (a field added since then counts at its default)."""
+    try:
+        return RunConfig.from_json(config_file.read_text(encoding="utf-8")) == config
+    except (UserError, OSError):
+        return False
+
+
 def _train(settings: BenchSettings, spec: MethodSpec, seed: int, run_dir: Path, reporter: _Reporter,
            title: str) -> dict:
     """One run with the normal trainer; a finished run with the same configuration is reused."""
@@ -427,8 +435,7 @@ def _train(settings: BenchSettings, spec: MethodSpec, seed: int, run_dir: Path, 
                                      eval_every=settings.steps, metric=settings.metric, seed=seed,
                                      device=settings.device))
     metrics_file, config_file = run_dir / runs.METRICS_FILE, run_dir / runs.CONFIG_FILE
-    if metrics_file.is_file() and config_file.is_file() and \
-            json.loads(config_file.read_text(encoding="utf-8")) == json.loads(config.to_json()):
+    if metrics_file.is_file() and config_file.is_file() and _same_config(config_file, config):
         reporter.advance(f"{title}: reused the finished run in {run_dir.name}")
         return json.loads(metrics_file.read_text(encoding="utf-8"))
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished or different earlier run
@@ -521,7 +528,8 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
     peak = max(peak, matmul_peak(device, peak_size))  # the quieter of two tries
     plans = {label: case.plan for label, case in prepared.items()}
     del prepared
-    reporter.advance(f"timing: done ({settings.timing_rounds} rounds of {settings.steps_per_round} steps)")
+    steps = f"{settings.steps_per_round} step{'' if settings.steps_per_round == 1 else 's'}"
+    reporter.advance(f"timing: done ({settings.timing_rounds} rounds of {steps})")
 
     # 3. peak memory, a fresh process per case
     memory: dict[str, dict] = {}
@@ -583,8 +591,13 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
             latency_ratio=latency[f"{case.label}/trained"] / latency["base"],
             merged_latency_ratio=merged / latency["base"] if merged is not None else None,
             vector_bytes=vector_bytes[case.label]))
-    curve = tuple(CurvePoint(d, curve_metrics[d][0]["trainable_params"],
-                             tuple(float(m[metric]) for m in curve_metrics[d])) for d in curve_cases)
+    curve = [CurvePoint(d, curve_metrics[d][0]["trainable_params"], tuple(float(m[metric]) for m in curve_metrics[d]))
+             for d in curve_cases]
+    if curve:  # a compared SLaSh case at the curve's position is one more point of it (no second training)
+        curve += [CurvePoint(case.size, case.trainable_params, case.scores) for case in cases
+                  if case.method == "slash" and case.position == settings.curve_position
+                  and case.size not in curve_cases]
+    curve = tuple(sorted(curve, key=lambda point: point.d))
     notes = [f"{label}: {plan.note}" for label, plan in plans.items() if plan.note]
     result = BenchResult(output=str(output), metric=metric, cases=tuple(cases), curve=curve,
                          machine=_machine(device), matmul_peak_flops=peak, settings=settings.to_dict(),
@@ -637,7 +650,8 @@ def display_scale(metric: str) -> int:
 def _score(value: float | None, metric: str) -> str:
     if value is None:
         return "–"
-    return f"{100 * value:.1f}" if display_scale(metric) == 100 else f"{value:.4f}"
+    text = f"{100 * value:.1f}" if display_scale(metric) == 100 else f"{value:.4f}"
+    return text.replace("-", "−")  # the minus sign, as in the Δ column (a Matthews correlation can be negative)
 
 
 def score_text(mean: float, std: float | None, count: int, metric: str) -> str:
@@ -757,6 +771,7 @@ def write_results(result: BenchResult, output: Path) -> list[Path]:
 
 def plot_results(result: BenchResult, output: Path) -> list[Path]:
     """The budget curve and the speed ratios as PNGs (matplotlib's Agg canvas: no display, no GUI toolkit)."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -772,9 +787,10 @@ def plot_results(result: BenchResult, output: Path) -> list[Path]:
     if result.curve:
         xs = [point.d for point in result.curve]
         axes.errorbar(xs, [scale * p.mean for p in result.curve], yerr=[scale * (p.std or 0) for p in result.curve],
-                      marker="o", linewidth=2, capsize=3,
+                      marker="o", linewidth=2, capsize=3, color="black",
                       label=f"SLaSh ({result.settings['curve_position']}), d = {', '.join(f'{d:,}' for d in xs)}")
     markers = "sD^v<>pPX*h"
+    colors = matplotlib.colormaps["tab20"]  # one colour per case (tab10 would repeat at the eleventh)
     for index, case in enumerate(result.cases):
         y, error = scale * case.mean, scale * (case.std or 0)
         if case.method_params == 0:  # no room on a log axis: a level line
@@ -782,7 +798,7 @@ def plot_results(result: BenchResult, output: Path) -> list[Path]:
             axes.annotate(case.label, (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
             continue
         axes.errorbar([case.method_params], [y], yerr=[error], marker=markers[index % len(markers)], linestyle="none",
-                      capsize=3, label=f"{case.label} ({case.method_params:,})")
+                      capsize=3, color=colors(index % colors.N), label=f"{case.label} ({case.method_params:,})")
     axes.set_xscale("log")
     axes.set_xlabel("trainable parameters without the head (log scale)")
     axes.set_ylabel(f"{result.metric}{' × 100' if scale == 100 else ''}")

@@ -77,6 +77,11 @@ class DataSpec:
     max_train_rows: int | None = field(
         default=None, metadata=_help("Use at most this many training rows (a seeded random sample).")
     )
+    max_validation_rows: int | None = field(
+        default=None,
+        metadata=_help("Score on at most this many validation rows (a seeded random sample): faster evaluation "
+                       "on a big validation set."),
+    )
 
 
 @dataclass(frozen=True)

@@ -133,8 +133,9 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
     """Training and validation examples for `spec`; the split and the sampling are deterministic per seed."""
     if not 0 < spec.validation_fraction < 1:
         raise DataError(f"validation_fraction must be between 0 and 1 (exclusive), not {spec.validation_fraction}.")
-    if spec.max_train_rows is not None and spec.max_train_rows < 1:
-        raise DataError(f"max_train_rows must be at least 1, not {spec.max_train_rows}.")
+    for name in ("max_train_rows", "max_validation_rows"):
+        if getattr(spec, name) is not None and getattr(spec, name) < 1:
+            raise DataError(f"{name} must be at least 1, not {getattr(spec, name)}.")
     if not spec.train:
         raise DataError("No training data given; choose a file, a folder or a dataset name.")
 
@@ -177,6 +178,12 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
     if spec.max_train_rows is not None and spec.max_train_rows < len(train_rows):
         notes.append(f"Sampled {spec.max_train_rows} of {len(train_rows)} training rows at random (seed {seed}).")
         train_rows = np.sort(rng.choice(train_rows, size=spec.max_train_rows, replace=False))
+    if spec.max_validation_rows is not None and spec.max_validation_rows < len(validation.labels):
+        notes.append(f"Sampled {spec.max_validation_rows} of {len(validation.labels)} validation rows at random "
+                     f"(seed {seed}).")
+        picked = np.sort(rng.choice(len(validation.labels), size=spec.max_validation_rows, replace=False))
+        validation = _select(validation.texts, validation.pairs, validation.labels, picked)
+        validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
 
     return TaskData(
         train=_select(texts, pairs, labels, train_rows),

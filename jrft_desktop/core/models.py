@@ -136,6 +136,8 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
     # torch's note on the pickle protocol of a .bin file, which torch.load(weights_only=True) refuses anyway
     warnings.filterwarnings("ignore", message="Detected pickle protocol")
+    # peft (0.21) reads the renamed property while wrapping a model for LoRA / VeRA; nothing the user can change
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def load_config(spec: ModelSpec):

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QWidget
 from ..core.events import EvalEvent, StepEvent
 
 SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+CASE_SYMBOLS = ("s", "d", "t", "p", "h", "star", "t1", "t2", "t3", "x", "+")
 SMOOTHING = 0.8  # weight of the past in the smoothed loss (an exponential moving average)
 REFRESH_MS = 250  # redraw at most this often: a fast method reports hundreds of steps a second
 
@@ -274,13 +275,15 @@ class BudgetCurvePlot(pg.PlotWidget):
                       pen=pg.mkPen(SERIES_COLORS[0], width=2.5), symbol="o", symbolBrush=SERIES_COLORS[0],
                       symbolPen=None, name=f"SLaSh, d = {', '.join(f'{p.d:,}' for p in result.curve)}")
             self.point_count += len(result.curve)
-        for index, case in enumerate(result.cases, start=1):
-            color = SERIES_COLORS[index % len(SERIES_COLORS)]
+        case_colors = SERIES_COLORS[1:]  # the first is the curve's
+        for index, case in enumerate(result.cases):
+            color = case_colors[index % len(case_colors)]
             if case.method_params == 0:
                 self.addItem(pg.InfiniteLine(scale * case.mean, angle=0, label=case.label,
                                              pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine),
                                              labelOpts={"position": 0.95, "color": color}))
             else:
-                self.plot([case.method_params], [scale * case.mean], pen=None, symbol="s", symbolSize=9,
+                self.plot([case.method_params], [scale * case.mean], pen=None, symbolSize=9,
+                          symbol=CASE_SYMBOLS[index % len(CASE_SYMBOLS)],  # with the colour, tells 11 cases apart
                           symbolBrush=color, symbolPen=None, name=f"{case.label} ({case.method_params:,})")
             self.point_count += 1

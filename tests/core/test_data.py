@@ -30,6 +30,7 @@ needs_shared = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"the shared datasets folder {SHARED_DATA} is not beside the project"
 )
 SST2_TRAIN = SHARED_DATA / "sst2" / "train.tsv"
+SST2_TEST = SHARED_DATA / "sst2" / "test.tsv"
 
 
 # --- the real files -----------------------------------------------------------------------------------------
@@ -138,6 +139,22 @@ def test_max_train_rows_samples_after_the_split():
     assert len(data.validation) > 6_000
     assert any("Sampled 500 of" in note for note in data.notes)
     assert load_task_data(spec, seed=1).train == data.train
+
+
+
+@needs_shared
+def test_max_validation_rows_samples_the_validation_file():
+    full = load_task_data(DataSpec(train=str(SST2_TRAIN), validation=str(SST2_TEST)), seed=0)
+    spec = DataSpec(train=str(SST2_TRAIN), validation=str(SST2_TEST), max_validation_rows=300)
+    data = load_task_data(spec, seed=0)
+    assert len(data.validation) == 300 and data.train == full.train
+    assert any("Sampled 300 of 872 validation rows" in note for note in data.notes)
+    pairs = set(zip(full.validation.texts, full.validation.labels))
+    assert set(zip(data.validation.texts, data.validation.labels)) <= pairs  # real rows with their own labels
+    assert load_task_data(spec, seed=0).validation == data.validation
+    assert load_task_data(spec, seed=1).validation != data.validation
+    with pytest.raises(DataError, match="max_validation_rows must be at least 1"):
+        load_task_data(DataSpec(train=str(SST2_TRAIN), max_validation_rows=0), seed=0)
 
 
 @needs_shared

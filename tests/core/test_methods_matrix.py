@@ -161,6 +161,16 @@ def test_budget_resolution(tiny_models, family):
     assert (plan.size_name, plan.size) == ("rank", nearest) == ("rank", 3)
     assert plan.method_params == nearest * per_rank
     assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n) == 3 * per_rank
+    assert plan.note == ""
+    # below rank 1 on query and value, LoRA adapts the query alone at rank 1 (half of per_rank)
+    for small_budget, over in ((200, False), (100, True)):
+        _, model, _, plan = build(folder, "lora", None, rank=None, budget=small_budget)
+        lora_names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+        assert (plan.size, plan.method_params) == (1, per_rank // 2)
+        query = model.layout.lora_targets[0]
+        assert len(lora_names) == 2 * LAYERS and all(f".{query}." in name for name in lora_names)
+        assert sum(p.numel() for n, p in model.named_parameters() if n in lora_names) == per_rank // 2
+        assert f"only the {query} projections" in plan.note and ("smallest lora" in plan.note) == over
 
     _, model, _, plan = build(folder, "vera", None, rank=None, budget=budget)
     scaling = 2 * LAYERS * HIDDEN  # the b vectors of q and v in every layer: 128, whatever the rank
@@ -327,11 +337,12 @@ def test_merge_needs_cls_pooling(tiny_models, tmp_path, family, pooling):
 # --- vector files ---------------------------------------------------------------------------------------------
 
 
-def saved_vector(folder: Path, target: Path, method: str = "slash", position: str | None = "output", seed: int = 5):
-    loaded, model, method_obj, plan = build(folder, method, position)
+def saved_vector(folder: Path, target: Path, method: str = "slash", position: str | None = "output", seed: int = 5,
+                 **overrides):
+    loaded, model, method_obj, plan = build(folder, method, position, **overrides)
     perturb(model, seed=seed, head=True)
     perturb(model, seed=seed + 1, head=False)
-    spec = spec_for(method, position)
+    spec = spec_for(method, position, **overrides)
     weights, sidecar = export.save_vector(target / "vector", model, metadata_for(model, plan, folder, spec))
     encoder = Encoder(loaded.tokenizer, MAX_LENGTH, model)
     return weights, sidecar, model, encoder
@@ -349,6 +360,15 @@ def test_vector_round_trip(tiny_models, tmp_path, family, method, position):
     assert torch.equal(logits_of(restored.model, restored.encoder, texts), expected)
     # Only safetensors and JSON were written.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vector.json", "vector.safetensors"]
+
+
+def test_budgeted_lora_round_trip(tiny_models, tmp_path):
+    """A LoRA sized by a budget below rank 1 on query and value comes back with the same (query-only) adapters."""
+    weights, _, model, encoder = saved_vector(tiny_models["bert"], tmp_path, "lora", None, rank=None, budget=200)
+    restored = export.restore(weights)
+    texts = sentences(8)
+    assert restored.metadata["plan"]["method_params"] == 2 * LAYERS * HIDDEN
+    assert torch.equal(logits_of(restored.model, restored.encoder, texts), logits_of(model, encoder, texts))
 
 
 @pytest.fixture(scope="module")

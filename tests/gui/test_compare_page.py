@@ -42,13 +42,13 @@ def test_compare_runs_in_the_background_and_shows_table_and_curve(qtbot, window,
     vera_row = [page.table.item(2, column).text() for column in range(page.table.columnCount())]
     assert vera_row[1] == "rank 1" and vera_row[2].startswith("132 (")  # below VeRA's smallest size: rank 1
     assert page.table.item(3, headers.index("step ÷ full")).text() == "1.00×"
-    assert page.curve_plot.point_count == 2 + len(LABELS)
+    assert page.curve_plot.point_count == 3 + len(LABELS)  # d = 8, 16 and the slash-output case (24)
 
     output = page.output
     assert output.parent == data_root() / "benchmarks"
     results = json.loads((output / "results.json").read_text(encoding="utf-8"))
     assert [case["label"] for case in results["cases"]] == list(LABELS)
-    assert [point["d"] for point in results["curve"]] == [8, 16]
+    assert [point["d"] for point in results["curve"]] == [8, 16, 24]
     assert results["settings"]["steps"] == 3 and results["settings"]["batch_size"] == 8  # the Method page's batch
     assert all(case["peak_memory_mb"] is None for case in results["cases"])  # not measured, as asked
     for name in ("results.md", "budget_curve.png", "speed.png"):

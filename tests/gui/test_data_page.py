@@ -41,7 +41,11 @@ def test_split_fraction_and_row_limit(qtbot, window, sst2_200):
     page.rows_spin.setValue(100)
     wait_summary(qtbot, page)
     assert (page.summary.train_rows, page.summary.validation_rows) == (100, 50)
+    page.validation_rows_spin.setValue(30)
+    wait_summary(qtbot, page)
+    assert (page.summary.train_rows, page.summary.validation_rows) == (100, 30)
     assert page.data_spec().validation_fraction == 0.25 and page.data_spec().max_train_rows == 100
+    assert page.data_spec().max_validation_rows == 30
 
 
 def test_columns_can_be_changed_and_pairs_are_guessed(qtbot, window, tmp_path):

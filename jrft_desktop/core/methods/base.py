@@ -44,18 +44,23 @@ class Method:
     has_position: bool = False  # reads MethodSpec.position
 
     # --- sizing -------------------------------------------------------------------------------------------
-    def params_for_size(self, size: int | None, model: JrftModel) -> int:
+    def params_for_size(self, size: int | None, model: JrftModel, spec: MethodSpec) -> int:
         raise NotImplementedError
 
-    def size_for_budget(self, budget: int, model: JrftModel) -> int | None:
+    def size_for_budget(self, budget: int, model: JrftModel, spec: MethodSpec) -> int | None:
         return None
+
+    def budget_note(self, spec: MethodSpec, model: JrftModel) -> str:
+        """What the method gave up to fit spec.budget, if anything (shown with the plan)."""
+        return ""
 
     def plan(self, spec: MethodSpec, model: JrftModel) -> MethodPlan:
         head_params = sum(p.numel() for p in model.head.parameters())
         size = getattr(spec, self.size_name) if self.size_name else None
         note = ""
         if size is None and self.size_name and spec.budget is not None:
-            size = self.size_for_budget(spec.budget, model)
+            size = self.size_for_budget(spec.budget, model, spec)
+            note = self.budget_note(spec, model)
         elif spec.budget is not None and not self.size_name:
             note = f"{self.name} has no size to fit a budget; the budget of {spec.budget} is ignored"
         if size is None:
@@ -63,13 +68,14 @@ class Method:
         if self.size_name and (size is None or size < 1):
             raise UserError(f"{self.name}: {self.size_name} must be a positive whole number (got {size}).")
         position = spec.position if self.has_position else None
-        params = self.params_for_size(size, model)
+        params = self.params_for_size(size, model, spec)
         if self.size_name:  # each trainable value also has a gradient and two AdamW moments: 16 bytes in all
             require_memory(16 * params, f"Training {self.name} with {self.size_name} = {size:,}",
                            f"use a smaller {self.size_name}")
         if spec.budget is not None and self.size_name and size == 1 and params > spec.budget:
-            note = (f"the smallest {self.name} on this model ({self.size_name} 1) trains {params:,} parameters, more "
-                    f"than the budget of {spec.budget:,}")
+            note = "; ".join(filter(None, (
+                f"the smallest {self.name} on this model ({self.size_name} 1) trains {params:,} parameters, more "
+                f"than the budget of {spec.budget:,}", note)))
         return MethodPlan(self.name, self.size_name, size, params, head_params, position, note)
 
     # --- training -----------------------------------------------------------------------------------------
@@ -105,10 +111,10 @@ class ProjectedMethod(Method):
     size_name = "d"
     default_size = 1024
 
-    def params_for_size(self, size, model):
+    def params_for_size(self, size, model, spec):
         return size
 
-    def size_for_budget(self, budget, model):
+    def size_for_budget(self, budget, model, spec):
         return budget
 
     def attach_projection(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec, width: int) -> list[nn.Module]:

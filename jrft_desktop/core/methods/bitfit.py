@@ -13,7 +13,7 @@ class BitFit(Method):
     summary = "BitFit: only the model's bias terms train (a fixed count for a given model)."
     default_lr = 3e-3
 
-    def params_for_size(self, size, model):
+    def params_for_size(self, size, model, spec):
         return sum(p.numel() for p in _biases(model.backbone))
 
     def apply(self, model, plan, spec):

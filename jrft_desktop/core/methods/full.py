@@ -9,7 +9,7 @@ class FullFinetuning(Method):
     summary = "Full finetuning: every weight of the model trains."
     default_lr = 5e-5
 
-    def params_for_size(self, size, model):
+    def params_for_size(self, size, model, spec):
         return sum(p.numel() for p in model.backbone.parameters())
 
     def apply(self, model, plan, spec):

@@ -9,7 +9,7 @@ class HeadOnly(Method):
     summary = "Linear probe: only the classification head trains; the model is frozen."
     default_lr = 1e-2
 
-    def params_for_size(self, size, model):
+    def params_for_size(self, size, model, spec):
         return 0
 
     def apply(self, model, plan, spec):

@@ -1,4 +1,7 @@
-"""LoRA through the `peft` library: low-rank updates of the attention query and value projections."""
+"""LoRA through the `peft` library: low-rank updates of the attention query and value projections.
+
+Rank 1 on query and value is the smallest usual LoRA. When a budget cannot pay for it, LoRA adapts the query
+projections alone (a configuration the LoRA paper also studies), so that it is compared at the same budget."""
 
 from torch import nn
 
@@ -6,10 +9,14 @@ from . import register
 from .base import Method, freeze
 
 
-def attention_targets(model) -> list[nn.Linear]:
-    """The attention query and value projections of every layer (LoRA's and VeRA's targets)."""
-    suffixes = tuple(f".{name}" for name in model.layout.lora_targets)
+def attention_targets(model, names: tuple[str, ...] | None = None) -> list[nn.Linear]:
+    """The attention projections called `names` in every layer (default: query and value, LoRA's and VeRA's)."""
+    suffixes = tuple(f".{name}" for name in (names or model.layout.lora_targets))
     return [m for name, m in model.base().named_modules() if isinstance(m, nn.Linear) and name.endswith(suffixes)]
+
+
+def _rank_one_params(model, names: tuple[str, ...] | None = None) -> int:
+    return sum(m.in_features + m.out_features for m in attention_targets(model, names))
 
 
 class PeftMethod(Method):
@@ -27,19 +34,34 @@ class LoRA(PeftMethod):
     size_name = "rank"
     default_size = 8
 
-    def params_for_size(self, size, model):
-        return size * sum(m.in_features + m.out_features for m in attention_targets(model))
+    def target_names(self, spec, model) -> tuple[str, ...]:
+        """Query and value, or the query alone when a budget (with no rank given) is below rank 1 on both."""
+        names = model.layout.lora_targets
+        if spec.rank is None and spec.budget is not None and spec.budget < _rank_one_params(model, names):
+            return names[:1]
+        return names
 
-    def size_for_budget(self, budget, model):
-        per_rank = self.params_for_size(1, model)
-        return max(1, round(budget / per_rank))
+    def params_for_size(self, size, model, spec):
+        return size * _rank_one_params(model, self.target_names(spec, model))
+
+    def size_for_budget(self, budget, model, spec):
+        if self.target_names(spec, model) != model.layout.lora_targets:
+            return 1  # the budget is below rank 1 on query and value, so below rank 2 on the query alone
+        return round(budget / self.params_for_size(1, model, spec))
+
+    def budget_note(self, spec, model):
+        names = self.target_names(spec, model)
+        if names == model.layout.lora_targets:
+            return ""
+        return (f"lora adapts only the {names[0]} projections to fit the budget (rank 1 on "
+                f"{' and '.join(model.layout.lora_targets)} trains {_rank_one_params(model):,})")
 
     def apply(self, model, plan, spec):
         from peft import LoraConfig, get_peft_model
 
         freeze(model.backbone)
         config = LoraConfig(r=plan.size, lora_alpha=2 * plan.size, lora_dropout=0.0,
-                            target_modules=list(model.layout.lora_targets), bias="none")
+                            target_modules=list(self.target_names(spec, model)), bias="none")
         model.backbone = get_peft_model(model.backbone, config)
 
 

@@ -18,10 +18,10 @@ class VeRA(PeftMethod):
     size_name = "rank"
     default_size = 256  # peft's default; VeRA wants far higher ranks than LoRA, the rank costs 1 parameter a layer
 
-    def params_for_size(self, size, model):
+    def params_for_size(self, size, model, spec):
         return sum(m.out_features + size for m in attention_targets(model))
 
-    def size_for_budget(self, budget, model):
+    def size_for_budget(self, budget, model, spec):
         targets = attention_targets(model)
         scaling = sum(m.out_features for m in targets)  # the b vectors: paid whatever the rank
         return max(1, round((budget - scaling) / len(targets)))

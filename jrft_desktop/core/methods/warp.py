@@ -24,10 +24,10 @@ class Warp(Method):
     size_name = "prompt_tokens"
     default_size = 8
 
-    def params_for_size(self, size, model):
+    def params_for_size(self, size, model, spec):
         return size * model.info.hidden_size
 
-    def size_for_budget(self, budget, model):
+    def size_for_budget(self, budget, model, spec):
         return max(1, round(budget / model.info.hidden_size))
 
     def apply(self, model, plan, spec):

@@ -162,14 +162,13 @@ class DataPage(Page):
         for combo in (self.text_combo, self.pair_combo, self.label_combo):  # wide enough for long column names
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
             combo.setMinimumContentsLength(18)
-        self.rows_spin = with_help(QSpinBox(), DataSpec, "max_train_rows")
-        self.rows_spin.setRange(0, 100_000_000)
-        self.rows_spin.setSingleStep(1000)
-        self.rows_spin.setSpecialValueText("all rows")
+        self.rows_spin = self._row_limit_spin("max_train_rows")
+        self.validation_rows_spin = self._row_limit_spin("max_validation_rows")
         form.addRow("Text", self.text_combo)
         form.addRow("Second text (sentence pairs)", self.pair_combo)
         form.addRow("Label", self.label_combo)
         form.addRow("Train on at most", self.rows_spin)
+        form.addRow("Score on at most", self.validation_rows_spin)
         left.addWidget(chosen)
 
         summary = QGroupBox("What training will see")
@@ -207,6 +206,7 @@ class DataPage(Page):
             combo.currentIndexChanged.connect(self._settings_changed)
         self.fraction_spin.valueChanged.connect(self._settings_changed)
         self.rows_spin.valueChanged.connect(self._settings_changed)
+        self.validation_rows_spin.valueChanged.connect(self._settings_changed)
         self.split_radio.toggled.connect(self._settings_changed)
 
     def load(self) -> None:
@@ -226,7 +226,16 @@ class DataPage(Page):
             label_column=self.label_combo.currentText() or None,
             validation_fraction=self.fraction_spin.value() / 100,
             max_train_rows=self.rows_spin.value() or None,
+            max_validation_rows=self.validation_rows_spin.value() or None,
         )
+
+    @staticmethod
+    def _row_limit_spin(name: str) -> QSpinBox:
+        spin = with_help(QSpinBox(), DataSpec, name)
+        spin.setRange(0, 100_000_000)
+        spin.setSingleStep(1000)
+        spin.setSpecialValueText("all rows")
+        return spin
 
     @property
     def busy(self) -> bool:
