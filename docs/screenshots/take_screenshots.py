@@ -1,8 +1,8 @@
 """Screenshots of every page from a real session: the bundled model on the bundled SST-2 sample.
 
 Run under a virtual display (runs and settings go to a temporary JRFT_HOME). It trains for real: 40 private steps
-of SLaSh, 120 steps of the linear head and of SLaSh, then a four-method comparison; 24 minutes on a 2-core machine
-that other jobs shared, most of it the three runs.
+of SLaSh, 120 steps of the linear head and of SLaSh, then a four-method comparison; 8 minutes on an idle 2-core
+machine (24 when other jobs shared it), most of it the three runs and the comparison.
 
     Xvfb :99 -screen 0 1400x900x24 &
     DISPLAY=:99 .venv/bin/python docs/screenshots/take_screenshots.py
