@@ -141,7 +141,6 @@ def test_max_train_rows_samples_after_the_split():
     assert load_task_data(spec, seed=1).train == data.train
 
 
-
 @needs_shared
 def test_max_validation_rows_samples_the_validation_file():
     full = load_task_data(DataSpec(train=str(SST2_TRAIN), validation=str(SST2_TEST)), seed=0)
