@@ -69,6 +69,16 @@ def test_lag_probe_sees_a_blocked_event_loop(qtbot):
     QTimer.singleShot(60, lambda: time.sleep(0.15))
     qtbot.wait(400)
     assert probe.stop() >= 100 and probe.ticks > 5
+    assert len(probe.long_blocks_ms) == 1 and probe.long_blocks_ms[0] == probe.max_lag_ms
+    assert probe.smooth(100, 300)  # one short stall passes (a busy shared host makes those) ...
+    assert not probe.smooth(100, 120)  # ... unless it is longer than the one stall allowed
+
+    probe.start()
+    for delay in (60, 260):
+        QTimer.singleShot(delay, lambda: time.sleep(0.15))
+    qtbot.wait(600)
+    probe.stop()
+    assert len(probe.long_blocks_ms) == 2 and not probe.smooth(100, 300)  # blocked again: not smooth
 
 
 def test_background_calls_report_results_errors_and_only_the_latest_answer(qtbot, window):
