@@ -42,9 +42,9 @@ class LagProbe(QObject):
         return self.max_lag_ms
 
     def smooth(self, limit_ms: float, once_ms: float) -> bool:
-        """No block over `limit_ms`, or a single one under `once_ms`: a shared host that pauses the whole process
-        for a moment (CI's machines do) shows up as one late tick; a UI that the app itself blocks, again and
-        again or for long."""
+        """No block over `limit_ms`, or a single one under `once_ms`. A shared host that pauses the whole process
+        for a moment (CI's machines do) shows up as one late tick; an app that blocks its own UI does it again and
+        again, or for long."""
         return sum(lag > limit_ms for lag in self.long_blocks_ms) <= 1 and self.max_lag_ms <= once_ms
 
     def _tick(self) -> None:

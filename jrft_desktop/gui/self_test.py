@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from ..core.events import FinishedEvent
 from .backend import predict_with_stock_model
+from .lag_probe import RECORDED_MS
 from .main_window import MainWindow
 from .worker import run_in_background
 
@@ -118,7 +119,7 @@ class SelfTest:
         metric = result.metrics["metric"]
         blocks = ", ".join(f"{lag:.0f}" for lag in train.probe.long_blocks_ms) or "none"
         self.log(f"trained: {metric} {result.metrics[metric]:.4f}; plot points {points}; longest UI-thread block "
-                 f"{train.max_lag_ms:.0f} ms (blocks of 50 ms or more: {blocks})")
+                 f"{train.max_lag_ms:.0f} ms (blocks of {RECORDED_MS} ms or more: {blocks})")
         if not train.probe.smooth(MAX_LAG_MS, ONE_STALL_MS):
             raise SelfTestFailed(f"the UI thread was blocked during training for {blocks} ms (limit: "
                                  f"{MAX_LAG_MS} ms, or a single stall under {ONE_STALL_MS} ms)")
