@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.trainer import Trainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
@@ -35,7 +35,7 @@ def config(data_dir: Path, method: str, privacy: Privacy, rows: int, max_length:
     return RunConfig(model=ModelSpec(), data=DataSpec(train=str(data_dir / "train.tsv"),
                                                       validation=str(data_dir / "test.tsv"), max_length=max_length,
                                                       max_train_rows=rows),
-                     method=METHODS[method], budget=Budget(device="cpu", **budget), privacy=privacy)
+                     method=METHODS[method], training=TrainingSpec(device="cpu", **budget), privacy=privacy)
 
 
 def train(run_config: RunConfig, folder: Path) -> dict:

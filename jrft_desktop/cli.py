@@ -13,7 +13,7 @@ import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .core.config import (Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices, field_help,
+from .core.config import (TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices, field_help,
                           optional_type)
 from .core.errors import UserError
 
@@ -38,17 +38,17 @@ TRAIN_FLAGS = [
     ("--position", MethodSpec, "position"), ("--rank", MethodSpec, "rank"),
     ("--prompt-tokens", MethodSpec, "prompt_tokens"), ("--projection-seed", MethodSpec, "projection_seed"),
     ("--on-the-fly", MethodSpec, "on_the_fly"),
-    ("--epochs", Budget, "epochs"), ("--max-steps", Budget, "max_steps"), ("--batch-size", Budget, "batch_size"),
-    ("--gradient-accumulation", Budget, "gradient_accumulation"), ("--lr", Budget, "lr"),
-    ("--weight-decay", Budget, "weight_decay"), ("--schedule", Budget, "schedule"),
-    ("--warmup-ratio", Budget, "warmup_ratio"), ("--eval-every", Budget, "eval_every"),
-    ("--checkpoint-every", Budget, "checkpoint_every"), ("--early-stopping", Budget, "early_stopping_patience"),
-    ("--metric", Budget, "metric"), ("--device", Budget, "device"), ("--seed", Budget, "seed"),
-    ("--dropout", Budget, "dropout"),
+    ("--epochs", TrainingSpec, "epochs"), ("--max-steps", TrainingSpec, "max_steps"), ("--batch-size", TrainingSpec, "batch_size"),
+    ("--gradient-accumulation", TrainingSpec, "gradient_accumulation"), ("--lr", TrainingSpec, "lr"),
+    ("--weight-decay", TrainingSpec, "weight_decay"), ("--schedule", TrainingSpec, "schedule"),
+    ("--warmup-ratio", TrainingSpec, "warmup_ratio"), ("--eval-every", TrainingSpec, "eval_every"),
+    ("--checkpoint-every", TrainingSpec, "checkpoint_every"), ("--early-stopping", TrainingSpec, "early_stopping_patience"),
+    ("--metric", TrainingSpec, "metric"), ("--device", TrainingSpec, "device"), ("--seed", TrainingSpec, "seed"),
+    ("--dropout", TrainingSpec, "dropout"),
     ("--epsilon", Privacy, "epsilon"), ("--delta", Privacy, "delta"), ("--max-grad-norm", Privacy, "max_grad_norm"),
     ("--noise-multiplier", Privacy, "noise_multiplier"), ("--accountant", Privacy, "accountant"),
 ]
-SECTIONS = {ModelSpec: "model", DataSpec: "data", MethodSpec: "method", Budget: "budget", Privacy: "privacy"}
+SECTIONS = {ModelSpec: "model", DataSpec: "data", MethodSpec: "method", TrainingSpec: "training", Privacy: "privacy"}
 
 
 def _dest(cls, name: str) -> str:
@@ -308,7 +308,7 @@ def cmd_demo(args) -> int:
     config = RunConfig(
         data=DataSpec(train=str(sample / "sst2_train.tsv"), validation=str(sample / "sst2_dev.tsv"), max_length=64),
         method=MethodSpec(name="slash", d=1024, position="output"),
-        budget=Budget(max_steps=args.steps, batch_size=32, eval_every=max(1, args.steps // 2)),
+        training=TrainingSpec(max_steps=args.steps, batch_size=32, eval_every=max(1, args.steps // 2)),
     )
     print(f"Demo: SLaSh (d = 1024) on the bundled SST-2 sample with {config.model.name_or_path}, "
           f"{args.steps} steps, into {output}", file=sys.stderr)
@@ -359,7 +359,7 @@ def cmd_bench(args) -> int:
         data_fields.setdefault("max_validation_rows", 500)  # scored on 500: evaluation took a third of a run
     model, data = replace(ModelSpec(), **given(ModelSpec)), replace(DataSpec(), **data_fields)
     cases = bench.pick_cases(args.methods, args.budget, args.quick)
-    training = given(Budget)
+    training = given(TrainingSpec)
     chosen = {key: value for key, value in (
         ("steps", args.steps), ("seeds", tuple(args.seeds) if args.seeds else None),
         ("curve", tuple(args.curve) if args.curve is not None else None), ("timing_rounds", args.rounds),
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             command.add_argument("--data", required=True, help="Labelled file with the run's columns.")
         command.add_argument("--model", help="Path of the base model, if it moved since training.")
-        command.add_argument("--device", default="auto", help=field_help(Budget, "device"))
+        command.add_argument("--device", default="auto", help=field_help(TrainingSpec, "device"))
         command.set_defaults(handler=handler)
 
     export = commands.add_parser("export", help="Write a merged stock transformers model from a run.")

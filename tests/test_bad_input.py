@@ -28,7 +28,7 @@ from file_faults import fill_the_disk, read_only
 
 from jrft_desktop.cli import main
 from jrft_desktop.core import data, limits, methods, runs
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.data import load_examples, load_task_data
 from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserError
 from jrft_desktop.core.export import read_vector, restore
@@ -179,7 +179,7 @@ def _spec(ctx, data, **changes) -> DataSpec:
 
 def _trainer(ctx, output=None, **sections) -> object:
     parts = {"data": _spec(ctx, ctx.inputs.good), "model": ModelSpec(name_or_path=str(ctx.inputs.bert)),
-             "budget": Budget(max_steps=2, batch_size=8), **sections}
+             "training": TrainingSpec(max_steps=2, batch_size=8), **sections}
     config = RunConfig(**parts)
     return Trainer(config, output or ctx.out).run()
 
@@ -351,7 +351,7 @@ CASES = [
          _torch_save_vector),
     Case("batch size larger than the data", lambda c: _train(c, c.inputs.good, "--batch-size", "1000"),
          ("batch size 1000 is larger than the 135 training examples",),
-         lambda c: _trainer(c, budget=Budget(max_steps=2, batch_size=1000))),
+         lambda c: _trainer(c, training=TrainingSpec(max_steps=2, batch_size=1000))),
     Case("more WARP prompt tokens than the model has positions",
          lambda c: _train(c, c.inputs.good, "--method", "warp", "--prompt-tokens", "600"),
          ("600 prompt tokens leave 0 of this model's 128 positions for the text", "at most 120 prompt tokens"),

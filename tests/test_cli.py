@@ -107,8 +107,8 @@ def test_train_writes_a_complete_run_folder(sst_run, data):
 
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["method"] == {**config["method"], "name": "slash", "d": 64, "position": "intermediate"}
-    assert config["budget"]["lr"] == 0.05 and config["budget"]["seed"] == 3
-    assert config["budget"]["batch_size"] == 16 and config["budget"]["checkpoint_every"] == 2
+    assert config["training"]["lr"] == 0.05 and config["training"]["seed"] == 3
+    assert config["training"]["batch_size"] == 16 and config["training"]["checkpoint_every"] == 2
     assert config["data"]["max_length"] == 32 and config["data"]["text_column"] == "sentence"
 
     report = json.loads(done.stdout)  # stdout is JSON, and only JSON

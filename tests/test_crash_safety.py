@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from jrft_desktop.cli import main
 from jrft_desktop.core import paths, runs
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.export import read_vector
 from jrft_desktop.core.trainer import Trainer
@@ -144,7 +144,7 @@ def test_a_lock_dies_with_its_process(tiny_models, sst2_200, tmp_path, env):
         owner = json.loads((run_dir / runs.LOCK_FILE).read_text(encoding="utf-8"))
         config = RunConfig(model=ModelSpec(str(tiny_models["bert"])),
                            data=DataSpec(train=str(sst2_200), max_length=32), method=MethodSpec(d=16),
-                           budget=Budget(max_steps=2, batch_size=8, device="cpu"))
+                           training=TrainingSpec(max_steps=2, batch_size=8, device="cpu"))
         with pytest.raises(ArtifactError, match=f"Another process is training in .*pid {owner['pid']}"):
             Trainer(config, run_dir).run()
         assert sorted(p.name for p in run_dir.iterdir()) == [runs.LOCK_FILE]  # the holder's folder untouched

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from . import methods
-from .config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from .config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from .data import load_task_data
 from .errors import UserError
 from .events import StepEvent
@@ -431,7 +431,7 @@ def _train(settings: BenchSettings, spec: MethodSpec, seed: int, run_dir: Path, 
     from .trainer import Trainer
 
     config = RunConfig(model=settings.model, data=settings.data, method=spec,
-                       budget=Budget(max_steps=settings.steps, batch_size=settings.batch_size,
+                       training=TrainingSpec(max_steps=settings.steps, batch_size=settings.batch_size,
                                      eval_every=settings.steps, metric=settings.metric, seed=seed,
                                      device=settings.device))
     metrics_file, config_file = run_dir / runs.METRICS_FILE, run_dir / runs.CONFIG_FILE

@@ -121,8 +121,8 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
-class Budget:
-    """How much training: schedule, batch and stopping rules."""
+class TrainingSpec:
+    """How to train: schedule, batch, stopping rules, device and seed."""
 
     epochs: float | None = field(default=None, metadata=_help("Passes over the training data (default 3)."))
     max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps."))
@@ -205,7 +205,7 @@ class RunConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     method: MethodSpec = field(default_factory=MethodSpec)
-    budget: Budget = field(default_factory=Budget)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
     privacy: Privacy = field(default_factory=Privacy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +216,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        if isinstance(data, dict) and "budget" in data and "training" not in data:
+            data = {("training" if key == "budget" else key): value for key, value in data.items()}  # older run folders
         return _build(cls, data, "config")
 
     @classmethod

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import distributed, methods, metrics, runs
-from .config import Budget, RunConfig
+from .config import TrainingSpec, RunConfig
 from .data import load_task_data
 from .errors import UserError
 from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
@@ -88,10 +88,10 @@ class Batches:
         return encoder.collate([self.rows[i] for i in picked]), self.labels[list(picked)]
 
 
-def planned_steps(train_examples: int, budget: Budget) -> tuple[int, int]:
+def planned_steps(train_examples: int, training: TrainingSpec) -> tuple[int, int]:
     """(optimizer steps per epoch, total steps) of a run on this many training examples."""
-    steps_per_epoch = math.ceil(math.ceil(train_examples / budget.batch_size) / budget.gradient_accumulation)
-    return steps_per_epoch, budget.max_steps or max(1, math.ceil((budget.epochs or 3) * steps_per_epoch))
+    steps_per_epoch = math.ceil(math.ceil(train_examples / training.batch_size) / training.gradient_accumulation)
+    return steps_per_epoch, training.max_steps or max(1, math.ceil((training.epochs or 3) * steps_per_epoch))
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -194,9 +194,9 @@ class Trainer:
     def _run(self, config: RunConfig) -> FinishedEvent:
         processes = self.processes
         started = time.perf_counter()
-        budget = config.budget
-        torch.manual_seed(budget.seed)  # head and prompt initialisation
-        data = load_task_data(config.data, budget.seed)
+        training = config.training
+        torch.manual_seed(training.seed)  # head and prompt initialisation
+        data = load_task_data(config.data, training.seed)
         loaded = load_backbone(config.model)
         model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method)
         encoder = Encoder(loaded.tokenizer, config.data.max_length, model)
@@ -211,22 +211,22 @@ class Trainer:
         if truncated or truncated_val:
             notes.append(f"{truncated} training and {truncated_val} validation texts were longer than "
                          f"{encoder.max_length} tokens and were truncated")
-        if budget.batch_size > len(train_rows):
-            raise UserError(f"The batch size {budget.batch_size} is larger than the {len(train_rows)} training "
+        if training.batch_size > len(train_rows):
+            raise UserError(f"The batch size {training.batch_size} is larger than the {len(train_rows)} training "
                             f"examples; use a batch size of at most {len(train_rows)}.")
-        device = distributed.device_for(processes, pick_device(budget.device))
+        device = distributed.device_for(processes, pick_device(training.device))
         model.to(device)
         label_dtype = torch.float32 if data.task == "regression" else torch.long
-        batches = Batches(train_rows, torch.tensor(data.train.labels, dtype=label_dtype), budget.batch_size,
-                          budget.seed)
-        steps_per_epoch, total_steps = planned_steps(len(train_rows), budget)
-        eval_every = budget.eval_every or max(1, total_steps // 10)
-        checkpoint_every = budget.checkpoint_every or eval_every
-        warmup = int(round(budget.warmup_ratio * total_steps))
-        lr = budget.lr if budget.lr is not None else method.default_lr
-        metric_name = metrics.default_metric(data.task) if budget.metric == "auto" else budget.metric
+        batches = Batches(train_rows, torch.tensor(data.train.labels, dtype=label_dtype), training.batch_size,
+                          training.seed)
+        steps_per_epoch, total_steps = planned_steps(len(train_rows), training)
+        eval_every = training.eval_every or max(1, total_steps // 10)
+        checkpoint_every = training.checkpoint_every or eval_every
+        warmup = int(round(training.warmup_ratio * total_steps))
+        lr = training.lr if training.lr is not None else method.default_lr
+        metric_name = metrics.default_metric(data.task) if training.metric == "auto" else training.metric
         parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=budget.weight_decay)
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=training.weight_decay)
         private = _start_private(config, model, method, optimizer, len(train_rows), total_steps, device, processes) \
             if config.privacy.enabled else None
         if private is not None:
@@ -243,7 +243,7 @@ class Trainer:
             notes.append(f"resumed from step {state['step']}")
         if processes.parallel:
             notes.append(f"data-parallel over {processes.world_size} processes: each takes its part of every batch "
-                         f"of {budget.batch_size}")
+                         f"of {training.batch_size}")
         # Private steps take per-example gradients of the bare model and Opacus adds up the processes' parts.
         trained = distributed.data_parallel(model, device) if processes.parallel and private is None else model
         self.emit(PreparedEvent(total_steps, state["step"], len(train_rows), len(validation_rows), plan.to_dict(),
@@ -264,24 +264,24 @@ class Trainer:
                 break
             step = state["step"]
             tick = time.perf_counter()
-            factor = lr_factor(step, total_steps, warmup, budget.schedule)
+            factor = lr_factor(step, total_steps, warmup, training.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
-            torch.manual_seed(budget.seed * 1_000_003 + step)  # dropout masks depend only on the step
-            model.train(budget.dropout)
+            torch.manual_seed(training.seed * 1_000_003 + step)  # dropout masks depend only on the step
+            model.train(training.dropout)
             loss_total = 0.0
             examples = 0
             epsilon = None
             if private is not None:
                 picked = private.sample()  # Poisson: its own secret randomness, a varying size
-                physical = (_to_device(batches.gather(picked[start:start + budget.batch_size], encoder), device)
-                            for start in range(0, len(picked), budget.batch_size))
+                physical = (_to_device(batches.gather(picked[start:start + training.batch_size], encoder), device)
+                            for start in range(0, len(picked), training.batch_size))
                 loss_total, examples = private.step(model, physical, task_loss)
                 state["privacy"] = private.state_dict()
                 epsilon = private.epsilon(live=True)
             else:
-                for micro in range(budget.gradient_accumulation):
-                    picked = batches.indices(step * budget.gradient_accumulation + micro)
+                for micro in range(training.gradient_accumulation):
+                    picked = batches.indices(step * training.gradient_accumulation + micro)
                     mine = processes.share(picked)
                     # DistributedDataParallel averages the processes' gradients: weighting each process's mean loss
                     # by its share of the batch makes that average the gradient of the whole batch's mean loss.
@@ -290,12 +290,12 @@ class Trainer:
                     # A process left without examples (a short last batch) still joins the gradient exchange, with
                     # one example at weight 0.
                     inputs, labels = _to_device(batches.gather(mine or picked[:1], encoder), device)
-                    syncing = micro == budget.gradient_accumulation - 1 or not processes.parallel
+                    syncing = micro == training.gradient_accumulation - 1 or not processes.parallel
                     with contextlib.nullcontext() if syncing else trained.no_sync():
                         with autocast or contextlib.nullcontext():
                             logits = trained(**inputs)
                         mean_loss = task_loss(logits, labels)
-                        loss = mean_loss * weight / budget.gradient_accumulation
+                        loss = mean_loss * weight / training.gradient_accumulation
                         (scaler.scale(loss) if scaler else loss).backward()
                     loss_total += mean_loss.item() * len(mine)
             if scaler:
@@ -333,7 +333,7 @@ class Trainer:
                     state["evals_since_best"] += 1
                 state["history"].append({"step": state["step"], "eval": scores})
                 self.emit(EvalEvent(state["step"], scores, metric_name, improved))
-                patience = budget.early_stopping_patience
+                patience = training.early_stopping_patience
                 if patience is not None and state["evals_since_best"] >= patience and not last:
                     status = "early-stopped"
                     break
@@ -367,7 +367,7 @@ class Trainer:
             "position": plan.position, "pooling": model.pooling, "train_steps": state["step"],
             "best_step": state["best_step"], "metric": metric_name, "lr": lr,
             "step_time_s": statistics.median(timed) if timed else None,
-            "examples_per_s": budget.batch_size * budget.gradient_accumulation / statistics.median(timed)
+            "examples_per_s": training.batch_size * training.gradient_accumulation / statistics.median(timed)
             if timed else None,
             "peak_memory_mb": peak_memory_mb(device), "device": str(device), "processes": processes.world_size,
             "train_examples": len(train_rows), "validation_examples": len(validation_rows),
@@ -380,7 +380,7 @@ class Trainer:
             model=model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
             max_length=config.data.max_length, task=data.task, label_names=data.label_names,
             columns={"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column},
-            seed=budget.seed, metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
+            seed=training.seed, metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
         )
         report: tuple[Path, ...] = ()
         if private is not None:
@@ -432,9 +432,9 @@ def _start_private(config: RunConfig, model: JrftModel, method: methods.Method, 
     """Check and plan DP-SGD before any step is taken (refusals are PrivacyErrors)."""
     from . import privacy  # Opacus loads for private runs only
 
-    budget = config.budget
+    training = config.training
     privacy.check_trainable_modules(model)
-    plan = privacy.plan_privacy(config.privacy, train_examples, budget.batch_size * budget.gradient_accumulation,
+    plan = privacy.plan_privacy(config.privacy, train_examples, training.batch_size * training.gradient_accumulation,
                                 total_steps)
     return privacy.PrivateTraining(plan, model, optimizer, device, processes, method)
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..core import paths
-from ..core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from ..core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from ..core.errors import ArtifactError, UserError
 
 PREVIEW_ROWS = 100
@@ -117,15 +117,15 @@ def compute_devices() -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def preview_privacy(privacy: Privacy, train_examples: int, budget: Budget):
+def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpec):
     """The core's PrivacyPlan (the calibrated noise multiplier σ, δ, the sampling rate) for these settings, or the
     PrivacyError that says why ε cannot be reached; computed exactly as training will."""
     load_engine()
     from ..core.privacy import plan_privacy
     from ..core.trainer import planned_steps
 
-    _, steps = planned_steps(train_examples, budget)
-    return plan_privacy(privacy, train_examples, budget.batch_size * budget.gradient_accumulation, steps)
+    _, steps = planned_steps(train_examples, training)
+    return plan_privacy(privacy, train_examples, training.batch_size * training.gradient_accumulation, steps)
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
     except UserError:
         return None
     metrics = _read_json(run_dir / runs.METRICS_FILE) or {}
-    budget = run_config.budget
+    training = run_config.training
     if metrics:
         status = metrics.get("status", "completed")
         metric_name = metrics.get("metric")
@@ -232,11 +232,11 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
         state = _checkpoint_state(run_dir)
         status = "stopped" if state else "incomplete"
         evals = [entry["eval"] for entry in (state or {}).get("history", []) if "eval" in entry]
-        metric_name = (budget.metric if budget.metric != "auto" else next(iter(evals[-1]))) if evals else None
+        metric_name = (training.metric if training.metric != "auto" else next(iter(evals[-1]))) if evals else None
         metrics = dict(evals[-1]) if evals else {}
         steps = f"{state['step']}" if state else "0"
-    if budget.max_steps and status == "stopped":
-        steps = f"{steps} of {budget.max_steps}"
+    if training.max_steps and status == "stopped":
+        steps = f"{steps} of {training.max_steps}"
     return RunSummary(
         path=run_dir, name=run_dir.name, created=(run_dir / runs.CONFIG_FILE).stat().st_mtime,
         method=metrics.get("method", run_config.method.name), data=Path(run_config.data.train).name,
@@ -356,7 +356,7 @@ class TrainedModel:
         if not names:
             return None
         config = RunConfig.from_json((self.run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-        validation = load_task_data(config.data, config.budget.seed).validation
+        validation = load_task_data(config.data, config.training.seed).validation
         with self._lock:
             logits = self._logits(validation.texts, validation.pairs)
         matrix = metrics.confusion_matrix(validation.labels, logits.argmax(axis=1), len(names))
@@ -445,6 +445,6 @@ def run_comparison(request: ComparisonRequest, on_progress, stop_event: threadin
     config = request.config
     settings = bench.quick_settings(
         config.model, config.data, bench.pick_cases(request.labels, request.budget), steps=request.steps,
-        batch_size=config.budget.batch_size, metric=config.budget.metric, device=config.budget.device,
+        batch_size=config.training.batch_size, metric=config.training.metric, device=config.training.device,
         curve=request.curve, measure_memory=request.measure_memory)
     return bench.run_bench(settings, bench.default_output(), on_progress, stop_event)

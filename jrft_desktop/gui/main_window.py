@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
             raise ValueError("the methods are still loading.")
         if method.plan_error:
             raise ValueError(method.plan_error)
-        budget = method.training.budget()
+        training = method.training.training_spec()
         privacy = method.privacy.privacy()
         if method.privacy.active and method.privacy.problem:
             raise ValueError(method.privacy.problem)
@@ -176,7 +176,7 @@ class MainWindow(QMainWindow):
         config = RunConfig(
             model=model.model_spec(method.pooling()),
             data=replace(data.data_spec(), max_length=method.training.max_length()),
-            method=method.method_spec(), budget=budget, privacy=privacy,
+            method=method.method_spec(), training=training, privacy=privacy,
         )
         task = f"{summary.num_labels} classes" if summary.task == "classification" else "regression"
         trainable = f" · {thousands(method.plan.trainable_params)} trainable parameters" if method.plan else ""
@@ -186,7 +186,7 @@ class MainWindow(QMainWindow):
                           f"σ = {plan.noise_multiplier:.3g}")
         description = (f"<b>{method.describe_choice()}</b> on <b>{data.short_name()}</b> "
                        f"({thousands(summary.train_rows)} rows, {task}) with <b>{model.short_name()}</b><br>"
-                       f"{method.training.describe_length()}, batch {budget.batch_size}, pooling {method.pooling()}, "
+                       f"{method.training.describe_length()}, batch {training.batch_size}, pooling {method.pooling()}, "
                        f"longest input {method.training.max_length()} tokens{trainable}")
         return config, description
 

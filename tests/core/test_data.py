@@ -157,27 +157,32 @@ def test_max_validation_rows_samples_the_validation_file():
 
 
 @needs_shared
-def test_shared_rte_copy_has_no_labels():
-    # The shared RTE files have a 'label' header but every data row has only the two sentences.
-    with pytest.raises(DataError, match="'label' of train.tsv is empty in every row"):
-        load_task_data(DataSpec(train=str(SHARED_DATA / "rte")), seed=0)
-    unlabelled = load_examples(str(SHARED_DATA / "rte" / "validation.tsv"), "sentence1", "sentence2", "label",
-                               ("entailment", "not_entailment"))
-    assert len(unlabelled) == 277 and unlabelled.labels == ()
-    assert unlabelled.pairs[0] == "Christopher Reeve had an accident."
+def test_shared_rte_pairs_with_their_labels():
+    # GLUE RTE as shipped: sentence pairs with string classes, the labelled dev set as its validation file.
+    data = load_task_data(DataSpec(train=str(SHARED_DATA / "rte")), seed=0)
+    assert (data.text_column, data.text_pair_column, data.label_column) == ("sentence1", "sentence2", "label")
+    assert data.task == CLASSIFICATION and data.label_names == ("entailment", "not_entailment")
+    assert (len(data.train), len(data.validation)) == (2_127, 277)
+    assert label_distribution(data.train, data.label_names) == {"entailment": 1_078, "not_entailment": 1_049}
+    assert label_distribution(data.validation, data.label_names) == {"entailment": 146, "not_entailment": 131}
+    assert data.validation.pairs[0] == "Christopher Reeve had an accident."
+    first = data.train.texts.index("No Weapons of Mass Destruction Found in Iraq Yet.")
+    assert data.train.pairs[first] == "Weapons of Mass Destruction Found in Iraq."
+    assert data.label_names[data.train.labels[first]] == "not_entailment"
 
 
 @needs_shared
 def test_sentence_pairs_with_string_classes(tmp_path):
-    pairs = read_table(str(SHARED_DATA / "rte" / "train.tsv"), limit=40).drop(columns="label")
-    pairs["label"] = ["not_entailment", "entailment"] * 20  # the shared copy lacks RTE's labels
+    pairs = read_table(str(SHARED_DATA / "rte" / "train.tsv"), limit=40)
     pairs.to_csv(tmp_path / "rte.tsv", sep="\t", index=False)
     data = load_task_data(DataSpec(train=str(tmp_path / "rte.tsv"), validation_fraction=0.25), seed=0)
     assert (data.text_column, data.text_pair_column) == ("sentence1", "sentence2")
     assert data.label_names == ("entailment", "not_entailment")
-    assert label_distribution(data.validation, data.label_names) == {"entailment": 5, "not_entailment": 5}
-    by_first = dict(zip(pairs["sentence1"], pairs["sentence2"]))
-    assert all(by_first[text] == pair for text, pair in zip(data.train.texts, data.train.pairs))
+    held_out = label_distribution(data.validation, data.label_names)
+    assert sum(held_out.values()) == 10 and min(held_out.values()) >= 4  # stratified
+    by_first = dict(zip(pairs["sentence1"], zip(pairs["sentence2"], pairs["label"])))
+    assert all(by_first[text] == (pair, data.label_names[label])
+               for text, pair, label in zip(data.train.texts, data.train.pairs, data.train.labels))
 
 
 # --- formats and encodings ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.distributed import Processes
 from jrft_desktop.core.privacy import plan_privacy
 from jrft_desktop.core.trainer import Trainer
@@ -41,13 +41,13 @@ def settings(tiny_models, rows, method: str, train: str = "train", **budget) -> 
         model=ModelSpec(str(tiny_models["bert"])),
         data=DataSpec(train=str(rows[train]), validation=str(rows["validation"]), max_length=32),
         method=MethodSpec(name=method, d=16),
-        budget=Budget(**{"max_steps": 6, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 3, "lr": 0.05,
+        training=TrainingSpec(**{"max_steps": 6, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 3, "lr": 0.05,
                          "device": "cpu", **budget}),
     )
 
 
 def flags(config: RunConfig) -> list[str]:
-    budget = config.budget
+    budget = config.training
     return ["--data", config.data.train, "--validation", config.data.validation, "--model", config.model.name_or_path,
             "--method", config.method.name, "--vector-size", str(config.method.d), "--max-length", "32",
             "--max-steps", str(budget.max_steps), "--batch-size", str(budget.batch_size),

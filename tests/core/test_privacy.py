@@ -13,7 +13,7 @@ import scipy.stats
 import torch
 
 from jrft_desktop.core import export, methods, runs
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.events import PreparedEvent, StepEvent
 from jrft_desktop.core.models import Encoder, load_backbone
 from jrft_desktop.core.paths import sample_data_dir
@@ -52,7 +52,7 @@ def private_config(tiny_models, sst2_200, method="slash", privacy=None, **budget
     settings = dict(max_steps=12, batch_size=8, gradient_accumulation=2, eval_every=4, lr=0.05, device="cpu")
     settings.update(budget)
     return RunConfig(model=ModelSpec(str(tiny_models["bert"])), data=DataSpec(train=str(sst2_200), max_length=32),
-                     method=MethodSpec(name=method, d=32), budget=Budget(**settings),
+                     method=MethodSpec(name=method, d=32), training=TrainingSpec(**settings),
                      privacy=privacy or Privacy(epsilon=3.0, accountant="rdp"))
 
 
@@ -367,7 +367,7 @@ def test_private_run_of_the_default_model_on_real_sst2(shared_data, tmp_path):
         data=DataSpec(train=str(shared_data / "sst2" / "train.tsv"), validation=str(validation), max_length=48,
                       max_train_rows=512),
         method=MethodSpec(name="slash", d=1024),
-        budget=Budget(max_steps=10, batch_size=32, eval_every=10, device="cpu"),
+        training=TrainingSpec(max_steps=10, batch_size=32, eval_every=10, device="cpu"),
         privacy=Privacy(epsilon=8.0),
     )
     finished, events = train(config, tmp_path / "run")

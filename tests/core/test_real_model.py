@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jrft_desktop.core import methods
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.data import load_examples
 from jrft_desktop.core.export import export_merged, restore
 from jrft_desktop.core.models import Encoder, load_backbone
@@ -28,7 +28,7 @@ def test_slash_on_default_model_reaches_75_percent_on_sst2_dev(tmp_path, shared_
         data=DataSpec(train=str(SAMPLE / "sst2_train.tsv"), validation=str(shared_data / "sst2" / "test.tsv"),
                       max_length=64),
         method=MethodSpec(name="slash", d=1024, position="output"),
-        budget=Budget(max_steps=150, batch_size=32, eval_every=75),
+        training=TrainingSpec(max_steps=150, batch_size=32, eval_every=75),
     )
     result = Trainer(config, tmp_path / "run").run()
     assert result.status == "completed"

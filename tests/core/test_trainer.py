@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from jrft_desktop.core import export, metrics, runs
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.data import load_task_data
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
@@ -45,7 +45,7 @@ def make_config(tiny_models, train_file, method: str = "slash", **budget) -> Run
         model=ModelSpec(str(tiny_models["bert"])),
         data=DataSpec(train=str(train_file), max_length=32),
         method=MethodSpec(name=method, d=D),
-        budget=Budget(**settings),
+        training=TrainingSpec(**settings),
     )
 
 
@@ -377,7 +377,7 @@ def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_pat
     assert summary["loss"] == pytest.approx(best_event.metrics["loss"], abs=1e-9)
     # The restored vector scores the same on the validation rows.
     restored = export.restore(run_dir / "vector.safetensors")
-    data = load_task_data(config.data, config.budget.seed)
+    data = load_task_data(config.data, config.training.seed)
     rows, _ = restored.encoder.encode(data.validation.texts)
     logits = predict_logits(restored.model, restored.encoder, rows, pick_device("cpu"))
     assert metrics.accuracy(data.validation.labels, logits.argmax(1)) == summary["accuracy"]
@@ -458,7 +458,7 @@ def test_regression_task(tiny_models, train_file, tmp_path):
     # The reported correlations are those of the exported vector's predictions.
     restored = export.restore(tmp_path / "run" / "vector.safetensors")
     assert restored.metadata["task"] == "regression" and restored.metadata["label_names"] is None
-    data = load_task_data(config.data, config.budget.seed)
+    data = load_task_data(config.data, config.training.seed)
     rows, _ = restored.encoder.encode(data.validation.texts)
     predictions = predict_logits(restored.model, restored.encoder, rows, pick_device("cpu")).reshape(-1)
     assert summary["pearson"] == pytest.approx(scipy.stats.pearsonr(data.validation.labels, predictions)[0],

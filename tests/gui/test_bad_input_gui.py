@@ -13,7 +13,7 @@ from file_faults import fill_the_disk, read_only
 from gui_helpers import choose_tiny_run, error_dialogs, train
 
 from jrft_desktop.core import data, limits, paths
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.data import load_task_data
 from jrft_desktop.core.errors import DataError
 from jrft_desktop.core.events import FailedEvent
@@ -174,7 +174,7 @@ def test_a_run_whose_vector_was_edited_is_refused_in_a_dialog(qtbot, window, tin
     run = paths.runs_dir() / "20250101-100000-slash"
     config = RunConfig(model=ModelSpec(str(tiny_models["bert"]), pooling="cls"),
                        data=DataSpec(train=str(sst2_200), max_length=32), method=MethodSpec(d=16),
-                       budget=Budget(max_steps=2, batch_size=8, device="cpu"))
+                       training=TrainingSpec(max_steps=2, batch_size=8, device="cpu"))
     Trainer(config, run).run()
     sidecar = run / "vector.json"
     metadata = json.loads(sidecar.read_text(encoding="utf-8"))

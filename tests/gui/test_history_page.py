@@ -5,7 +5,7 @@ import threading
 import pytest
 from PySide6.QtWidgets import QApplication
 
-from jrft_desktop.core.config import Budget, DataSpec, MethodSpec, ModelSpec, RunConfig
+from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.events import StepEvent
 from jrft_desktop.core.paths import runs_dir
 from jrft_desktop.core.trainer import Trainer
@@ -18,7 +18,7 @@ def make_run(name: str, model, data, method: str = "slash", stop_after: int | No
     """A real run in the runs folder, made with the core trainer (what the Train page does, without the UI)."""
     config = RunConfig(model=ModelSpec(str(model), pooling="cls"), data=DataSpec(train=str(data), max_length=32),
                        method=MethodSpec(name=method, **sizes),
-                       budget=Budget(max_steps=8, batch_size=8, eval_every=4, lr=0.05, device="cpu"))
+                       training=TrainingSpec(max_steps=8, batch_size=8, eval_every=4, lr=0.05, device="cpu"))
     stop = threading.Event()
 
     def stop_early(event):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jrft_desktop.core.config import Budget, MethodSpec, ModelSpec, Privacy, field_help
+from jrft_desktop.core.config import TrainingSpec, MethodSpec, ModelSpec, Privacy, field_help
 from jrft_desktop.core.methods import all_methods
 from jrft_desktop.gui.pages.method_page import PRESETS
 
@@ -31,7 +31,7 @@ def test_every_method_is_listed_with_its_explanation(page):
         assert button.toolTip() == method.summary
     assert page.position_combo.toolTip() == field_help(MethodSpec, "position")
     assert page.pooling_combo.toolTip() == field_help(ModelSpec, "pooling")
-    assert page.training.batch_spin.toolTip() == field_help(Budget, "batch_size")
+    assert page.training.batch_spin.toolTip() == field_help(TrainingSpec, "batch_size")
     assert page.privacy.epsilon_spin.toolTip() == field_help(Privacy, "epsilon")
     assert not page.privacy.active and page.privacy.form.isHidden()  # off until asked for
 
@@ -83,7 +83,7 @@ def test_the_choices_become_the_run_configuration(qtbot, window, page, tiny_mode
     config, description = window.prepare_run()
     assert (config.method.name, config.method.d, config.method.position) == ("slash", 64, "attention")
     assert (config.model.name_or_path, config.model.pooling) == (str(tiny_models["bert"]), "cls")
-    assert (config.budget.max_steps, config.budget.epochs, config.budget.lr) == (50, None, 0.02)
+    assert (config.training.max_steps, config.training.epochs, config.training.lr) == (50, None, 0.02)
     assert config.data.max_length == 48 and config.data.train.endswith("sst2_200.tsv")
     assert "SLaSh d=64" in description and "sst2_200.tsv" in description
     page.training.lr_edit.setText("fast")

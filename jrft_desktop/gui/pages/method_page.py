@@ -216,10 +216,10 @@ class MethodPage(Page):
 
     def _update_privacy_context(self) -> None:
         try:
-            budget = self.training.budget()
+            training = self.training.training_spec()
         except ValueError:
-            budget = None
-        self.privacy.set_context(self._train_examples, budget)
+            training = None
+        self.privacy.set_context(self._train_examples, training)
 
     def _preset_chosen(self, index: int) -> None:
         if index > 0:

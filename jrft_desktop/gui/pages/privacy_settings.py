@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QVBoxLayout, QWidget
 
-from ...core.config import Budget, Privacy, field_choices, field_help
+from ...core.config import TrainingSpec, Privacy, field_choices, field_help
 from ..backend import preview_privacy
 from ..worker import LatestRequest
 from .base import Note, compact_form, with_help
@@ -23,7 +23,7 @@ class PrivacySettings(QGroupBox):
         defaults = Privacy()
         self.plan = None  # the core's PrivacyPlan for the current choices, once computed
         self.problem = ""  # why the current choices cannot be trained privately
-        self._context: tuple[int, Budget] | None = None
+        self._context: tuple[int, TrainingSpec] | None = None
         self._preview = LatestRequest(self, preview_privacy, self._show_plan, self._show_problem)
         box = QVBoxLayout(self)
         self.enabled_box = QCheckBox("Train with differential privacy (DP-SGD)")
@@ -95,9 +95,9 @@ class PrivacySettings(QGroupBox):
             self.epsilon_spin.setValue(epsilon)
         self.enabled_box.setChecked(enabled)
 
-    def set_context(self, train_examples: int | None, budget: Budget | None) -> None:
+    def set_context(self, train_examples: int | None, training: TrainingSpec | None) -> None:
         """The training data's size and the schedule, which σ depends on."""
-        context = (train_examples, budget) if train_examples and budget is not None else None
+        context = (train_examples, training) if train_examples and training is not None else None
         if context != self._context:
             self._context = context
             self._request()

@@ -1,4 +1,4 @@
-"""How long and how to train: the Budget dataclass as a form (with the maximum length of the inputs)."""
+"""How long and how to train: the TrainingSpec dataclass as a form (with the maximum length of the inputs)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import Budget, DataSpec, field_choices
+from ...core.config import TrainingSpec, DataSpec, field_choices
 from .base import Note, compact_form, with_help
 
 METRICS = ("auto", "accuracy", "macro_f1", "matthews", "pearson", "spearman")
@@ -47,25 +47,25 @@ class TrainingSettings(QGroupBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Training settings", parent)
-        defaults = Budget()
+        defaults = TrainingSpec()
         self._default_lr = None
         box = QVBoxLayout(self)
         main = compact_form()
         box.addLayout(main)
 
-        self.epochs_radio = with_help(QRadioButton("Epochs"), Budget, "epochs")
-        self.steps_radio = with_help(QRadioButton("Steps"), Budget, "max_steps")
-        self.epochs_spin = with_help(_real(0.1, 1000, 3.0, 1, 0.5), Budget, "epochs")
-        self.steps_spin = with_help(_spin(1, 10_000_000, 500), Budget, "max_steps")
+        self.epochs_radio = with_help(QRadioButton("Epochs"), TrainingSpec, "epochs")
+        self.steps_radio = with_help(QRadioButton("Steps"), TrainingSpec, "max_steps")
+        self.epochs_spin = with_help(_real(0.1, 1000, 3.0, 1, 0.5), TrainingSpec, "epochs")
+        self.steps_spin = with_help(_spin(1, 10_000_000, 500), TrainingSpec, "max_steps")
         self.epochs_radio.setChecked(True)
         length = QHBoxLayout()
         for widget in (self.epochs_radio, self.epochs_spin, self.steps_radio, self.steps_spin):
             length.addWidget(widget)
         length.addStretch(1)
         main.addRow("Train for", length)
-        self.batch_spin = with_help(_spin(1, 65_536, defaults.batch_size), Budget, "batch_size")
+        self.batch_spin = with_help(_spin(1, 65_536, defaults.batch_size), TrainingSpec, "batch_size")
         main.addRow("Batch size", self.batch_spin)
-        self.lr_edit = with_help(QLineEdit(), Budget, "lr")
+        self.lr_edit = with_help(QLineEdit(), TrainingSpec, "lr")
         self.lr_edit.setMinimumWidth(260)
         main.addRow("Learning rate", self.lr_edit)
         self.lr_note = Note()
@@ -75,12 +75,12 @@ class TrainingSettings(QGroupBox):
         self.max_length_spin.setSuffix(" tokens")
         main.addRow("Longest input", self.max_length_spin)
 
-        self.eval_spin = with_help(_spin(0, 10_000_000, 0, "auto (10 times a run)"), Budget, "eval_every")
+        self.eval_spin = with_help(_spin(0, 10_000_000, 0, "auto (10 times a run)"), TrainingSpec, "eval_every")
         self.eval_spin.setSuffix(" steps")
         main.addRow("Evaluate every", self.eval_spin)
-        self.seed_spin = with_help(_spin(0, 2**31 - 1, defaults.seed), Budget, "seed")
+        self.seed_spin = with_help(_spin(0, 2**31 - 1, defaults.seed), TrainingSpec, "seed")
         main.addRow("Seed", self.seed_spin)
-        self.device_combo = with_help(QComboBox(), Budget, "device")
+        self.device_combo = with_help(QComboBox(), TrainingSpec, "device")
         self.device_combo.addItem("Automatic (CUDA, then MPS, then CPU)", "auto")
         self.device_combo.addItem("CPU", "cpu")
         main.addRow("Device", self.device_combo)
@@ -93,24 +93,24 @@ class TrainingSettings(QGroupBox):
         self.more = QWidget()
         more = compact_form(self.more)
         more.setContentsMargins(0, 0, 0, 0)
-        self.accumulation_spin = with_help(_spin(1, 4096, defaults.gradient_accumulation), Budget,
+        self.accumulation_spin = with_help(_spin(1, 4096, defaults.gradient_accumulation), TrainingSpec,
                                            "gradient_accumulation")
         more.addRow("Gradient accumulation", self.accumulation_spin)
-        self.decay_spin = with_help(_real(0, 10, defaults.weight_decay, 4, 0.01), Budget, "weight_decay")
+        self.decay_spin = with_help(_real(0, 10, defaults.weight_decay, 4, 0.01), TrainingSpec, "weight_decay")
         more.addRow("Weight decay", self.decay_spin)
-        self.schedule_combo = with_help(QComboBox(), Budget, "schedule")
-        self.schedule_combo.addItems(field_choices(Budget, "schedule"))
+        self.schedule_combo = with_help(QComboBox(), TrainingSpec, "schedule")
+        self.schedule_combo.addItems(field_choices(TrainingSpec, "schedule"))
         more.addRow("Schedule", self.schedule_combo)
-        self.warmup_spin = with_help(_real(0, 0.9, defaults.warmup_ratio, 3, 0.01), Budget, "warmup_ratio")
+        self.warmup_spin = with_help(_real(0, 0.9, defaults.warmup_ratio, 3, 0.01), TrainingSpec, "warmup_ratio")
         more.addRow("Warmup share", self.warmup_spin)
-        self.checkpoint_spin = with_help(_spin(0, 10_000_000, 0, "at every evaluation"), Budget, "checkpoint_every")
+        self.checkpoint_spin = with_help(_spin(0, 10_000_000, 0, "at every evaluation"), TrainingSpec, "checkpoint_every")
         more.addRow("Checkpoint every", self.checkpoint_spin)
-        self.patience_spin = with_help(_spin(0, 1000, 0, "off"), Budget, "early_stopping_patience")
+        self.patience_spin = with_help(_spin(0, 1000, 0, "off"), TrainingSpec, "early_stopping_patience")
         more.addRow("Early stopping after", self.patience_spin)
-        self.metric_combo = with_help(QComboBox(), Budget, "metric")
+        self.metric_combo = with_help(QComboBox(), TrainingSpec, "metric")
         self.metric_combo.addItems(METRICS)
         more.addRow("Metric", self.metric_combo)
-        self.dropout_box = with_help(QCheckBox("Keep the model's dropout on"), Budget, "dropout")
+        self.dropout_box = with_help(QCheckBox("Keep the model's dropout on"), TrainingSpec, "dropout")
         more.addRow("", self.dropout_box)
         box.addWidget(self.more_button)
         box.addWidget(self.more)
@@ -139,15 +139,15 @@ class TrainingSettings(QGroupBox):
             raise ValueError(text)
         return value
 
-    def budget(self) -> Budget:
-        """The settings as a Budget; a ValueError names a setting that is not valid."""
+    def training_spec(self) -> TrainingSpec:
+        """The settings as a TrainingSpec; a ValueError names a setting that is not valid."""
         try:
             lr = self.learning_rate()
         except ValueError:
             raise ValueError(f"The learning rate {self.lr_edit.text()!r} is not a positive number "
                              "(e.g. 0.03 or 3e-2); leave it empty for the method's default.") from None
         by_steps = self.steps_radio.isChecked()
-        return Budget(
+        return TrainingSpec(
             epochs=None if by_steps else self.epochs_spin.value(),
             max_steps=self.steps_spin.value() if by_steps else None,
             batch_size=self.batch_spin.value(), gradient_accumulation=self.accumulation_spin.value(), lr=lr,
