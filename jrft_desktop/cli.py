@@ -212,7 +212,7 @@ def _examples(restored, source: str, with_labels: bool):
 def cmd_eval(args) -> int:
     import numpy as np
 
-    from .core.trainer import evaluate, pick_device
+    from .core.inference import evaluate, pick_device
 
     restored = _restore(args)
     examples = _examples(restored, args.data, with_labels=True)
@@ -229,7 +229,7 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     from .core.metrics import softmax
-    from .core.trainer import pick_device, predict_logits
+    from .core.inference import pick_device, predict_logits
 
     restored = _restore(args)
     if args.data:
@@ -301,7 +301,8 @@ def cmd_demo(args) -> int:
     from .core import paths
     from .core.export import restore
     from .core.metrics import softmax
-    from .core.trainer import Trainer, predict_logits
+    from .core.inference import predict_logits
+    from .core.trainer import Trainer
 
     sample = paths.sample_data_dir()
     output = Path(args.output) if args.output else paths.new_run_dir("demo")

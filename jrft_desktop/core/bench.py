@@ -353,7 +353,7 @@ def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:
 # --- memory: one fresh process per case ------------------------------------------------------------------------------
 def measure_memory(job: dict) -> dict:
     """Runs in a child process: load, apply the method, train a few steps; the peak before and during training."""
-    from .trainer import peak_memory_mb
+    from .inference import peak_memory_mb
 
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
@@ -473,7 +473,7 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
               stop_event: threading.Event | None = None) -> BenchResult:
     """Run every measurement and write the results; `stop_event` stops it between steps (BenchCancelled)."""
     from .export import restore
-    from .trainer import pick_device
+    from .inference import pick_device
 
     started = time.perf_counter()
     output = Path(output)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DataSpec
-from .errors import DataError
+from .errors import DataError, first_line
 from .limits import format_bytes, memory_limit
 
 CLASSIFICATION = "classification"
@@ -317,7 +317,7 @@ def _csv_errors(path: Path, delimiter: str) -> Iterator[None]:
         raise DataError(f"Cannot parse {path.name}: its rows have more fields than its header; "
                         "check the delimiter and the quoting.") from None
     except pd.errors.ParserError as error:
-        detail = _first_line(error).split("C error: ")[-1].rstrip(".")
+        detail = first_line(error).split("C error: ")[-1].rstrip(".")
         raise DataError(f"Cannot parse {path.name}: {detail}. An unbalanced quote or an unquoted "
                         f"{_DELIMITER_NAMES[delimiter]} inside a field can cause this.") from None
 
@@ -465,7 +465,7 @@ def _json_frame(text: str, path: Path, notes: list[str]) -> pd.DataFrame:
                 return pd.DataFrame([data])
             return pd.DataFrame(data)
     except ValueError as error:
-        raise DataError(f"Cannot read {path.name} as a table ({_first_line(error)}); "
+        raise DataError(f"Cannot read {path.name} as a table ({first_line(error)}); "
                         "use an array of objects or JSON Lines.") from None
     raise DataError(f"{path.name} must be an array of objects (one per row), not a single JSON value.")
 
@@ -505,7 +505,7 @@ def _read_parquet(path: Path, limit: int | None) -> pd.DataFrame:
         table = pyarrow.Table.from_batches([first]) if first is not None else file.schema_arrow.empty_table()
         return table.to_pandas().head(limit)
     except (OSError, ValueError, pyarrow.ArrowException) as error:
-        raise DataError(f"Cannot read {path.name} as Parquet: {_first_line(error)}") from None
+        raise DataError(f"Cannot read {path.name} as Parquet: {first_line(error)}") from None
 
 
 def _open_folder(path: Path, limit: int | None, with_companion: bool, sample: _Sample | None = None) -> _Table:
@@ -515,7 +515,7 @@ def _open_folder(path: Path, limit: int | None, with_companion: bool, sample: _S
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as error:  # noqa: BLE001 - a damaged folder fails in many ways inside `datasets`
-            raise DataError(f"Cannot load the datasets folder {path}: {_first_line(error)}") from None
+            raise DataError(f"Cannot load the datasets folder {path}: {first_line(error)}") from None
         return _datasets_table(loaded, f"datasets folder {path.resolve()}", limit, with_companion)
 
     train = _file_named(path, "train")
@@ -550,7 +550,7 @@ def _open_hub(name: str, limit: int | None, with_companion: bool) -> _Table:
     except datasets.exceptions.DatasetNotFoundError:
         raise DataError(f"No file or folder '{name}', and no dataset '{name}' on the Hugging Face hub.") from None
     except Exception as error:  # noqa: BLE001 - `datasets` raises many kinds (bad config, missing builder)
-        raise DataError(f"Cannot load dataset '{name}': {_first_line(error)}") from None
+        raise DataError(f"Cannot load dataset '{name}': {first_line(error)}") from None
     return _datasets_table(loaded, f"hub dataset '{name}'", limit, with_companion)
 
 
@@ -792,7 +792,3 @@ def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.n
         tuple(labels[row] for row in rows),
     )
 
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

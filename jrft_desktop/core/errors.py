@@ -15,3 +15,9 @@ class ModelError(UserError):
 
 class ArtifactError(UserError):
     """A vector file, checkpoint or run folder is missing, foreign, tampered with or unusable."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -209,7 +209,8 @@ def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: 
     missing, _unused = body.load_state_dict(base.state_dict(), strict=False)
     if missing:
         raise ArtifactError(f"The merged weights do not fit the stock model (missing {', '.join(missing[:3])}).")
-    _write_head(stock, base, work)
+    with torch.no_grad():
+        work.family.stock_head("classify").write(stock, base, work.head, work.layers()[-1], work.family)
     stock.eval()
     manifest = {
         "app_version": __version__, "method": metadata["method"], "base_model": metadata["base_model"],
@@ -226,25 +227,3 @@ def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: 
 
             write_report(temp, metadata["privacy"], f"{metadata['method']} merged into {metadata['base_model']['id']}")
     return Path(out_dir)
-
-
-def _write_head(stock, base, model: JrftModel) -> None:
-    """Map the cls head onto the family's stock classifier so the logits stay the same."""
-    weight, bias = model.head.weight.detach(), model.head.bias.detach()
-    style = model.layout.head_style
-    with torch.no_grad():
-        if style == "pooler":
-            stock.classifier.weight.copy_(weight)
-            stock.classifier.bias.copy_(bias)
-        elif style == "roberta":  # dense + tanh + out_proj: the dense+tanh is the pooler we trained on
-            stock.classifier.dense.load_state_dict(base.pooler.dense.state_dict())
-            stock.classifier.out_proj.weight.copy_(weight)
-            stock.classifier.out_proj.bias.copy_(bias)
-        else:  # distilbert: classifier(relu(pre_classifier(x))). Identity plus an offset that keeps every
-            # coordinate positive undoes the ReLU exactly: a LayerNorm output satisfies |x_i| <= |g_i|*sqrt(H)+|b_i|.
-            norm = model.layers()[-1].get_submodule(model.layout.output_norm)
-            offset = norm.weight.detach().abs() * math.sqrt(norm.weight.numel()) + norm.bias.detach().abs() + 1.0
-            stock.pre_classifier.weight.copy_(torch.eye(offset.numel()))
-            stock.pre_classifier.bias.copy_(offset)
-            stock.classifier.weight.copy_(weight)
-            stock.classifier.bias.copy_(bias - weight @ offset)

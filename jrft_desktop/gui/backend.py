@@ -329,7 +329,7 @@ class TrainedModel:
         load_engine()
         from ..core import runs
         from ..core.export import restore
-        from ..core.trainer import pick_device
+        from ..core.inference import pick_device
 
         self.run_dir = Path(run_dir)
         self._lock = threading.Lock()
@@ -342,7 +342,7 @@ class TrainedModel:
         return self.restored.metadata
 
     def _logits(self, texts, pairs=None):
-        from ..core.trainer import predict_logits
+        from ..core.inference import predict_logits
 
         rows, _ = self.restored.encoder.encode(texts, pairs)
         return predict_logits(self.restored.model, self.restored.encoder, rows, self.device)

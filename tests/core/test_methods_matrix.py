@@ -167,7 +167,7 @@ def test_budget_resolution(tiny_models, family):
         _, model, _, plan = build(folder, "lora", None, rank=None, budget=small_budget)
         lora_names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
         assert (plan.size, plan.method_params) == (1, per_rank // 2)
-        query = model.layout.lora_targets[0]
+        query = model.family.lora_targets[0]
         assert len(lora_names) == 2 * LAYERS and all(f".{query}." in name for name in lora_names)
         assert sum(p.numel() for n, p in model.named_parameters() if n in lora_names) == per_rank // 2
         assert f"only the {query} projections" in plan.note and ("smallest lora" in plan.note) == over

@@ -16,7 +16,8 @@ from jrft_desktop.core.data import load_examples
 from jrft_desktop.core.export import export_merged, restore
 from jrft_desktop.core.models import Encoder, load_backbone
 from jrft_desktop.core.paths import sample_data_dir
-from jrft_desktop.core.trainer import Trainer, evaluate
+from jrft_desktop.core.inference import evaluate
+from jrft_desktop.core.trainer import Trainer
 
 SAMPLE = sample_data_dir()
 

@@ -23,7 +23,8 @@ from jrft_desktop.core.data import load_task_data
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
                                       StepEvent)
-from jrft_desktop.core.trainer import Batches, Trainer, lr_factor, pick_device, predict_logits
+from jrft_desktop.core.inference import pick_device, predict_logits
+from jrft_desktop.core.trainer import Batches, Trainer, lr_factor
 
 D = 32
 LR = 0.05

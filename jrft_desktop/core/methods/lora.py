@@ -11,7 +11,7 @@ from .base import Method, freeze
 
 def attention_targets(model, names: tuple[str, ...] | None = None) -> list[nn.Linear]:
     """The attention projections called `names` in every layer (default: query and value, LoRA's and VeRA's)."""
-    suffixes = tuple(f".{name}" for name in (names or model.layout.lora_targets))
+    suffixes = tuple(f".{name}" for name in (names or model.family.lora_targets))
     return [m for name, m in model.base().named_modules() if isinstance(m, nn.Linear) and name.endswith(suffixes)]
 
 
@@ -36,7 +36,7 @@ class LoRA(PeftMethod):
 
     def target_names(self, spec, model) -> tuple[str, ...]:
         """Query and value, or the query alone when a budget (with no rank given) is below rank 1 on both."""
-        names = model.layout.lora_targets
+        names = model.family.lora_targets
         if spec.rank is None and spec.budget is not None and spec.budget < _rank_one_params(model, names):
             return names[:1]
         return names
@@ -45,16 +45,16 @@ class LoRA(PeftMethod):
         return size * _rank_one_params(model, self.target_names(spec, model))
 
     def size_for_budget(self, budget, model, spec):
-        if self.target_names(spec, model) != model.layout.lora_targets:
+        if self.target_names(spec, model) != model.family.lora_targets:
             return 1  # the budget is below rank 1 on query and value, so below rank 2 on the query alone
         return round(budget / self.params_for_size(1, model, spec))
 
     def budget_note(self, spec, model):
         names = self.target_names(spec, model)
-        if names == model.layout.lora_targets:
+        if names == model.family.lora_targets:
             return ""
         return (f"lora adapts only the {names[0]} projections to fit the budget (rank 1 on "
-                f"{' and '.join(model.layout.lora_targets)} trains {_rank_one_params(model):,})")
+                f"{' and '.join(model.family.lora_targets)} trains {_rank_one_params(model):,})")
 
     def apply(self, model, plan, spec):
         from peft import LoraConfig, get_peft_model

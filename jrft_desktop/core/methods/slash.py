@@ -7,7 +7,6 @@ import torch
 
 from . import register
 from .base import ProjectedMethod, add_hook, remove_hooks
-from ..errors import ModelError
 
 
 def _width(model, position: str) -> int:
@@ -23,15 +22,15 @@ class SLaSh(ProjectedMethod):
     def apply(self, model, plan, spec):
         layers = self.attach_projection(model, plan, spec, _width(model, plan.position))
         model.slash_position = plan.position
-        projected, layout = model.projected, model.layout
+        projected, family = model.projected, model.family
         for index, layer in enumerate(layers):
             if plan.position == "output":
                 def add_to_input(module, args, index=index):
                     return (args[0] + projected.shift(index).to(args[0].dtype), *args[1:])
 
-                handle = layer.get_submodule(layout.output_norm).register_forward_pre_hook(add_to_input)
+                handle = layer.get_submodule(family.output_norm).register_forward_pre_hook(add_to_input)
             else:
-                site = layout.attention_out if plan.position == "attention" else layout.up_proj
+                site = family.attention_out if plan.position == "attention" else family.up_proj
 
                 def add_to_output(module, args, output, index=index):
                     return output + projected.shift(index).to(output.dtype)
@@ -71,20 +70,20 @@ class SLaSh(ProjectedMethod):
         return grads, losses.detach()
 
     def merge(self, model):
-        layout, projected = model.layout, model.projected
+        family, projected = model.family, model.projected
         with torch.no_grad():
             for index, layer in enumerate(model.layers()):
                 shift = projected.shift(index).detach()
-                up, down = layer.get_submodule(layout.up_proj), layer.get_submodule(layout.down_proj)
-                if up.bias is None or down.bias is None:
-                    raise ModelError("This model's MLP layers have no bias, so the SLaSh shift cannot be folded.")
+                up = layer.get_submodule(family.up_proj)
+                up_bias = family.merge_bias(up, "MLP up-projection")
+                down_bias = family.merge_bias(layer.get_submodule(family.down_proj), "MLP down-projection")
                 if model.slash_position == "intermediate":
-                    up.bias += shift
+                    up_bias += shift
                 elif model.slash_position == "output":
-                    down.bias += shift
+                    down_bias += shift
                 else:  # after the attention LayerNorm: the shift enters the MLP input and its residual
-                    up.bias += up.weight @ shift
-                    down.bias += shift
+                    up_bias += up.weight @ shift
+                    down_bias += shift
         remove_hooks(model)
         del model.projected
         return model.base()

@@ -30,7 +30,7 @@ class VeRA(PeftMethod):
         from peft import VeraConfig, get_peft_model
 
         freeze(model.backbone)
-        config = VeraConfig(r=plan.size, target_modules=list(model.layout.lora_targets), vera_dropout=0.0,
+        config = VeraConfig(r=plan.size, target_modules=list(model.family.lora_targets), vera_dropout=0.0,
                             projection_prng_key=spec.projection_seed, bias="none")
         model.backbone = get_peft_model(model.backbone, config)
 
