@@ -8,23 +8,34 @@ Prints a Markdown table with step-time and memory ratios to full finetuning, and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from jrft_desktop.core import methods
+from jrft_desktop.core.methods.base import option_flag
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
-RUNS = [
-    ("slash-output", ["--method", "slash", "--d", "1024", "--position", "output"]),
-    ("slash-intermediate", ["--method", "slash", "--d", "1024", "--position", "intermediate"]),
-    ("slash-attention", ["--method", "slash", "--d", "1024", "--position", "attention"]),
-    ("jr-warp", ["--method", "jr-warp", "--d", "1024"]),
-    ("head", ["--method", "head"]),
-    ("bitfit", ["--method", "bitfit"]),
-    ("lora", ["--method", "lora", "--rank", "8"]),
-    ("warp", ["--method", "warp", "--prompt-tokens", "8"]),
-    ("full", ["--method", "full"]),
-]
+
+
+def runs() -> list[tuple[str, list[str]]]:
+    """(label, `jrft train` flags) of every registered method: its bench cases (SLaSh at each position), each at the
+    method's default size (d = 1024 as in the paper, LoRA rank 8, ...); a case that comes out the same as an earlier
+    one (LoRA at its budget and at rank 8) runs once."""
+    found: dict[tuple[str, ...], str] = {}
+    for method in methods.all_methods():
+        for label, spec in method.bench_cases(budget=0):  # the budget is replaced by the default size
+            flags = ["--method", method.name]
+            for option in dataclasses.fields(method.options):
+                value = getattr(spec, option.name)
+                if option.name == method.size_name and value is None:
+                    value = method.default_size
+                if value != option.default:
+                    flags += [option_flag(option)] + ([] if value is True else [str(value)])
+            found.setdefault(tuple(flags), label)
+    return [(label, list(flags)) for flags, label in found.items()]
 
 
 def main() -> int:
@@ -41,7 +52,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for label, flags in RUNS:
+    for label, flags in runs():
         if args.only and label not in args.only:
             continue
         run_dir = out / label

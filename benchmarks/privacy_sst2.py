@@ -46,10 +46,9 @@ def _step_setup(args, method: str, private: bool):
     """The bundled model with `method`, a fixed batch of real SST-2 sentences, and a step function: an ordinary
     optimizer step, or a DP-SGD step (sampling, per-example gradients, clipping, noise, accounting, live ε)."""
     from jrft_desktop.core import methods
-    from jrft_desktop.core.data import load_task_data
-    from jrft_desktop.core.models import Encoder, load_backbone
+    from jrft_desktop.core.models import load_backbone
     from jrft_desktop.core.privacy import PrivateTraining, plan_privacy
-    from jrft_desktop.core.trainer import _loss
+    from jrft_desktop.core.tasks.classify import Encoder, load_task_data
 
     torch.manual_seed(0)
     data = load_task_data(DataSpec(train=str(args.data_dir / "train.tsv"), validation=str(args.data_dir / "test.tsv"),
@@ -62,8 +61,7 @@ def _step_setup(args, method: str, private: bool):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train(False)
 
-    def loss_fn(logits, target):
-        return _loss(logits.float(), target, data.task)
+    loss_fn = model.task.loss_function(data.task)
 
     if not private:
         def step() -> None:

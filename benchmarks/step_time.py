@@ -18,7 +18,8 @@ import torch
 
 from jrft_desktop.core import bench
 from jrft_desktop.core.config import MethodSpec, ModelSpec
-from jrft_desktop.core.data import load_task_data
+from jrft_desktop.core.tasks.classify import load_task_data
+from jrft_desktop.core.tasks import get_task
 
 CASES = (
     *(bench.BenchCase(f"slash-{position}", MethodSpec(name="slash", d=1024, position=position))
@@ -46,12 +47,13 @@ def main() -> int:
                                    batch_size=args.batch_size)
     device = torch.device("cpu")
     data = load_task_data(settings.data, seed=0)
-    runs = {case.label: bench.prepare_case(settings, case.method, data.num_labels, device) for case in CASES}
+    runs = {case.label: bench.prepare_case(settings, case.method, data.num_labels, data.task, device)
+            for case in CASES}
     encoder = next(iter(runs.values())).encoder
-    batches = bench.first_batches(encoder, data.train.texts, None, data.train.labels, data.task, args.batch_size,
+    batches = bench.first_batches(get_task(settings.data.task), encoder, data.train, data.task, args.batch_size,
                                   args.steps_per_round, device)
     times = bench.interleaved_step_times(
-        runs, batches, data.task, device, args.rounds,
+        runs, batches, device, args.rounds,
         lambda index: print(f"round {index}/{args.rounds} done", file=sys.stderr, flush=True))
 
     full_wall, full_cpu = statistics.median(times["full"].wall), statistics.median(times["full"].cpu)

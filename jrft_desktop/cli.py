@@ -13,9 +13,12 @@ import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
+from .core import methods
 from .core.config import (TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices, field_help,
-                          optional_type)
+                          method_option_fields, optional_type)
+from .core.methods.base import option_flag
 from .core.errors import UserError
+from .core.formatting import format_duration
 
 USER_ERROR_STATUS = 2
 
@@ -25,8 +28,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USER_ERROR_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# (flag, dataclass, field): the CLI contract's names mapped onto the config; help comes from the dataclasses.
+# (flag, dataclass, field): the CLI contract's names mapped onto the config; help comes from the dataclasses. The
+# methods' options follow --budget (train_flags()): their flags are declared with them, in their methods' modules.
 TRAIN_FLAGS = [
+    ("--task", DataSpec, "task"),
     ("--data", DataSpec, "train"), ("--validation", DataSpec, "validation"),
     ("--text-column", DataSpec, "text_column"), ("--text-pair-column", DataSpec, "text_pair_column"),
     ("--label-column", DataSpec, "label_column"), ("--validation-fraction", DataSpec, "validation_fraction"),
@@ -34,17 +39,14 @@ TRAIN_FLAGS = [
     ("--max-validation-rows", DataSpec, "max_validation_rows"),
     ("--model", ModelSpec, "name_or_path"), ("--pooling", ModelSpec, "pooling"),
     ("--trust-remote-code", ModelSpec, "trust_remote_code"),
-    ("--method", MethodSpec, "name"), ("--budget", MethodSpec, "budget"), ("--d", MethodSpec, "d"),
-    ("--position", MethodSpec, "position"), ("--rank", MethodSpec, "rank"),
-    ("--prompt-tokens", MethodSpec, "prompt_tokens"), ("--projection-seed", MethodSpec, "projection_seed"),
-    ("--on-the-fly", MethodSpec, "on_the_fly"),
-    ("--epochs", TrainingSpec, "epochs"), ("--max-steps", TrainingSpec, "max_steps"), ("--batch-size", TrainingSpec, "batch_size"),
-    ("--gradient-accumulation", TrainingSpec, "gradient_accumulation"), ("--lr", TrainingSpec, "lr"),
-    ("--weight-decay", TrainingSpec, "weight_decay"), ("--schedule", TrainingSpec, "schedule"),
-    ("--warmup-ratio", TrainingSpec, "warmup_ratio"), ("--eval-every", TrainingSpec, "eval_every"),
-    ("--checkpoint-every", TrainingSpec, "checkpoint_every"), ("--early-stopping", TrainingSpec, "early_stopping_patience"),
-    ("--metric", TrainingSpec, "metric"), ("--device", TrainingSpec, "device"), ("--seed", TrainingSpec, "seed"),
-    ("--dropout", TrainingSpec, "dropout"),
+    ("--method", MethodSpec, "name"), ("--budget", MethodSpec, "budget"),
+    ("--epochs", TrainingSpec, "epochs"), ("--max-steps", TrainingSpec, "max_steps"),
+    ("--batch-size", TrainingSpec, "batch_size"), ("--gradient-accumulation", TrainingSpec, "gradient_accumulation"),
+    ("--lr", TrainingSpec, "lr"), ("--weight-decay", TrainingSpec, "weight_decay"),
+    ("--schedule", TrainingSpec, "schedule"), ("--warmup-ratio", TrainingSpec, "warmup_ratio"),
+    ("--eval-every", TrainingSpec, "eval_every"), ("--checkpoint-every", TrainingSpec, "checkpoint_every"),
+    ("--early-stopping", TrainingSpec, "early_stopping_patience"), ("--metric", TrainingSpec, "metric"),
+    ("--device", TrainingSpec, "device"), ("--seed", TrainingSpec, "seed"), ("--dropout", TrainingSpec, "dropout"),
     ("--epsilon", Privacy, "epsilon"), ("--delta", Privacy, "delta"), ("--max-grad-norm", Privacy, "max_grad_norm"),
     ("--noise-multiplier", Privacy, "noise_multiplier"), ("--accountant", Privacy, "accountant"),
 ]
@@ -69,22 +71,27 @@ def _flag_options(cls, name: str) -> dict:
     return options
 
 
-# torchrun's own parser reads `--d` as an abbreviation of its --duplicate-* options, even after the command:
-# `--vector-size` says the same under torchrun.
-FLAG_ALIASES = {"--d": ("--vector-size",)}
+def train_flags() -> list[tuple[tuple[str, ...], type, str]]:
+    """(flags, dataclass, field) of `jrft train`: TRAIN_FLAGS, with every registered method's options after --budget
+    (each option's flag and aliases from its declaration)."""
+    rows = []
+    for flag, cls, name in TRAIN_FLAGS:
+        rows.append(((flag,), cls, name))
+        if (cls, name) == (MethodSpec, "budget"):
+            rows += [((option_flag(f), *f.metadata.get("aliases", ())), MethodSpec, f.name)
+                     for f in method_option_fields()]
+    return rows
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    exclusive = {"--budget": None, "--d": None, "--epochs": None, "--max-steps": None}
-    groups = {"size": parser.add_mutually_exclusive_group(), "length": parser.add_mutually_exclusive_group()}
-    for flag, cls, name in TRAIN_FLAGS:
-        options = _flag_options(cls, name)
-        flags = (flag, *FLAG_ALIASES.get(flag, ()))
-        if flag in exclusive:
-            target = groups["size"] if flag in ("--budget", "--d") else groups["length"]
-            target.add_argument(*flags, **options)
+    size, length = parser.add_mutually_exclusive_group(), parser.add_mutually_exclusive_group()
+    sizes = {"budget", *(f.name for f in method_option_fields() if f.metadata.get("size"))}  # one or the other
+    for flags, cls, name in train_flags():
+        if cls is MethodSpec and name in sizes:
+            group = size
         else:
-            parser.add_argument(*flags, **options)
+            group = length if flags[0] in ("--epochs", "--max-steps") else parser
+        group.add_argument(*flags, **_flag_options(cls, name))
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -94,17 +101,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         current = getattr(base, section)
         given = {f.name: getattr(args, _dest(cls, f.name)) for f in fields(cls)
                  if getattr(args, _dest(cls, f.name), None) is not None}
+        if cls is MethodSpec:  # an option flag for a method that does not read it is a mistake: say so
+            flags = {f.name: option_flag(f) for f in method_option_fields()}
+            methods.refuse_unread(given.get("name", current.name), [name for name in given if name in flags],
+                                  flags.get)
         parts[section] = replace(current, **given)
     return RunConfig(**parts)
 
 
 # --- progress ---------------------------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
 class ProgressPrinter:
     """Trainer events as progress lines on stderr (about 20 lines a run, plus every evaluation)."""
 
@@ -132,7 +137,7 @@ class ProgressPrinter:
                 self._print(f"step {event.step}/{event.total_steps} ({100 * event.step / event.total_steps:.0f}%) "
                             f"loss {event.loss:.4f} lr {event.lr:.2e} {event.examples_per_s:.0f} ex/s "
                             + (f"ε {event.epsilon:.3f} " if event.epsilon is not None else "")
-                            + f"ETA {_duration(event.eta_s)}")
+                            + f"ETA {format_duration(event.eta_s)}")
         elif isinstance(event, events.EvalEvent):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
             self._print(f"eval at step {event.step}: {shown}{' (best so far)' if event.is_best else ''}")
@@ -200,77 +205,52 @@ def _restore(args):
     return restore(_vector_path(args.run), getattr(args, "model", None), getattr(args, "trust_remote_code", False))
 
 
-def _examples(restored, source: str, with_labels: bool):
-    from .core.data import load_examples
-
-    meta = restored.metadata
-    columns = meta["columns"]
-    return load_examples(source, columns["text"], columns["text_pair"], columns["label"] if with_labels else None,
-                         tuple(meta["label_names"]) if meta["label_names"] else None)
-
-
 def cmd_eval(args) -> int:
-    import numpy as np
-
-    from .core.inference import evaluate, pick_device
+    from .core.inference import Predictor
 
     restored = _restore(args)
-    examples = _examples(restored, args.data, with_labels=True)
+    examples = restored.model.task.load_examples(args.data, restored.metadata)
     if not examples.labels:
         raise UserError(f"{args.data} has no label column {restored.metadata['columns']['label']!r} to score.")
-    device = pick_device(args.device)
-    restored.model.to(device)
-    rows, truncated = restored.encoder.encode(examples.texts, examples.pairs)
-    scores = evaluate(restored.model, restored.encoder, rows, np.asarray(examples.labels), restored.metadata["task"],
-                      device)
-    print(json.dumps({**scores, "examples": len(rows), "truncated": truncated}, indent=2, sort_keys=True))
+    scored = Predictor.from_restored(restored, args.device).evaluate(examples)
+    print(json.dumps({**scored.metrics, "examples": scored.examples, "truncated": scored.truncated}, indent=2,
+                     sort_keys=True))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .core.metrics import softmax
-    from .core.inference import pick_device, predict_logits
+    from .core.inference import Predictor
 
     restored = _restore(args)
+    task = restored.model.task
     if args.data:
-        examples = _examples(restored, args.data, with_labels=False)
-        texts, pairs = examples.texts, examples.pairs
+        examples = task.load_examples(args.data, restored.metadata, with_labels=False)
     elif args.texts:
-        texts, pairs = tuple(args.texts), None
+        examples = task.examples_from_texts(args.texts)
     else:
         raise UserError("Give texts to classify, or --data FILE.")
-    device = pick_device(args.device)
-    restored.model.to(device)
-    rows, _ = restored.encoder.encode(texts, pairs)
-    logits = predict_logits(restored.model, restored.encoder, rows, device)
-    names = restored.metadata["label_names"]
-    for index, text in enumerate(texts):
-        if names:
-            probabilities = softmax(logits[index:index + 1])[0]
-            record = {"text": text, "label": names[int(probabilities.argmax())],
-                      "probabilities": {name: round(float(p), 6) for name, p in zip(names, probabilities)}}
-        else:
-            record = {"text": text, "value": float(logits[index, 0])}
-        print(json.dumps(record, ensure_ascii=False))
+    for text, record in zip(examples.texts, Predictor.from_restored(restored, args.device).predict(examples)):
+        print(json.dumps({"text": text, **record}, ensure_ascii=False))
+    return 0
+
+
+def _write_merged(restored, out_dir: str) -> int:
+    """`jrft export` and `jrft apply`: the restored run as a stock transformers model folder."""
+    from .core.export import export_merged
+
+    out = export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(out_dir))
+    print(json.dumps({"merged_model": str(out)}))
     return 0
 
 
 def cmd_export(args) -> int:
-    from .core.export import export_merged
-
-    restored = _restore(args)
-    out = export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(args.merged))
-    print(json.dumps({"merged_model": str(out)}))
-    return 0
+    return _write_merged(_restore(args), args.merged)
 
 
 def cmd_apply(args) -> int:
-    from .core.export import export_merged, restore
+    from .core.export import restore
 
-    restored = restore(Path(args.vector), args.model, args.trust_remote_code)
-    out = export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(args.output))
-    print(json.dumps({"merged_model": str(out)}))
-    return 0
+    return _write_merged(restore(Path(args.vector), args.model, args.trust_remote_code), args.output)
 
 
 def cmd_methods(args) -> int:
@@ -296,12 +276,9 @@ def cmd_methods(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import torch
-
-    from .core import paths
+    from .core import paths, runs
     from .core.export import restore
-    from .core.metrics import softmax
-    from .core.inference import predict_logits
+    from .core.inference import Predictor
     from .core.trainer import Trainer
 
     sample = paths.sample_data_dir()
@@ -321,13 +298,14 @@ def cmd_demo(args) -> int:
           f"{metrics['accuracy']:.3f}")
     print(f"trainable parameters: {metrics['trainable_params']:,} ({metrics['trainable_params_without_head']:,} "
           f"in z), median step {metrics['step_time_s']:.3f} s, peak memory {metrics['peak_memory_mb']:.0f} MB")
-    restored = restore(output / "vector.safetensors")  # the exported file, reloaded as a user would
-    examples = ["a gorgeous , witty and moving film", "a tedious mess that never finds its footing"]
-    rows, _ = restored.encoder.encode(examples)
-    probabilities = softmax(predict_logits(restored.model, restored.encoder, rows, torch.device("cpu")))
+    # the exported file, reloaded as a user would
+    predictor = Predictor.from_restored(restore(output / f"{runs.VECTOR_NAME}.safetensors"), "cpu")
+    examples = predictor.model.task.examples_from_texts(["a gorgeous , witty and moving film",
+                                                         "a tedious mess that never finds its footing"])
+    positive = predictor.label_names[1]
     print("predictions from the exported vector (label 1 = positive):")
-    for text, row in zip(examples, probabilities):
-        print(f"  {text!r}: P(positive) = {row[1]:.2f}")
+    for text, record in zip(examples.texts, predictor.predict(examples)):
+        print(f"  {text!r}: P(positive) = {record['probabilities'][positive]:.2f}")
     print("files:")
     for name in sorted(Path(output).iterdir()):
         if name.is_file():
@@ -374,7 +352,7 @@ def cmd_bench(args) -> int:
     started = time.monotonic()
 
     def progress(event) -> None:
-        print(f"[{event.done}/{event.total} {_duration(time.monotonic() - started)}] {event.message}",
+        print(f"[{event.done}/{event.total} {format_duration(time.monotonic() - started)}] {event.message}",
               file=sys.stderr, flush=True)
 
     stop = threading.Event()
@@ -441,9 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_command.add_argument("--quick", action="store_true",
                                help="A smoke-sized bench (1,000 training and 500 validation rows, 30 steps, one seed, "
                                     "the main methods, one extra curve point): under 3 minutes on a 2-core CPU.")
+    cases = [method.bench_cases(5000) for method in methods.all_methods()]
+    labels = " ".join(label for found in cases for label, _ in found)
+    quick = " ".join(found[0][0] for found in cases if found)
     bench_command.add_argument("--methods", nargs="+", metavar="LABEL",
-                               help="Cases to compare (default: all; with --quick: "
-                                    "slash-output jr-warp head bitfit lora vera warp full).")
+                               help=f"Cases to compare: {labels} (default: all; with --quick: {quick}).")
     bench_command.add_argument("--budget", type=int, default=5000,
                                help="Trainable parameters (without the head) for the sized methods (default 5000).")
     bench_command.add_argument("--steps", type=int, help="Training steps per run (default 400; --quick 30).")

@@ -29,7 +29,7 @@ from file_faults import fill_the_disk, read_only
 from jrft_desktop.cli import main
 from jrft_desktop.core import data, limits, methods, runs
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
-from jrft_desktop.core.data import load_examples, load_task_data
+from jrft_desktop.core.tasks.classify import load_examples, load_task_data
 from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserError
 from jrft_desktop.core.export import read_vector, restore
 from jrft_desktop.core.models import load_backbone

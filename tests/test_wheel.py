@@ -20,15 +20,24 @@ from pathlib import Path
 import pytest
 
 import jrft_desktop
+from jrft_desktop.core.paths import resources_dir, sample_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jrft_desktop"
+RESOURCES = ROOT / "resources"  # the package data jrft_desktop.resources (pyproject.toml's package-dir)
 DEMO_STEPS = 1  # one step and one evaluation on the 872 dev sentences: the whole demo path, in about a minute
 
 
-def _package_files() -> set[str]:
-    return {path.relative_to(ROOT).as_posix() for path in PACKAGE.rglob("*")
+def _files(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*")
             if path.is_file() and "__pycache__" not in path.parts}
+
+
+def _package_files(resources_at: str = "jrft_desktop/resources") -> set[str]:
+    """The modules, and the resources at `resources_at`: inside the package in the wheel, in the top-level folder in
+    the source tree and the sdist."""
+    modules = {f"jrft_desktop/{name}" for name in _files(PACKAGE)}
+    return modules | {f"{resources_at}/{name}" for name in _files(RESOURCES)}
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +89,14 @@ def test_the_wheel_and_the_sdist_hold_the_package_and_its_resources(dist):
     with tarfile.open(dist["sdist"]) as sdist:
         top = f"jrft_desktop-{jrft_desktop.__version__}/"
         in_sdist = {name.removeprefix(top) for name in sdist.getnames()}
-    assert _package_files() <= in_sdist
+    assert _package_files(resources_at="resources") <= in_sdist
     assert {"pyproject.toml", "README.md", "constraints.txt", "tests/conftest.py", "tests/test_wheel.py",
             "packaging/render_icons.py"} <= in_sdist
+
+
+def test_the_source_tree_reads_the_top_level_resources():
+    assert not (PACKAGE / "resources").exists()  # moved to the top level; a leftover would be read instead
+    assert resources_dir() == RESOURCES and (sample_data_dir() / "sst2_train.tsv").is_file()
 
 
 @pytest.mark.slow

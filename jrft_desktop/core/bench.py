@@ -17,7 +17,6 @@ results.json, results.md and PNG plots (matplotlib's Agg canvas, no GUI toolkit)
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -36,10 +35,12 @@ import torch
 
 from . import methods
 from .config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
-from .data import load_task_data
 from .errors import UserError
 from .events import StepEvent
-from .models import Encoder, load_backbone
+from .formatting import format_bytes
+from .models import load_backbone
+from .tasks import Task, get_task
+from .trainer import Optimization, autocast_for
 from .paths import atomic_write, atomic_write_json, atomic_write_text, data_root, sample_data_dir
 
 BENCH_FORMAT = "jrft-bench/1"
@@ -65,22 +66,38 @@ class BenchCase:
 
 
 def default_cases(budget: int = DEFAULT_BUDGET) -> tuple[BenchCase, ...]:
-    """Every method, the budgeted ones at the same budget, and LoRA also at its usual rank 8."""
-    return (
-        *(BenchCase(f"slash-{position}", MethodSpec(name="slash", budget=budget, position=position))
-          for position in ("output", "intermediate", "attention")),
-        BenchCase("jr-warp", MethodSpec(name="jr-warp", budget=budget)),
-        BenchCase("head", MethodSpec(name="head")),
-        BenchCase("bitfit", MethodSpec(name="bitfit")),
-        BenchCase("lora", MethodSpec(name="lora", budget=budget)),
-        BenchCase("lora-r8", MethodSpec(name="lora", rank=8)),
-        BenchCase("vera", MethodSpec(name="vera", budget=budget)),
-        BenchCase("warp", MethodSpec(name="warp", budget=budget)),
-        BenchCase("full", MethodSpec(name="full")),
-    )
+    """Every method's cases as it declares them (`Method.bench_cases`: the sized ones at the same budget, SLaSh at
+    each position, LoRA also at its usual rank 8), in the registry's order."""
+    return tuple(BenchCase(label, spec) for method in methods.all_methods()
+                 for label, spec in method.bench_cases(budget))
 
 
-QUICK_LABELS = ("slash-output", "jr-warp", "head", "bitfit", "lora", "vera", "warp", "full")
+def quick_labels() -> tuple[str, ...]:
+    """The quick bench's cases: the first of each method."""
+    found = (method.bench_cases(DEFAULT_BUDGET) for method in methods.all_methods())
+    return tuple(cases[0][0] for cases in found if cases)
+
+
+QUICK_LABELS = quick_labels()
+
+
+def curve_method() -> methods.Method:
+    """The method whose size the budget curve sweeps: the registered one that declares `budget_curve` (SLaSh)."""
+    return next(method for method in methods.all_methods() if method.budget_curve)
+
+
+def curve_case(settings: BenchSettings, size: int) -> BenchCase:
+    """The curve's run at one size, at the curve's position when its method has one (label e.g. slash-output-d64)."""
+    method = curve_method()
+    where = {"position": settings.curve_position} if method.has_position else {}
+    label = "-".join((method.name, *where.values())) + f"-{method.size_name}{size}"
+    return BenchCase(label, MethodSpec(name=method.name, **{method.size_name: size}, **where))
+
+
+def _curve_title(settings: dict) -> str:
+    """'SLaSh (output)': the curve's method, and its position when it has one."""
+    method = curve_method()
+    return method.title + (f" ({settings['curve_position']})" if method.has_position else "")
 
 
 def pick_cases(labels: Sequence[str] | None, budget: int = DEFAULT_BUDGET,
@@ -88,7 +105,7 @@ def pick_cases(labels: Sequence[str] | None, budget: int = DEFAULT_BUDGET,
     """The cases named by `labels` (all by default; the quick set with `quick`), in the catalogue's order."""
     catalogue = default_cases(budget)
     known = [case.label for case in catalogue]
-    wanted = list(labels) if labels else list(QUICK_LABELS if quick else known)
+    wanted = list(labels) if labels else list(quick_labels() if quick else known)
     unknown = [label for label in wanted if label not in known]
     if unknown:
         raise UserError(f"Unknown bench method {unknown[0]!r}; choose from: {', '.join(known)}.")
@@ -203,9 +220,14 @@ class BenchResult:
     def case(self, label: str) -> CaseResult | None:
         return next((case for case in self.cases if case.label == label), None)
 
+    def reference_case(self) -> CaseResult | None:
+        """The compared case of the reference method (full finetuning), if the bench ran it."""
+        reference = methods.reference_method().name
+        return next((case for case in self.cases if case.method == reference), None)
+
     def ratio(self, case: CaseResult, name: str) -> float | None:
         """`case`'s value of `name` divided by full finetuning's (None without a full case or a value)."""
-        full = self.case("full")
+        full = self.reference_case()
         value, reference = getattr(case, name), getattr(full, name) if full else None
         return value / reference if value is not None and reference else None
 
@@ -248,16 +270,20 @@ class BenchCancelled(UserError):
 class PreparedCase:
     model: torch.nn.Module
     plan: methods.MethodPlan
-    optimizer: torch.optim.Optimizer
-    encoder: Encoder
+    optimization: Optimization  # the trainer's own step: precision, loss, backward, update
+    encoder: object  # the task's encoder: encode() and collate()
 
 
-def prepare_case(settings: BenchSettings, spec: MethodSpec, num_labels: int, device: torch.device) -> PreparedCase:
+def prepare_case(settings: BenchSettings, spec: MethodSpec, num_labels: int, problem: str,
+                 device: torch.device) -> PreparedCase:
+    """A case's model with its method applied and the trainer's step for it, without dropout (as training)."""
+    task = get_task(settings.data.task)
     loaded = load_backbone(settings.model)
-    model, method, plan = methods.build(loaded, settings.model.pooling, num_labels, spec)
-    model.to(device)
+    model, method, plan = methods.build(loaded, settings.model.pooling, num_labels, spec, task)
+    model.to(device).train(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=method.default_lr)
-    return PreparedCase(model, plan, optimizer, Encoder(loaded.tokenizer, settings.data.max_length, model))
+    optimization = Optimization.create(model, optimizer, task.loss_function(problem), device)
+    return PreparedCase(model, plan, optimization, task.make_encoder(loaded.tokenizer, settings.data.max_length, model))
 
 
 def _sync(device: torch.device) -> None:
@@ -265,29 +291,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_step(prepared: PreparedCase, inputs: dict, labels: torch.Tensor, task: str, device: torch.device) -> None:
-    """What the trainer does in one step (no dropout, autocast on CUDA)."""
-    from .trainer import Trainer, _loss
-
-    autocast = Trainer._autocast(device)
-    prepared.model.train(False)
-    with autocast or contextlib.nullcontext():
-        logits = prepared.model(**inputs)
-    _loss(logits.float(), labels, task).backward()
-    prepared.optimizer.step()
-    prepared.optimizer.zero_grad(set_to_none=True)
-
-
-def first_batches(encoder: Encoder, texts: Sequence[str], pairs: Sequence[str] | None, labels: Sequence, task: str,
-             batch_size: int, count: int, device: torch.device) -> list[tuple[dict, torch.Tensor]]:
+def first_batches(task: Task, encoder, examples, problem: str, batch_size: int, count: int,
+                  device: torch.device) -> list[tuple[dict, torch.Tensor]]:
     """The first `count` batches of the given examples (cycled when there are fewer)."""
-    rows, _ = encoder.encode(texts, pairs)
-    dtype = torch.float32 if task == "regression" else torch.long
+    rows, _ = task.encode(encoder, examples)
+    labels = task.label_tensor(examples.labels, problem)
     batches = []
     for index in range(count):
         picked = [(index * batch_size + k) % len(rows) for k in range(batch_size)]
         inputs = {key: value.to(device) for key, value in encoder.collate([rows[i] for i in picked]).items()}
-        batches.append((inputs, torch.tensor([labels[i] for i in picked], dtype=dtype, device=device)))
+        batches.append((inputs, labels[picked].to(device)))
     return batches
 
 
@@ -297,7 +310,7 @@ class StepTimes:
     cpu: list[float] = field(default_factory=list)  # process CPU seconds (all its threads)
 
 
-def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[tuple[dict, torch.Tensor]], task: str,
+def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[tuple[dict, torch.Tensor]],
                            device: torch.device, rounds: int,
                            on_round: Callable[[int], None] | None = None) -> dict[str, StepTimes]:
     """Wall-clock and CPU seconds per training step of every case, measured round-robin: each round runs every case
@@ -309,7 +322,7 @@ def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[
             for inputs, labels in batches:
                 _sync(device)
                 tick, cpu_tick = time.perf_counter(), time.process_time()
-                _train_step(case, inputs, labels, task, device)
+                case.optimization.step(inputs, labels)
                 _sync(device)
                 if round_index:
                     times[label].wall.append(time.perf_counter() - tick)
@@ -319,22 +332,20 @@ def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[
     return times
 
 
-def step_flops(case: PreparedCase, inputs: dict, labels: torch.Tensor, task: str, device: torch.device) -> float:
+def step_flops(case: PreparedCase, inputs: dict, labels: torch.Tensor) -> float:
     """Floating-point operations of one training step (matrix products and attention; elementwise work is not
     counted, as usual)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        _train_step(case, inputs, labels, task, device)
+        case.optimization.step(inputs, labels)
     return float(counter.get_total_flops())
 
 
 def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:
     """The best FLOP/s of a square matrix product here, in the dtype training computes in."""
-    from .trainer import Trainer
-
-    autocast = Trainer._autocast(device)
+    autocast = autocast_for(device)
     dtype = autocast.fast_dtype if autocast is not None else torch.float32
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
@@ -358,12 +369,12 @@ def measure_memory(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     settings: BenchSettings = job["settings"]
-    prepared = prepare_case(settings, job["method"], job["num_labels"], device)
-    batches = first_batches(prepared.encoder, job["texts"], job["pairs"], job["labels"], job["task"],
+    prepared = prepare_case(settings, job["method"], job["num_labels"], job["task"], device)
+    batches = first_batches(get_task(settings.data.task), prepared.encoder, job["examples"], job["task"],
                        settings.batch_size, settings.memory_steps, device)
     loaded = peak_memory_mb(device)
     for inputs, labels in batches:
-        _train_step(prepared, inputs, labels, job["task"], device)
+        prepared.optimization.step(inputs, labels)
     peak = peak_memory_mb(device)
     return {"peak_memory_mb": peak, "training_memory_mb": max(0.0, peak - loaded)}
 
@@ -471,136 +482,32 @@ def _machine(device: torch.device) -> dict:
 
 def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[BenchProgress], None] | None = None,
               stop_event: threading.Event | None = None) -> BenchResult:
-    """Run every measurement and write the results; `stop_event` stops it between steps (BenchCancelled)."""
-    from .export import restore
+    """Run every measurement and write the results; `stop_event` stops it between steps (BenchCancelled).
+
+    Accuracy first (every case and curve point, per seed, reusing finished runs), then speed, memory and latency,
+    measured after all training so that nothing else runs beside them."""
     from .inference import pick_device
 
     started = time.perf_counter()
     output = Path(output)
-    if not settings.cases:
-        raise UserError("Choose at least one method to compare.")
-    if min(settings.steps, settings.batch_size, settings.timing_rounds, settings.latency_rounds) < 1 or \
-            not settings.seeds:
-        raise UserError("The bench needs at least one step, a batch size of at least 1, one timing round and one "
-                        "seed.")
-    if any(d < 1 for d in settings.curve):
-        raise UserError("Every d of the budget curve must be a positive whole number.")
+    _check_settings(settings)
     device = pick_device(settings.device)
     _prepare_output(output, settings)
-    curve_cases = list(settings.curve)
-    seeds = settings.seeds
     memory_items = len(settings.cases) if settings.measure_memory else 1
-    total = len(seeds) * (len(settings.cases) + len(curve_cases)) + memory_items + 3  # + timing, latency, files
-    reporter = _Reporter(total, on_progress, stop_event or threading.Event())
-
-    # 1. accuracy: every case and every point of the curve, per seed
-    run_metrics: dict[str, list[dict]] = {}
-    for case in settings.cases:
-        run_metrics[case.label] = [
-            _train(settings, case.method, seed, output / RUNS_DIR / f"{case.label}-seed{seed}", reporter,
-                   f"{case.label}, seed {seed}") for seed in seeds]
-    curve_metrics: dict[int, list[dict]] = {}
-    for d in curve_cases:
-        spec = MethodSpec(name="slash", d=d, position=settings.curve_position)
-        curve_metrics[d] = [
-            _train(settings, spec, seed, output / RUNS_DIR / f"slash-{settings.curve_position}-d{d}-seed{seed}",
-                   reporter, f"SLaSh d={d}, seed {seed}") for seed in seeds]
-    first = next(iter(run_metrics.values()))[0]
-    metric = first["metric"]
-
-    # 2. speed: step time (interleaved), FLOPs per step, the matrix-multiply peak
-    data = load_task_data(settings.data, seeds[0])
-    reporter.say("timing: loading every case")
-    prepared = {case.label: prepare_case(settings, case.method, data.num_labels, device) for case in settings.cases}
-    encoder = next(iter(prepared.values())).encoder
-    train = data.train
-    batches = first_batches(encoder, train.texts, train.pairs, train.labels, data.task, settings.batch_size,
-                            settings.steps_per_round, device)
-    flops = {label: step_flops(case, *batches[0], data.task, device) for label, case in prepared.items()}
-    peak_size = 4096 if device.type == "cuda" else 1024 if settings.timing_rounds < 4 else 2048
-    peak = matmul_peak(device, peak_size)
-
-    def timing_round(index: int) -> None:
-        reporter.check()
-        reporter.say(f"timing: round {index}/{settings.timing_rounds} done" + (" (warm-up)" if index == 0 else ""))
-
-    times = interleaved_step_times(prepared, batches, data.task, device, settings.timing_rounds, timing_round)
-    peak = max(peak, matmul_peak(device, peak_size))  # the quieter of two tries
-    plans = {label: case.plan for label, case in prepared.items()}
-    del prepared
-    steps = f"{settings.steps_per_round} step{'' if settings.steps_per_round == 1 else 's'}"
-    reporter.advance(f"timing: done ({settings.timing_rounds} rounds of {steps})")
-
-    # 3. peak memory, a fresh process per case
-    memory: dict[str, dict] = {}
-    if settings.measure_memory:
-        context = _memory_context()
-        count = settings.batch_size * settings.memory_steps
-        texts = list(train.texts[:count])
-        job_base = {"settings": settings, "num_labels": data.num_labels, "task": data.task,
-                    "device": str(device), "threads": torch.get_num_threads(), "texts": texts,
-                    "pairs": list(train.pairs[:count]) if train.pairs is not None else None,
-                    "labels": list(train.labels[:count])}
-        with context.Pool(1, maxtasksperchild=1) as pool:
-            for case in settings.cases:
-                reporter.check()
-                reporter.say(f"memory: {case.label} (in a fresh process)")
-                memory[case.label] = pool.apply(measure_memory, ({**job_base, "method": case.method},))
-                reporter.advance(f"memory: {case.label} peaks at {memory[case.label]['peak_memory_mb']:.0f} MB")
-    else:
-        reporter.advance("memory: not measured")
-
-    # 4. inference latency: the base model, each trained model as trained and merged (interleaved)
-    reporter.say("latency: loading the trained models")
-    base = prepare_case(settings, MethodSpec(name="head"), data.num_labels, device).model
-    variants: dict[str, torch.nn.Module] = {"base": base}
-    vector_bytes: dict[str, int] = {}
-    for case in settings.cases:
-        vector = output / RUNS_DIR / f"{case.label}-seed{seeds[0]}" / "vector.safetensors"
-        vector_bytes[case.label] = vector.stat().st_size
-        restored = restore(vector)
-        variants[f"{case.label}/trained"] = restored.model.to(device)
-        if restored.method.foldable:
-            merged = copy.deepcopy(restored.model)
-            restored.method.merge(merged)
-            variants[f"{case.label}/merged"] = merged.to(device)
-    validation = data.validation
-    count = settings.batch_size * settings.latency_batches
-    rows, _ = encoder.encode(validation.texts[:count], validation.pairs[:count] if validation.pairs else None)
-    inference_batches = [{k: v.to(device) for k, v in encoder.collate(rows[start:start + settings.batch_size]).items()}
-                         for start in range(0, len(rows), settings.batch_size)]
-    latency = _interleaved_latency(variants, inference_batches, device, settings.latency_rounds, reporter)
-    del variants
-    reporter.advance("latency: done")
-
-    # 5. results
-    cases = []
-    for case in settings.cases:
-        runs_of_case = run_metrics[case.label]
-        plan = plans[case.label]
-        merged = latency.get(f"{case.label}/merged")
-        cases.append(CaseResult(
-            label=case.label, method=plan.method, size_name=plan.size_name, size=plan.size, position=plan.position,
-            method_params=plan.method_params, trainable_params=plan.trainable_params,
-            foldable=methods.get_method(plan.method).foldable, seeds=tuple(seeds),
-            scores=tuple(float(m[metric]) for m in runs_of_case),
-            step_time_s=statistics.median(times[case.label].wall), step_cpu_s=statistics.median(times[case.label].cpu),
-            flops_per_step=flops[case.label],
-            peak_memory_mb=memory.get(case.label, {}).get("peak_memory_mb"),
-            training_memory_mb=memory.get(case.label, {}).get("training_memory_mb"),
-            latency_ratio=latency[f"{case.label}/trained"] / latency["base"],
-            merged_latency_ratio=merged / latency["base"] if merged is not None else None,
-            vector_bytes=vector_bytes[case.label]))
-    curve = [CurvePoint(d, curve_metrics[d][0]["trainable_params"], tuple(float(m[metric]) for m in curve_metrics[d]))
-             for d in curve_cases]
-    if curve:  # a compared SLaSh case at the curve's position is one more point of it (no second training)
-        curve += [CurvePoint(case.size, case.trainable_params, case.scores) for case in cases
-                  if case.method == "slash" and case.position == settings.curve_position
-                  and case.size not in curve_cases]
-    curve = tuple(sorted(curve, key=lambda point: point.d))
-    notes = [f"{label}: {plan.note}" for label, plan in plans.items() if plan.note]
-    result = BenchResult(output=str(output), metric=metric, cases=tuple(cases), curve=curve,
-                         machine=_machine(device), matmul_peak_flops=peak, settings=settings.to_dict(),
+    trainings = len(settings.seeds) * (len(settings.cases) + len(settings.curve))
+    reported = trainings + memory_items + 3  # + timing, latency and the result files
+    reporter = _Reporter(reported, on_progress, stop_event or threading.Event())
+    accuracy = _accuracy_runs(settings, output, reporter)
+    data = get_task(settings.data.task).load_data(settings.data, settings.seeds[0])
+    speed = _measure_speed(settings, data, device, reporter)
+    memory = _measure_memory(settings, data, device, reporter)
+    latency = _measure_latency(settings, data, speed.encoder, output, device, reporter)
+    first = next(iter(accuracy.runs.values()))[0]
+    notes = [f"{label}: {plan.note}" for label, plan in speed.plans.items() if plan.note]
+    cases = _case_results(settings, accuracy, speed, memory, latency)
+    result = BenchResult(output=str(output), metric=accuracy.metric, cases=cases,
+                         curve=_curve(settings, accuracy, cases), machine=_machine(device),
+                         matmul_peak_flops=speed.matmul_peak, settings=settings.to_dict(),
                          wall_time_s=time.perf_counter() - started, train_examples=first["train_examples"],
                          validation_examples=first["validation_examples"],
                          validation_source=first["validation_source"], notes=tuple(notes))
@@ -609,6 +516,160 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
     atomic_write_json(output / RESULTS_JSON, _json_safe(result.to_dict()))
     reporter.advance(f"results in {output}")
     return result
+
+
+def _check_settings(settings: BenchSettings) -> None:
+    if not settings.cases:
+        raise UserError("Choose at least one method to compare.")
+    if min(settings.steps, settings.batch_size, settings.timing_rounds, settings.latency_rounds) < 1 or \
+            not settings.seeds:
+        raise UserError("The bench needs at least one step, a batch size of at least 1, one timing round and one "
+                        "seed.")
+    if any(d < 1 for d in settings.curve):
+        raise UserError("Every d of the budget curve must be a positive whole number.")
+
+
+@dataclass
+class _Accuracy:
+    runs: dict[str, list[dict]]  # case label -> metrics.json of each seed's run
+    curve: dict[int, list[dict]]  # curve size -> the same
+    metric: str
+
+
+def _accuracy_runs(settings: BenchSettings, output: Path, reporter: _Reporter) -> _Accuracy:
+    """Every case and every point of the budget curve, trained once per seed (finished runs are reused)."""
+    run_metrics = {case.label: [_train(settings, case.method, seed, output / RUNS_DIR / f"{case.label}-seed{seed}",
+                                       reporter, f"{case.label}, seed {seed}") for seed in settings.seeds]
+                   for case in settings.cases}
+    swept = curve_method()
+    curve_metrics: dict[int, list[dict]] = {}
+    for size in settings.curve:
+        point = curve_case(settings, size)
+        curve_metrics[size] = [
+            _train(settings, point.method, seed, output / RUNS_DIR / f"{point.label}-seed{seed}", reporter,
+                   f"{swept.title} {swept.size_name}={size}, seed {seed}") for seed in settings.seeds]
+    return _Accuracy(run_metrics, curve_metrics, next(iter(run_metrics.values()))[0]["metric"])
+
+
+@dataclass
+class _Speed:
+    plans: dict[str, methods.MethodPlan]
+    flops: dict[str, float]
+    times: dict[str, StepTimes]
+    matmul_peak: float
+    encoder: object  # the task's encoder (the same for every case: one tokenizer and max length)
+
+
+def _measure_speed(settings: BenchSettings, data, device: torch.device, reporter: _Reporter) -> _Speed:
+    """Step time of every case (interleaved rounds), FLOPs per step, and the matrix-multiply peak."""
+    reporter.say("timing: loading every case")
+    task = get_task(settings.data.task)
+    prepared = {case.label: prepare_case(settings, case.method, data.num_labels, data.task, device)
+                for case in settings.cases}
+    encoder = next(iter(prepared.values())).encoder
+    batches = first_batches(task, encoder, data.train, data.task, settings.batch_size, settings.steps_per_round,
+                            device)
+    flops = {label: step_flops(case, *batches[0]) for label, case in prepared.items()}
+    peak_size = 4096 if device.type == "cuda" else 1024 if settings.timing_rounds < 4 else 2048
+    peak = matmul_peak(device, peak_size)
+
+    def timing_round(index: int) -> None:
+        reporter.check()
+        reporter.say(f"timing: round {index}/{settings.timing_rounds} done" + (" (warm-up)" if index == 0 else ""))
+
+    times = interleaved_step_times(prepared, batches, device, settings.timing_rounds, timing_round)
+    peak = max(peak, matmul_peak(device, peak_size))  # the quieter of two tries
+    steps = f"{settings.steps_per_round} step{'' if settings.steps_per_round == 1 else 's'}"
+    reporter.advance(f"timing: done ({settings.timing_rounds} rounds of {steps})")
+    return _Speed({label: case.plan for label, case in prepared.items()}, flops, times, peak, encoder)
+
+
+def _measure_memory(settings: BenchSettings, data, device: torch.device, reporter: _Reporter) -> dict[str, dict]:
+    """Peak memory of every case, each in a fresh process."""
+    if not settings.measure_memory:
+        reporter.advance("memory: not measured")
+        return {}
+    memory: dict[str, dict] = {}
+    job_base = {"settings": settings, "num_labels": data.num_labels, "task": data.task, "device": str(device),
+                "threads": torch.get_num_threads(),
+                "examples": data.train.take(settings.batch_size * settings.memory_steps)}
+    with _memory_context().Pool(1, maxtasksperchild=1) as pool:
+        for case in settings.cases:
+            reporter.check()
+            reporter.say(f"memory: {case.label} (in a fresh process)")
+            memory[case.label] = pool.apply(measure_memory, ({**job_base, "method": case.method},))
+            reporter.advance(f"memory: {case.label} peaks at {memory[case.label]['peak_memory_mb']:.0f} MB")
+    return memory
+
+
+@dataclass
+class _Latency:
+    seconds: dict[str, float]  # "base", "<label>/trained", "<label>/merged" -> median seconds per batch
+    vector_bytes: dict[str, int]
+
+
+def _measure_latency(settings: BenchSettings, data, encoder, output: Path, device: torch.device,
+                     reporter: _Reporter) -> _Latency:
+    """Inference time of the base model and of each trained model, as trained and merged (interleaved)."""
+    from . import runs
+    from .export import restore
+
+    reporter.say("latency: loading the trained models")
+    unchanged = MethodSpec(name=methods.base_model_method().name)
+    base = prepare_case(settings, unchanged, data.num_labels, data.task, device).model
+    variants: dict[str, torch.nn.Module] = {"base": base}
+    vector_bytes: dict[str, int] = {}
+    for case in settings.cases:
+        vector = output / RUNS_DIR / f"{case.label}-seed{settings.seeds[0]}" / runs.VECTOR_FILE
+        vector_bytes[case.label] = vector.stat().st_size
+        restored = restore(vector)
+        variants[f"{case.label}/trained"] = restored.model.to(device)
+        if restored.method.foldable:
+            merged = copy.deepcopy(restored.model)
+            restored.method.merge(merged)
+            variants[f"{case.label}/merged"] = merged.to(device)
+    rows, _ = get_task(settings.data.task).encode(encoder, data.validation.take(settings.batch_size
+                                                                                 * settings.latency_batches))
+    batches = [{k: v.to(device) for k, v in encoder.collate(rows[start:start + settings.batch_size]).items()}
+               for start in range(0, len(rows), settings.batch_size)]
+    seconds = _interleaved_latency(variants, batches, device, settings.latency_rounds, reporter)
+    reporter.advance("latency: done")
+    return _Latency(seconds, vector_bytes)
+
+
+def _case_results(settings: BenchSettings, accuracy: _Accuracy, speed: _Speed, memory: dict[str, dict],
+                  latency: _Latency) -> tuple[CaseResult, ...]:
+    cases = []
+    base = latency.seconds["base"]
+    for case in settings.cases:
+        plan, merged = speed.plans[case.label], latency.seconds.get(f"{case.label}/merged")
+        cases.append(CaseResult(
+            label=case.label, method=plan.method, size_name=plan.size_name, size=plan.size, position=plan.position,
+            method_params=plan.method_params, trainable_params=plan.trainable_params,
+            foldable=methods.get_method(plan.method).foldable, seeds=tuple(settings.seeds),
+            scores=tuple(float(m[accuracy.metric]) for m in accuracy.runs[case.label]),
+            step_time_s=statistics.median(speed.times[case.label].wall),
+            step_cpu_s=statistics.median(speed.times[case.label].cpu), flops_per_step=speed.flops[case.label],
+            peak_memory_mb=memory.get(case.label, {}).get("peak_memory_mb"),
+            training_memory_mb=memory.get(case.label, {}).get("training_memory_mb"),
+            latency_ratio=latency.seconds[f"{case.label}/trained"] / base,
+            merged_latency_ratio=merged / base if merged is not None else None,
+            vector_bytes=latency.vector_bytes[case.label]))
+    return tuple(cases)
+
+
+def _curve(settings: BenchSettings, accuracy: _Accuracy, cases: Sequence[CaseResult]) -> tuple[CurvePoint, ...]:
+    """The budget curve; a compared case of the curve's method at its position is one more point of it (no second
+    training)."""
+    metric = accuracy.metric
+    curve = [CurvePoint(size, runs_at[0]["trainable_params"], tuple(float(m[metric]) for m in runs_at))
+             for size, runs_at in accuracy.curve.items()]
+    if curve:
+        swept = curve_method()
+        where = (swept.name, settings.curve_position if swept.has_position else None)
+        curve += [CurvePoint(case.size, case.trainable_params, case.scores) for case in cases
+                  if (case.method, case.position) == where and case.size not in accuracy.curve]
+    return tuple(sorted(curve, key=lambda point: point.d))
 
 
 def _interleaved_latency(variants: dict[str, torch.nn.Module], batches: list[dict], device: torch.device,
@@ -671,17 +732,8 @@ def _number(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}" if value is not None else "–"
 
 
-def _bytes(count: int | None) -> str:
-    if count is None:
-        return "–"
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} B"
-
-
 def accuracy_rows(result: BenchResult) -> list[tuple[str, ...]]:
-    full = result.case("full")
+    full = result.reference_case()
     rows = []
     for case in result.cases:
         delta = None if full is None or case is full else case.mean - full.mean
@@ -705,7 +757,8 @@ def speed_rows(result: BenchResult) -> list[tuple[str, ...]]:
             _number(100 * achieved / result.matmul_peak_flops if achieved else None, 1),
             _ratio(case.latency_ratio),
             _ratio(case.merged_latency_ratio) if case.foldable else "cannot merge",
-            _bytes(case.vector_bytes), _ratio(result.ratio(case, "vector_bytes"))))
+            format_bytes(case.vector_bytes) if case.vector_bytes is not None else "–",
+            _ratio(result.ratio(case, "vector_bytes"))))
     return rows
 
 
@@ -752,7 +805,7 @@ def markdown(result: BenchResult) -> str:
         "trained and merged into the weights, ÷ the untouched base model.",
     ]
     if result.curve:
-        lines += ["", f"## Budget curve: SLaSh ({settings['curve_position']}) {metric} against d", "",
+        lines += ["", f"## Budget curve: {_curve_title(settings)} {metric} against {curve_method().size_name}", "",
                   *_table([c.format(metric=metric) for c in CURVE_COLUMNS], curve_rows(result)),
                   "", f"![budget curve]({CURVE_PNG})"]
     lines += ["", f"![speed]({SPEED_PNG})"]
@@ -788,7 +841,8 @@ def plot_results(result: BenchResult, output: Path) -> list[Path]:
         xs = [point.d for point in result.curve]
         axes.errorbar(xs, [scale * p.mean for p in result.curve], yerr=[scale * (p.std or 0) for p in result.curve],
                       marker="o", linewidth=2, capsize=3, color="black",
-                      label=f"SLaSh ({result.settings['curve_position']}), d = {', '.join(f'{d:,}' for d in xs)}")
+                      label=f"{_curve_title(result.settings)}, {curve_method().size_name} = "
+                            f"{', '.join(f'{d:,}' for d in xs)}")
     markers = "sD^v<>pPX*h"
     colors = matplotlib.colormaps["tab20"]  # one colour per case (tab10 would repeat at the eleventh)
     for index, case in enumerate(result.cases):

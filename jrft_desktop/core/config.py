@@ -12,11 +12,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import methods  # the registry (no torch): MethodSpec's fields are the methods' options
 from .errors import UserError
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 POOLINGS = ("auto", "mean", "cls", "mask")
-SLASH_POSITIONS = ("attention", "intermediate", "output")
 ACCOUNTANTS = ("prv", "rdp")
 DEFAULT_DELTA = 1e-5
 
@@ -51,6 +51,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    task: str = field(
+        default="classify",
+        metadata=_help("What the model learns: 'classify' (a class or a number for each text or text pair)."),
+    )
     train: str = field(
         default="",
         metadata=_help("Training data: a CSV, TSV, JSON, JSONL or Parquet file, a folder, or a `datasets` name."),
@@ -84,40 +88,59 @@ class DataSpec:
     )
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str = field(
-        default="slash",
-        metadata=_help("Finetuning method (see `jrft methods`).", choices_from="methods"),
-    )
-    budget: int | None = field(
-        default=None,
-        metadata=_help(
-            "Trainable parameters the method may use, not counting the head: sets d for slash/jr-warp, "
-            "the rank for lora/vera, the prompt count for warp."
-        ),
-    )
-    d: int | None = field(
-        default=None, metadata=_help("Size of the trainable vector z for slash / jr-warp (default 1024).")
-    )
-    position: str = field(
-        default="output",
-        metadata=_help(
-            "Where SLaSh adds its shift in every layer: 'attention' (attention block output), 'intermediate' "
-            "(MLP up-projection, before the activation) or 'output' (MLP output, before the LayerNorm).",
-            choices=SLASH_POSITIONS,
-        ),
-    )
-    rank: int | None = field(default=None, metadata=_help("Rank of lora (default 8) or vera (default 256)."))
-    prompt_tokens: int | None = field(default=None, metadata=_help("Number of trainable prompt tokens for warp."))
-    projection_seed: int = field(
-        default=0, metadata=_help("Seed of the fixed random projections W_l (recorded in every export).")
-    )
-    on_the_fly: bool = field(
-        default=False,
-        metadata=_help("Regenerate each projection in forward and backward instead of keeping them in memory "
-                       "(slower, for big models)."),
-    )
+def _check_method_spec(spec) -> None:
+    methods.get_method(spec.name)  # an unknown name is refused with the nearest known one
+    for option in dataclasses.fields(spec):
+        choices, value = option.metadata.get("choices"), getattr(spec, option.name)
+        if choices and value is not None and value not in choices:
+            raise UserError(f"The method's {option.name} must be one of {', '.join(map(str, choices))} "
+                            f"(got {value!r}).")
+
+
+_METHOD_SPEC_DOC = """The method's name, its budget, and the options of every registered method (each declared once,
+with its help, in its method's module). One flat record whatever the method, so that config.json and vector files
+keep one shape; an option the chosen method does not read is ignored (the CLI and the app never set one)."""
+
+
+def _method_options(spec) -> tuple[str, ...]:
+    """The options the chosen method reads (it ignores the others)."""
+    return methods.get_method(spec.name).option_names
+
+
+def _make_method_spec() -> type:
+    """MethodSpec, made from the registry when this module is imported."""
+    registered = methods.all_methods()
+    sized: dict[str, list[str]] = {}
+    for method in registered:
+        if method.size_name:
+            sized.setdefault(method.size_name, []).append(method.name)
+    own = [
+        ("name", str, field(default=registered[0].name, metadata=_help("Finetuning method (see `jrft methods`)."))),
+        ("budget", int | None, field(default=None, metadata=_help(
+            "Trainable parameters the method may use, not counting the head: sets "
+            + ", ".join(f"{size} for {'/'.join(names)}" for size, names in sized.items()) + "."))),
+    ]
+    options = [(name, kind, field(default=option.default, metadata=option.metadata))
+               for name, (option, kind) in methods.spec_option_fields().items()]
+    namespace = {"__post_init__": _check_method_spec, "method_options": _method_options}
+    spec = dataclasses.make_dataclass("MethodSpec", own + options, frozen=True, namespace=namespace)
+    spec.__module__ = __name__  # found here by pickle (the bench's memory processes) and in reprs
+    spec.__doc__ = _METHOD_SPEC_DOC
+    return spec
+
+
+MethodSpec = _make_method_spec()
+
+
+def method_option_fields() -> tuple[dataclasses.Field, ...]:
+    """MethodSpec's option fields (all but the name and the budget); `metadata["size"]` marks the methods' sizes."""
+    return tuple(option for option in dataclasses.fields(MethodSpec) if option.name not in methods.RESERVED)
+
+
+def method_presets() -> tuple:
+    """Every method's presets (`methods.Preset`: label, method, values; `.spec()` the MethodSpec it sets), for the
+    app."""
+    return methods.presets()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Labelled text data for sequence classification and regression.
+"""Tables of examples from files, folders and dataset names, for every task.
 
-Reads CSV, TSV, JSON, JSON Lines and Parquet files, folders (`train.*` files or a `datasets.save_to_disk`
-folder) and Hugging Face dataset names; guesses the text, text-pair and label columns; maps labels to class
-ids; and holds out a seeded validation split. Every problem a user can fix is a one-line `DataError`.
+Reads CSV, TSV, JSON, JSON Lines and Parquet files, folders (`train.*` files, with a `validation.*` / `dev.*` /
+`test.*` companion, or a `datasets.save_to_disk` folder) and Hugging Face dataset names into a `Table`. Which
+columns a task reads, and how it turns rows into examples, is the task's own (core/tasks/). Every problem a user
+can fix is a one-line `DataError`.
 
 Memory: a file is read whole only when training on it fits in half this machine's memory (about 20 times the
 file's size, measured). A bigger one is refused with a clear message, or, when the run asks for at most N
@@ -17,7 +18,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,30 +27,16 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from .config import DataSpec
 from .errors import DataError, first_line
-from .limits import format_bytes, memory_limit
-
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
+from .formatting import format_bytes
+from .limits import memory_limit
 
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 SUPPORTED_SUFFIXES = (*DELIMITERS, ".json", ".jsonl", ".ndjson", ".parquet")
 _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
-_LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "score")
-_TEXT_NAMES = ("sentence", "text", "sentence1", "question", "premise", "content", "review", "document")
-_PAIR_NAMES = (
-    ("sentence1", "sentence2"),
-    ("question", "sentence"),
-    ("premise", "hypothesis"),
-    ("text_a", "text_b"),
-    ("question1", "question2"),
-)
 _VALIDATION_STEMS = ("validation", "dev", "test")
-_MISSING_LABELS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "<na>", "null"})
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]+)?")
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 _T = TypeVar("_T")
 
@@ -62,203 +49,36 @@ STREAM_CHUNK_ROWS = 20_000
 
 
 @dataclass(frozen=True)
-class _Sample:
+class Sample:
     """Keep a seeded random sample of this many rows when a file is too big to read whole."""
 
     rows: int
     seed: int
 
 
-@dataclass(frozen=True)
-class Examples:
-    """Parallel texts, optional second texts and labels (class ids, floats, or empty when unlabelled)."""
-
-    texts: tuple[str, ...]
-    pairs: tuple[str, ...] | None
-    labels: tuple[int, ...] | tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if self.pairs is not None and len(self.pairs) != len(self.texts):
-            raise ValueError(f"{len(self.pairs)} pairs for {len(self.texts)} texts")
-        if self.labels and len(self.labels) != len(self.texts):
-            raise ValueError(f"{len(self.labels)} labels for {len(self.texts)} texts")
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """Training and validation examples plus everything needed to read other files the same way."""
-
-    train: Examples
-    validation: Examples
-    text_column: str
-    text_pair_column: str | None
-    label_column: str
-    label_names: tuple[str, ...] | None
-    task: str
-    validation_source: str
-    notes: tuple[str, ...]
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names) if self.label_names is not None else 1
-
-
 @dataclass
-class _Table:
+class Table:
     frame: pd.DataFrame
     name: str  # short, for messages: "train.tsv"
     origin: str  # full, for records: "file /data/train.tsv"
     notes: list[str] = field(default_factory=list)
-    companion: _Table | None = None  # validation data found beside the training data
+    companion: Table | None = None  # validation data found beside the training data
 
 
 def read_table(source: str, limit: int | None = None) -> pd.DataFrame:
     """All columns of a file, folder (its training part) or `datasets` name; `limit` keeps the first rows.
 
     Facts about the reading (encoding fallback, delimiter) are in `frame.attrs["notes"]`."""
-    table = _open(source, limit=limit)
+    table = open_table(source, limit=limit)
     table.frame.attrs["notes"] = tuple(table.notes)
     return table.frame
-
-
-def guess_columns(frame: pd.DataFrame) -> tuple[str, str | None, str]:
-    """(text column, text-pair column or None, label column), guessed from the names and contents."""
-    return _guess_columns(frame)
-
-
-def load_task_data(spec: DataSpec, seed: int) -> TaskData:
-    """Training and validation examples for `spec`; the split and the sampling are deterministic per seed."""
-    if not 0 < spec.validation_fraction < 1:
-        raise DataError(f"validation_fraction must be between 0 and 1 (exclusive), not {spec.validation_fraction}.")
-    for name in ("max_train_rows", "max_validation_rows"):
-        if getattr(spec, name) is not None and getattr(spec, name) < 1:
-            raise DataError(f"{name} must be at least 1, not {getattr(spec, name)}.")
-    if not spec.train:
-        raise DataError("No training data given; choose a file, a folder or a dataset name.")
-
-    validation_file = spec.validation or None
-    sample = None
-    if spec.max_train_rows is not None:  # used only for a file too big to read whole; the split comes after it
-        share = 1.0 if validation_file is not None else 1.0 - spec.validation_fraction
-        sample = _Sample(math.ceil(spec.max_train_rows / share), seed)
-    table = _open(spec.train, with_companion=validation_file is None, sample=sample)
-    notes = list(table.notes)
-    _require_rows(table)
-    text, pair, label = _resolve_columns(spec, table, notes)
-    texts, pairs, raw_labels = _usable_rows(table, text, pair, label, notes)
-    task, label_names, labels = _parse_labels(raw_labels, table.name, label)
-    rng = np.random.default_rng(seed)
-
-    held_out = _open(validation_file) if validation_file is not None else table.companion
-    if held_out is not None:
-        notes.extend(held_out.notes)
-        if validation_file is None:
-            notes.append(f"Validation data: {held_out.origin}, found beside the training data "
-                         "(set a validation file to use another).")
-        _require_rows(held_out)
-        for column in (text, pair, label):
-            if column is not None:
-                _require_column(held_out.frame, column, held_out.name)
-        val_texts, val_pairs, val_raw = _usable_rows(held_out, text, pair, label, notes)
-        val_labels = (encode_labels(val_raw, label_names) if label_names is not None
-                      else _floats(val_raw, held_out.name, label))
-        validation = Examples(tuple(val_texts), tuple(val_pairs) if val_pairs is not None else None, val_labels)
-        train_rows = np.arange(len(texts))
-        validation_source = held_out.origin
-    else:
-        train_rows, val_rows = _split(np.asarray(labels), task, spec.validation_fraction, rng, table.name)
-        validation = _select(texts, pairs, labels, val_rows)
-        percent = f"{spec.validation_fraction * 100:g}%"
-        kind = "stratified" if task == CLASSIFICATION else "random"
-        validation_source = f"seeded {kind} {percent} split of train (seed {seed})"
-
-    if spec.max_train_rows is not None and spec.max_train_rows < len(train_rows):
-        notes.append(f"Sampled {spec.max_train_rows} of {len(train_rows)} training rows at random (seed {seed}).")
-        train_rows = np.sort(rng.choice(train_rows, size=spec.max_train_rows, replace=False))
-    if spec.max_validation_rows is not None and spec.max_validation_rows < len(validation.labels):
-        notes.append(f"Sampled {spec.max_validation_rows} of {len(validation.labels)} validation rows at random "
-                     f"(seed {seed}).")
-        picked = np.sort(rng.choice(len(validation.labels), size=spec.max_validation_rows, replace=False))
-        validation = _select(validation.texts, validation.pairs, validation.labels, picked)
-        validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
-
-    return TaskData(
-        train=_select(texts, pairs, labels, train_rows),
-        validation=validation,
-        text_column=text,
-        text_pair_column=pair,
-        label_column=label,
-        label_names=label_names,
-        task=task,
-        validation_source=validation_source,
-        notes=tuple(notes),
-    )
-
-
-def load_examples(
-    source: str,
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str | None,
-    label_names: tuple[str, ...] | None,
-) -> Examples:
-    """Every row of another file, read with the columns and label mapping of a trained run.
-
-    Rows are kept in file order (predictions line up with the file). Labels are empty when `label_column` is
-    None, missing from the file or blank in every row; they are floats when `label_names` is None."""
-    table = _open(source)
-    _require_rows(table)
-    frame = table.frame
-    _require_column(frame, text_column, table.name)
-    if text_pair_column is not None:
-        _require_column(frame, text_pair_column, table.name)
-    texts = tuple(_cell_text(value) for value in frame[text_column].tolist())
-    pairs = tuple(_cell_text(value) for value in frame[text_pair_column].tolist()) if text_pair_column else None
-
-    labels: tuple[int, ...] | tuple[float, ...] = ()
-    if label_column is not None and label_column in frame.columns:
-        blank = _missing_label(frame[label_column])
-        if blank.any() and not blank.all():
-            first = int(np.flatnonzero(blank)[0]) + 1
-            raise DataError(f"{int(blank.sum())} row(s) of {table.name} have an empty '{label_column}' (first at "
-                            f"data row {first}); fill them in, or drop the column to predict without scoring.")
-        if not blank.any():
-            values = frame[label_column].tolist()
-            labels = (encode_labels(values, label_names) if label_names is not None
-                      else _floats(values, table.name, label_column))
-    return Examples(texts, pairs, labels)
-
-
-def label_distribution(examples: Examples, label_names: Sequence[str] | None) -> dict[str, int]:
-    """Class name -> number of examples, in class-id order; empty for regression or unlabelled examples."""
-    if label_names is None or not examples.labels:
-        return {}
-    counts = np.bincount(np.asarray(examples.labels, dtype=np.int64), minlength=len(label_names))
-    return {name: int(count) for name, count in zip(label_names, counts)}
-
-
-def encode_labels(values: Iterable[Any], label_names: Sequence[str]) -> tuple[int, ...]:
-    """Class ids of raw label values (from any file) under the mapping `label_names` of a training set."""
-    index = {name: position for position, name in enumerate(label_names)}
-    keys = [_lookup_key(value, index) for value in values]
-    if "" in keys:
-        raise DataError(f"{keys.count('')} label(s) are empty; every row needs a label.")
-    unseen = sorted({key for key in keys if key not in index})
-    if unseen:
-        shown = ", ".join(f"'{key}'" for key in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
-        known = ", ".join(f"'{name}'" for name in label_names)
-        raise DataError(f"Label(s) {shown} did not occur in the training data; known labels: {known}.")
-    return tuple(index[key] for key in keys)
 
 
 # --- opening sources ----------------------------------------------------------------------------------------
 
 
-def _open(source: str, limit: int | None = None, with_companion: bool = False,
-          sample: _Sample | None = None) -> _Table:
+def open_table(source: str, limit: int | None = None, with_companion: bool = False,
+          sample: Sample | None = None) -> Table:
     if not source:
         raise DataError("No data source given; choose a file, a folder or a dataset name.")
     path = Path(source).expanduser()
@@ -271,7 +91,7 @@ def _open(source: str, limit: int | None = None, with_companion: bool = False,
     raise DataError(f"No such file: {path}")
 
 
-def _read_file(path: Path, limit: int | None, sample: _Sample | None = None) -> _Table:
+def _read_file(path: Path, limit: int | None, sample: Sample | None = None) -> Table:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"Cannot read {path.name}: unsupported file type '{suffix or path.name}'; "
@@ -301,7 +121,7 @@ def _read_file(path: Path, limit: int | None, sample: _Sample | None = None) -> 
         frame = _read_json_lines(path, limit, notes)
     if frame.shape[1] == 0:
         raise DataError(f"{path.name} holds no data.")
-    return _Table(frame, path.name, f"file {path.resolve()}", notes)
+    return Table(frame, path.name, f"file {path.resolve()}", notes)
 
 
 @contextmanager
@@ -376,7 +196,7 @@ def _chunks(path: Path, notes: list[str]) -> Callable[[str], Iterator[pd.DataFra
     return json_lines
 
 
-def _sample_file(path: Path, sample: _Sample, notes: list[str]) -> pd.DataFrame:
+def _sample_file(path: Path, sample: Sample, notes: list[str]) -> pd.DataFrame:
     """A seeded uniform random sample of `sample.rows` rows, in file order, read in one pass: each row draws a
     random key and the rows with the smallest keys are kept, so memory holds the sample and one chunk."""
     read_chunks = _chunks(path, notes)
@@ -508,7 +328,7 @@ def _read_parquet(path: Path, limit: int | None) -> pd.DataFrame:
         raise DataError(f"Cannot read {path.name} as Parquet: {first_line(error)}") from None
 
 
-def _open_folder(path: Path, limit: int | None, with_companion: bool, sample: _Sample | None = None) -> _Table:
+def _open_folder(path: Path, limit: int | None, with_companion: bool, sample: Sample | None = None) -> Table:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         import datasets
 
@@ -538,7 +358,7 @@ def _file_named(folder: Path, stem: str) -> Path | None:
     return found[0] if found else None
 
 
-def _open_hub(name: str, limit: int | None, with_companion: bool) -> _Table:
+def _open_hub(name: str, limit: int | None, with_companion: bool) -> Table:
     import datasets
 
     dataset_name, _, config = name.partition(":")
@@ -554,7 +374,7 @@ def _open_hub(name: str, limit: int | None, with_companion: bool) -> _Table:
     return _datasets_table(loaded, f"hub dataset '{name}'", limit, with_companion)
 
 
-def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion: bool) -> _Table:
+def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion: bool) -> Table:
     import datasets
 
     companion = None
@@ -564,7 +384,7 @@ def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion:
         split = next((stem for stem in _VALIDATION_STEMS if stem in loaded), None)
         if with_companion and split is not None:
             frame = loaded[split].to_pandas()
-            companion = _Table(frame, f"{origin} ({split} split)", f"split '{split}' of {origin}")
+            companion = Table(frame, f"{origin} ({split} split)", f"split '{split}' of {origin}")
         loaded = loaded["train"]
     if limit is not None:
         loaded = loaded.select(range(min(limit, len(loaded))))
@@ -573,76 +393,10 @@ def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion:
         if isinstance(feature, datasets.ClassLabel):
             names = ", ".join(f"{number}={name}" for number, name in enumerate(feature.names))
             notes.append(f"Column '{column}' holds class ids: {names}.")
-    return _Table(loaded.to_pandas(), f"{origin} (train split)", origin, notes, companion)
+    return Table(loaded.to_pandas(), f"{origin} (train split)", origin, notes, companion)
 
 
-# --- columns ------------------------------------------------------------------------------------------------
-
-
-def _resolve_columns(spec: DataSpec, table: _Table, notes: list[str]) -> tuple[str, str | None, str]:
-    frame = table.frame
-    if frame.shape[1] < 2:
-        raise DataError(f"{table.name} has a single column ('{frame.columns[0]}') but needs a text column and a "
-                        "label column; if it has more, its delimiter looks wrong.")
-    given_text = spec.text_column or None
-    given_pair = spec.text_pair_column or None
-    given_label = spec.label_column or None
-    for column in (given_text, given_pair, given_label):
-        if column is not None:
-            _require_column(frame, column, table.name)
-    text, pair, label = _guess_columns(frame, given_text, given_label)
-    if given_text is not None or given_pair is not None:
-        pair = given_pair
-    if text == label or pair in (text, label):
-        raise DataError(f"The text, text pair and label columns must differ (text '{text}', pair '{pair}', "
-                        f"label '{label}').")
-    guessed = []
-    if given_text is None:
-        guessed.append(f"text '{text}'" + (f", text pair '{pair}'" if pair else ""))
-    if given_label is None:
-        guessed.append(f"label '{label}'")
-    if guessed:
-        notes.append(f"Guessed columns: {', '.join(guessed)} (set text_column / text_pair_column / label_column "
-                     "to choose others).")
-    return text, pair, label
-
-
-def _guess_columns(frame: pd.DataFrame, text: str | None = None,
-                   label: str | None = None) -> tuple[str, str | None, str]:
-    columns = list(frame.columns)
-    if len(columns) < 2:
-        only = f"column '{columns[0]}'" if columns else "no columns"
-        raise DataError(f"Need a text column and a label column, but the data has only {only}.")
-    by_name: dict[str, Any] = {}
-    for column in columns:
-        by_name.setdefault(str(column).strip().lower(), column)
-
-    if label is None:
-        label = next((by_name[name] for name in _LABEL_NAMES if name in by_name and by_name[name] != text), None)
-    pair = None
-    if text is None:
-        for first, second in _PAIR_NAMES:
-            if first in by_name and second in by_name and label not in (by_name[first], by_name[second]):
-                text, pair = by_name[first], by_name[second]
-                break
-        else:
-            text = next((by_name[name] for name in _TEXT_NAMES if name in by_name and by_name[name] != label), None)
-    if label is None:
-        rest = [column for column in columns if column not in (text, pair)]
-        if not rest:
-            raise DataError(f"No column is left for the label; columns: {', '.join(map(str, columns))}.")
-        label = rest[-1]
-    if text is None:
-        text = _longest_text_column(frame, [column for column in columns if column != label])
-    return text, pair, label
-
-
-def _longest_text_column(frame: pd.DataFrame, candidates: list[Any]) -> Any:
-    textual = [column for column in candidates if pd.api.types.is_string_dtype(frame[column])] or candidates
-    return max(textual, key=lambda column: frame[column].astype(str).str.len().mean() if len(frame) else 0)
-
-
-def _require_column(frame: pd.DataFrame, column: str, name: str) -> None:
+def require_column(frame: pd.DataFrame, column: str, name: str) -> None:
     if column in frame.columns:
         return
     available = [str(existing) for existing in frame.columns]
@@ -654,141 +408,24 @@ def _require_column(frame: pd.DataFrame, column: str, name: str) -> None:
 # --- rows and labels ----------------------------------------------------------------------------------------
 
 
-def _require_rows(table: _Table) -> None:
+def require_rows(table: Table) -> None:
     if len(table.frame) == 0:
         raise DataError(f"{table.name} has column names but no data rows.")
 
 
-def _usable_rows(table: _Table, text: str, pair: str | None, label: str,
-                 notes: list[str]) -> tuple[list[str], list[str] | None, list[Any]]:
-    """Texts, pairs and raw labels of the rows that have a label and a text; drops the others with a note."""
-    frame = table.frame
-    blank_label = _missing_label(frame[label])
-    if blank_label.all():
-        raise DataError(f"Column '{label}' of {table.name} is empty in every row (blank or NaN), so there is nothing "
-                        "to learn; choose the column that holds the labels.")
-    empty_text = _blank(frame[text]) | (_blank(frame[pair]) if pair is not None else False)
-    if blank_label.any():
-        notes.append(f"Dropped {int(blank_label.sum())} row(s) of {table.name} with an empty '{label}'.")
-    empty_only = empty_text & ~blank_label
-    if empty_only.any():
-        columns = f"'{text}'" + (f" or '{pair}'" if pair is not None else "")
-        notes.append(f"Dropped {int(empty_only.sum())} row(s) of {table.name} with an empty {columns}.")
-    kept = frame[~(blank_label | empty_text)]
-    if len(kept) == 0:
-        raise DataError(f"No rows of {table.name} have both a text and a label.")
-    texts = [_cell_text(value) for value in kept[text].tolist()]
-    pairs = [_cell_text(value) for value in kept[pair].tolist()] if pair is not None else None
-    return texts, pairs, kept[label].tolist()
-
-
-def _blank(series: pd.Series) -> np.ndarray:
+def blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | series.astype(str).str.strip().eq("")).to_numpy(dtype=bool)
 
 
-def _missing_label(series: pd.Series) -> np.ndarray:
-    """Blank labels, and the spellings of a missing value that spreadsheets and pandas write ("NaN", "NULL", ...);
-    read as text they would silently become a class of their own."""
-    return _blank(series) | series.astype(str).str.strip().str.lower().isin(_MISSING_LABELS).to_numpy(dtype=bool)
-
-
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
-def _cell_text(value: Any) -> str:
+def cell_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if _is_missing(value):
+    if is_missing(value):
         return ""
     return str(value)
 
-
-def _parse_labels(raw: list[Any], name: str, column: str) -> tuple[str, tuple[str, ...] | None, tuple]:
-    """(task, label names, labels): integer-valued numbers and strings are classes, other numbers regression."""
-    numbers = _as_numbers(raw)
-    if numbers is not None and not all(number.is_integer() for number in numbers):
-        return REGRESSION, None, tuple(numbers)
-    keys: list[Any] = [int(number) for number in numbers] if numbers is not None else [_label_key(v) for v in raw]
-    classes = sorted(set(keys))
-    if len(classes) < 2:
-        raise DataError(f"Classification needs at least two classes; found only '{classes[0]}' in column "
-                        f"'{column}' of {name}.")
-    index = {value: position for position, value in enumerate(classes)}
-    return CLASSIFICATION, tuple(str(value) for value in classes), tuple(index[key] for key in keys)
-
-
-def _is_number(value: Any) -> bool:
-    """A number or a numeric string; bools are not numbers here (they are two classes)."""
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, str):
-        return _NUMBER.fullmatch(value.strip()) is not None
-    return isinstance(value, (int, float, np.number))
-
-
-def _as_numbers(raw: list[Any]) -> list[float] | None:
-    return [float(value) for value in raw] if all(_is_number(value) for value in raw) else None
-
-
-def _floats(values: list[Any], name: str, column: str) -> tuple[float, ...]:
-    numbers = _as_numbers(values)
-    if numbers is None:
-        example = next(value for value in values if not _is_number(value))
-        raise DataError(f"Column '{column}' of {name} must hold numbers for a regression task; found '{example}'.")
-    return tuple(numbers)
-
-
-def _label_key(value: Any) -> str:
-    """The class name a raw label value stands for: 1, 1.0 and "1" are all "1"."""
-    if isinstance(value, str):
-        return value.strip()
-    if _is_missing(value):
-        return ""
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
-        return str(int(value)) if float(value).is_integer() else str(float(value))
-    return str(value)
-
-
-def _lookup_key(value: Any, index: dict[str, int]) -> str:
-    key = _label_key(value)
-    if key not in index and _NUMBER.fullmatch(key) and float(key).is_integer():
-        return str(int(float(key)))
-    return key
-
-
-# --- splitting ----------------------------------------------------------------------------------------------
-
-
-def _split(labels: np.ndarray, task: str, fraction: float, rng: np.random.Generator,
-           name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows), both sorted; classification keeps every class's share."""
-    if task == REGRESSION:
-        if len(labels) < 2:
-            raise DataError(f"{name} has a single usable row; a validation split needs at least two.")
-        order = rng.permutation(len(labels))
-        count = min(max(round(fraction * len(labels)), 1), len(labels) - 1)
-        held = order[:count]
-    else:
-        parts = []
-        for value in np.unique(labels):
-            members = np.flatnonzero(labels == value)
-            rng.shuffle(members)
-            # A class with two or more rows puts at least one in each part.
-            count = min(max(round(fraction * len(members)), 1), len(members) - 1)
-            parts.append(members[:count])
-        held = np.concatenate(parts)
-        if len(held) == 0:
-            raise DataError(f"Every class of {name} has a single row, so none can be held out for validation; "
-                            "give a validation file.")
-    held = np.sort(held)
-    return np.setdiff1d(np.arange(len(labels)), held), held
-
-
-def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.ndarray) -> Examples:
-    return Examples(
-        tuple(texts[row] for row in rows),
-        tuple(pairs[row] for row in rows) if pairs is not None else None,
-        tuple(labels[row] for row in rows),
-    )
 

@@ -20,7 +20,7 @@ import torch
 from .. import __version__
 from .config import MethodSpec, ModelSpec
 from .errors import ArtifactError
-from .models import Encoder, JrftModel, load_backbone
+from .models import JrftModel, load_backbone
 from .paths import atomic_directory, atomic_write, atomic_write_json
 from .projection import ProjectionSpec, check_spec, fingerprint
 
@@ -46,6 +46,7 @@ def metadata_sha256(metadata: dict) -> str:
 
 def vector_metadata(*, model: JrftModel, plan, method_spec: MethodSpec, model_spec: ModelSpec, max_length: int,
                     task: str, label_names, columns: dict, seed: int, metrics: dict) -> dict:
+    """`task` is the data's problem ('classification' or 'regression'); `task_name` records the model's task."""
     projection_spec = getattr(getattr(model, "projected", None), "spec", None)
     return {
         "format": VECTOR_FORMAT,
@@ -60,6 +61,7 @@ def vector_metadata(*, model: JrftModel, plan, method_spec: MethodSpec, model_sp
         "pooling": model.pooling,
         "max_length": max_length,
         "task": task,
+        "task_name": model.task.name,
         "label_names": list(label_names) if label_names is not None else None,
         "columns": columns,
         "seed": seed,
@@ -143,7 +145,7 @@ def read_vector(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 class Restored:
     model: JrftModel
     method: object
-    encoder: Encoder
+    encoder: object  # the task's encoder: encode() and collate()
     tokenizer: object
     metadata: dict
 
@@ -152,6 +154,7 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
     """Rebuild a trained model from its vector file on its base model (or an explicitly named copy of it)."""
     from . import methods
     from .methods.base import load_trainable_state
+    from .tasks import DEFAULT_TASK, get_task
 
     tensors, metadata = read_vector(path)
     base = metadata["base_model"]
@@ -165,7 +168,8 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
         )
     spec = MethodSpec(**metadata["method_spec"])
     labels = metadata["label_names"]
-    model, method, _ = methods.build(loaded, metadata["pooling"], len(labels) if labels else 1, spec)
+    task = get_task(metadata.get("task_name", DEFAULT_TASK))
+    model, method, _ = methods.build(loaded, metadata["pooling"], len(labels) if labels else 1, spec, task)
     projection = metadata.get("projection")
     if projection:
         check_spec(ProjectionSpec.from_dict(projection), projection["fingerprint"])
@@ -173,13 +177,14 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
             raise ArtifactError("The vector's projection spec does not match its method settings (edited metadata).")
     load_trainable_state(model, tensors)
     model.eval()
-    encoder = Encoder(loaded.tokenizer, int(metadata["max_length"]), model)
+    encoder = task.make_encoder(loaded.tokenizer, int(metadata["max_length"]), model)
     return Restored(model, method, encoder, loaded.tokenizer, metadata)
 
 
 def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: Path) -> Path:
-    """A stock `AutoModelForSequenceClassification` folder with the method folded in (atomic)."""
-    from transformers import AutoModelForSequenceClassification
+    """A stock transformers folder of the task's class (e.g. `AutoModelForSequenceClassification`) with the method
+    folded in (atomic)."""
+    import transformers
 
     method.check_foldable()
     out_dir = Path(out_dir)
@@ -187,30 +192,19 @@ def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: 
             not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ArtifactError(f"{out_dir} already exists and is not an earlier merged export; choose a new or empty "
                             "folder for the merged model.")
-    if model.pooling != "cls":
-        raise ArtifactError(
-            f"This run's head reads the {model.pooling} pooling, which the stock {model.info.family} "
-            "classifier cannot compute (it reads the first token through its pooler). Train with pooling 'cls' "
-            "to export a merged model; the vector file holds this run."
-        )
+    model.task.check_stock_compatible(model)
     work = copy.deepcopy(model).cpu()
     base = method.merge(work)
     labels = metadata["label_names"]
-    config = copy.deepcopy(base.config)
-    config.num_labels = len(labels) if labels else 1
-    if labels:
-        config.id2label = dict(enumerate(labels))
-        config.label2id = {name: index for index, name in enumerate(labels)}
-    else:
-        config.problem_type = "regression"
-    stock = AutoModelForSequenceClassification.from_config(config)
+    config = model.task.stock_config(copy.deepcopy(base.config), labels)
+    stock = getattr(transformers, model.task.stock_class).from_config(config)
     config.architectures = [type(stock).__name__]
     body = getattr(stock, stock.base_model_prefix)
     missing, _unused = body.load_state_dict(base.state_dict(), strict=False)
     if missing:
         raise ArtifactError(f"The merged weights do not fit the stock model (missing {', '.join(missing[:3])}).")
     with torch.no_grad():
-        work.family.stock_head("classify").write(stock, base, work.head, work.layers()[-1], work.family)
+        work.family.stock_head(model.task.name).write(stock, base, work.head, work.layers()[-1], work.family)
     stock.eval()
     manifest = {
         "app_version": __version__, "method": metadata["method"], "base_model": metadata["base_model"],

@@ -1,19 +1,25 @@
-"""Predicting and scoring with a model in hand: the device to run on, batched logits in input order, metrics.
+"""Predicting and scoring with a model in hand: the device to run on, batched logits in input order, metrics, and
+`Predictor`, a trained model that answers examples (one plain record each, in the form its task gives).
 
-The trainer, `jrft eval` / `jrft predict`, the desktop app and the bench all go through here."""
+The trainer, `jrft eval` / `jrft predict` / `jrft demo`, the desktop app and the bench all go through here."""
 
 from __future__ import annotations
 
 import resource
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from . import distributed, metrics
+from . import distributed
 from .errors import UserError
-from .models import Encoder, JrftModel
+from .models import JrftModel
+
+if TYPE_CHECKING:
+    from .export import Restored
 
 
 def pick_device(requested: str) -> torch.device:
@@ -42,7 +48,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def predict_logits(model: JrftModel, encoder: Encoder, rows: Sequence[dict], device: torch.device,
+def predict_logits(model: JrftModel, encoder, rows: Sequence[dict], device: torch.device,
                    batch_size: int = 64) -> np.ndarray:
     model.eval()
     width = model.head.out_features
@@ -56,8 +62,57 @@ def predict_logits(model: JrftModel, encoder: Encoder, rows: Sequence[dict], dev
     return logits
 
 
-def evaluate(model: JrftModel, encoder: Encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
+def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
              device: torch.device, processes: distributed.Processes = distributed.Processes()) -> dict[str, float]:
     """Metrics on the labelled rows; the processes of a data-parallel run each score their part."""
     logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device))
-    return metrics.compute(task, labels, logits)
+    return model.task.metrics(task, labels, logits)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]
+    examples: int
+    truncated: int  # examples cut at the run's max length
+
+
+class Predictor:
+    """A trained model that answers its task's examples: on its device, in batches, in input order.
+
+    `Predictor.from_restored(export.restore(vector_file))`, or `Predictor(model, encoder, metadata)` with the
+    metadata of a vector file (its label names and task)."""
+
+    def __init__(self, model: JrftModel, encoder, metadata: dict, device: str | torch.device = "auto",
+                 batch_size: int = 64):
+        self.model, self.encoder, self.metadata, self.batch_size = model, encoder, metadata, batch_size
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        model.to(self.device)
+
+    @classmethod
+    def from_restored(cls, restored: Restored, device: str | torch.device = "auto",
+                      batch_size: int = 64) -> Predictor:
+        return cls(restored.model, restored.encoder, restored.metadata, device, batch_size)
+
+    @property
+    def label_names(self) -> tuple[str, ...] | None:
+        names = self.metadata["label_names"]
+        return tuple(names) if names else None
+
+    @property
+    def problem(self) -> str:
+        """The run's data problem: 'classification' or 'regression' (the vector metadata's `task`)."""
+        return self.metadata["task"]
+
+    def logits(self, examples) -> np.ndarray:
+        rows, _ = self.model.task.encode(self.encoder, examples)
+        return predict_logits(self.model, self.encoder, rows, self.device, self.batch_size)
+
+    def predict(self, examples) -> list[dict]:
+        """The task's record (`Task.prediction_records`) for each example, in order."""
+        return self.model.task.prediction_records(self.logits(examples), self.label_names)
+
+    def evaluate(self, examples) -> Evaluation:
+        """The run's metrics on labelled examples."""
+        rows, truncated = self.model.task.encode(self.encoder, examples)
+        scores = evaluate(self.model, self.encoder, rows, np.asarray(examples.labels), self.problem, self.device)
+        return Evaluation(scores, len(rows), truncated)

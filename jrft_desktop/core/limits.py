@@ -4,6 +4,7 @@ is allocated, instead of an out-of-memory kill minutes later (or the machine swa
 from __future__ import annotations
 
 from .errors import UserError
+from .formatting import format_bytes
 
 
 def memory_limit() -> int:
@@ -11,14 +12,6 @@ def memory_limit() -> int:
     import psutil
 
     return psutil.virtual_memory().total // 2
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if count < 1024 or unit == "TB":
-            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def require_memory(needed: int, what: str, advice: str) -> None:

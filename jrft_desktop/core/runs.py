@@ -1,4 +1,7 @@
-"""Run folders: what they hold, who may write them (a lock), and resumable checkpoints."""
+"""Run folders: what they hold, who may write them (a lock), resumable checkpoints, and where a run stands.
+
+torch is imported only by the functions that save or load tensors: reading a folder's status does not need it
+(the desktop app lists its runs before torch has loaded)."""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ import errno
 import json
 import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .config import RunConfig
 from .errors import ArtifactError, UserError
@@ -21,12 +24,17 @@ except ImportError:  # Windows
     fcntl = None
     import msvcrt
 
+if TYPE_CHECKING:
+    import torch
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 VECTOR_NAME = "vector"  # vector.safetensors + vector.json
+VECTOR_FILE = f"{VECTOR_NAME}.safetensors"
 BEST_FILE = "best.safetensors"
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = "trainer.json"  # in CHECKPOINT_DIR: the step, the history, the optimizer's settings
 LOCK_FILE = "run.lock"
 
 
@@ -181,6 +189,7 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run_dir: Path, model_state: dict, optimizer: torch.optim.Optimizer, trainer_state: dict) -> Path:
     """Model and optimizer tensors in safetensors, the rest in JSON; the folder appears whole or not at all."""
+    import torch
     from safetensors.torch import save_file
 
     tensors = {f"model.{name}": tensor for name, tensor in model_state.items()}
@@ -193,7 +202,7 @@ def save_checkpoint(run_dir: Path, model_state: dict, optimizer: torch.optim.Opt
     with atomic_directory(target) as temp:
         save_file(tensors, str(temp / "state.safetensors"))
         payload = {**trainer_state, "optimizer_param_groups": optimizer_state["param_groups"]}
-        (temp / "trainer.json").write_text(json.dumps(payload, sort_keys=True), encoding="utf-8")
+        (temp / CHECKPOINT_STATE).write_text(json.dumps(payload, sort_keys=True), encoding="utf-8")
     return target
 
 
@@ -203,11 +212,11 @@ def load_checkpoint(run_dir: Path, optimizer: torch.optim.Optimizer) -> tuple[di
 
     folder = Path(run_dir) / CHECKPOINT_DIR
     recover_directory(folder)  # a crash while replacing the checkpoint left the previous one aside
-    if not (folder / "trainer.json").is_file():
+    if not (folder / CHECKPOINT_STATE).is_file():
         return None
     try:
         tensors = load_file(str(folder / "state.safetensors"))
-        trainer_state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
+        trainer_state = json.loads((folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ArtifactError(f"The checkpoint in {folder} is damaged ({error}).") from None
     model_state = {name[len("model."):]: t for name, t in tensors.items() if name.startswith("model.")}
@@ -218,3 +227,94 @@ def load_checkpoint(run_dir: Path, optimizer: torch.optim.Optimizer) -> tuple[di
             state.setdefault(int(index), {})[key] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": trainer_state.pop("optimizer_param_groups")})
     return model_state, trainer_state
+
+
+# --- where a run stands ---------------------------------------------------------------------------------------
+COMPLETED, EARLY_STOPPED, STOPPED, INCOMPLETE = "completed", "early-stopped", "stopped", "incomplete"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run folder says about its run, read from its files alone (nothing is loaded)."""
+
+    path: Path
+    name: str
+    created: float  # seconds since the epoch (when its config.json was written)
+    method: str
+    data: str  # the training file's name
+    status: str  # COMPLETED or EARLY_STOPPED (metrics.json written), STOPPED (a checkpoint to resume), INCOMPLETE
+    metric_name: str | None
+    metric: float | None
+    trainable_params: int | None
+    steps: str  # "120", or "40 of 400" for a stopped run with a step limit
+    has_vector: bool
+    metrics: dict = field(default_factory=dict)  # metrics.json, or a stopped run's last evaluation
+
+    @property
+    def resumable(self) -> bool:
+        return self.status == STOPPED
+
+
+def read_json(path: Path):
+    """The JSON in `path`, or None when it is missing or unreadable (a run being written, a damaged file)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_state(run_dir: Path) -> dict | None:
+    """The checkpoint's trainer state (step, history, ...), or None without a readable checkpoint."""
+    state = read_json(Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_STATE)
+    return state if isinstance(state, dict) else None
+
+
+def summarize_run(run_dir: Path) -> RunSummary | None:
+    """Where the run in `run_dir` stands; None for a folder that holds no run (no readable config.json)."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / CONFIG_FILE)
+    if not isinstance(config, dict):
+        return None
+    try:
+        run_config = RunConfig.from_dict(config)
+    except UserError:
+        return None
+    metrics = read_json(run_dir / METRICS_FILE) or {}
+    training = run_config.training
+    if metrics:
+        status = metrics.get("status", COMPLETED)
+        metric_name = metrics.get("metric")
+        steps = str(metrics.get("train_steps", ""))
+    else:
+        state = checkpoint_state(run_dir)
+        status = STOPPED if state else INCOMPLETE
+        evals = [entry["eval"] for entry in (state or {}).get("history", []) if "eval" in entry]
+        metric_name = (training.metric if training.metric != "auto" else next(iter(evals[-1]))) if evals else None
+        metrics = dict(evals[-1]) if evals else {}
+        steps = f"{state['step']}" if state else "0"
+    if training.max_steps and status == STOPPED:
+        steps = f"{steps} of {training.max_steps}"
+    return RunSummary(
+        path=run_dir, name=run_dir.name, created=(run_dir / CONFIG_FILE).stat().st_mtime,
+        method=metrics.get("method", run_config.method.name), data=Path(run_config.data.train).name,
+        status=status, metric_name=metric_name, metric=metrics.get(metric_name) if metric_name else None,
+        trainable_params=metrics.get("trainable_params"), steps=steps,
+        has_vector=(run_dir / VECTOR_FILE).is_file(), metrics=metrics,
+    )
+
+
+def list_runs(root: Path) -> list[RunSummary]:
+    """Every run in the folders of `root`, newest first (hidden folders and folders without a run left out)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = (summarize_run(folder) for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith("."))
+    return sorted((run for run in found if run is not None), key=lambda run: run.created, reverse=True)
+
+
+def load_history(run_dir: Path) -> list[dict]:
+    """Loss, learning rate and evaluations per step: history.json, or the checkpoint's for a stopped run."""
+    history = read_json(Path(run_dir) / HISTORY_FILE)
+    if isinstance(history, list):
+        return history
+    return (checkpoint_state(run_dir) or {}).get("history", [])

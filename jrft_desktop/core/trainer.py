@@ -1,6 +1,10 @@
 """The training loop. It reports only through callbacks carrying frozen dataclasses (events.py) and obeys a
 stop and a pause `threading.Event`, so the CLI, the Qt worker and tests drive it the same way.
 
+A run has four phases: prepare (data, model, method, optimizer, privacy: a `PreparedRun`), step (one optimizer
+step, `Optimization`), evaluate-and-checkpoint, and finish (best state, metrics, vector). What changes while it
+trains is one `TrainingState`, which is also what a checkpoint holds.
+
 Resumability by construction: the order of the data and every random draw depend only on (seed, step), so a
 run resumed from a checkpoint takes exactly the steps an uninterrupted run would have taken."""
 
@@ -12,26 +16,26 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from . import distributed, methods, metrics, runs
-from .config import TrainingSpec, RunConfig
-from .data import load_task_data
+from . import distributed, methods, runs
+from .config import RunConfig, TrainingSpec
 from .errors import UserError
 from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
                      TrainerEvent)
 from .export import save_vector, vector_metadata
 from .inference import evaluate, peak_memory_mb, pick_device
 from .methods.base import load_trainable_state, trainable_state
-from .models import Encoder, JrftModel, load_backbone
+from .models import JrftModel, load_backbone
 from .paths import atomic_write_json
-
-LOWER_IS_BETTER = {"loss", "mse"}
+from .tasks import Task, get_task
+from .tasks.base import TaskData
 
 
 @dataclass
@@ -55,10 +59,10 @@ class Batches:
             self._order = (epoch, torch.randperm(len(self.rows), generator=generator))
         return self._order[1][within * self.batch_size:(within + 1) * self.batch_size].tolist()
 
-    def batch(self, index: int, encoder: Encoder) -> tuple[dict, torch.Tensor]:
+    def batch(self, index: int, encoder) -> tuple[dict, torch.Tensor]:
         return self.gather(self.indices(index), encoder)
 
-    def gather(self, picked: Sequence[int], encoder: Encoder) -> tuple[dict, torch.Tensor]:
+    def gather(self, picked: Sequence[int], encoder) -> tuple[dict, torch.Tensor]:
         return encoder.collate([self.rows[i] for i in picked]), self.labels[list(picked)]
 
 
@@ -74,6 +78,129 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "constant":
         return 1.0
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def autocast_for(device: torch.device):
+    """Mixed precision where it is fast: bf16 (or fp16 with a GradScaler) on CUDA; None (fp32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@dataclass
+class Optimization:
+    """One optimizer step's work: forward under the device's precision, the task's loss, backward, the update.
+
+    The trainer calls `backward` once per micro-batch and `update` once per step; the bench times `step`."""
+
+    model: nn.Module  # what the batches go through (wrapped for data-parallel training)
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    autocast: torch.autocast | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    @classmethod
+    def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, device: torch.device,
+               full_precision: bool = False) -> Optimization:
+        autocast = None if full_precision else autocast_for(device)
+        scaler = torch.amp.GradScaler("cuda") if autocast is not None and autocast.fast_dtype == torch.float16 \
+            else None
+        return cls(model, optimizer, loss_fn, autocast, scaler)
+
+    def backward(self, inputs: dict, labels: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        """Accumulate the gradient of `weight` x the batch's mean loss; returns that mean loss (detached)."""
+        with self.autocast or contextlib.nullcontext():
+            outputs = self.model(**inputs)
+        mean_loss = self.loss_fn(outputs, labels)
+        loss = mean_loss * weight
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return mean_loss.detach()
+
+    def update(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, inputs: dict, labels: torch.Tensor) -> float:
+        """One whole step on one batch; returns its mean loss."""
+        loss = self.backward(inputs, labels)
+        self.update()
+        return float(loss)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many steps, the learning rate at each, and when to evaluate and save."""
+
+    total_steps: int
+    steps_per_epoch: int
+    warmup: int
+    lr: float
+    kind: str  # TrainingSpec.schedule
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def plan(cls, training: TrainingSpec, train_examples: int, default_lr: float) -> Schedule:
+        steps_per_epoch, total = planned_steps(train_examples, training)
+        eval_every = training.eval_every or max(1, total // 10)
+        return cls(total, steps_per_epoch, int(round(training.warmup_ratio * total)),
+                   training.lr if training.lr is not None else default_lr, training.schedule, eval_every,
+                   training.checkpoint_every or eval_every)
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * lr_factor(step, self.total_steps, self.warmup, self.kind)
+
+
+@dataclass
+class TrainingState:
+    """Everything that changes while a run trains (besides tensors); a checkpoint stores it as JSON."""
+
+    step: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    history: list[dict] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    privacy: dict | None = None  # the privacy accountant's state (private runs)
+    last_eval_s: float = 0.0  # how long the last evaluation took, for the ETA; not saved
+
+    def to_dict(self) -> dict:
+        saved = asdict(self)
+        del saved["last_eval_s"]
+        if saved["privacy"] is None:
+            del saved["privacy"]
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainingState:
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in saved.items() if key in names})
+
+
+@dataclass
+class PreparedRun:
+    """What `prepare` builds for a run: fixed while it trains."""
+
+    config: RunConfig
+    data: TaskData
+    task: Task
+    model: JrftModel
+    plan: methods.MethodPlan
+    encoder: object  # the task's encoder: encode() and collate()
+    batches: Batches
+    validation_rows: list[dict]
+    validation_labels: np.ndarray
+    device: torch.device
+    schedule: Schedule
+    metric_name: str
+    optimization: Optimization
+    private: object | None  # privacy.PrivateTraining of a private run
+    notes: list[str]
 
 
 class Trainer:
@@ -164,21 +291,44 @@ class Trainer:
             with contextlib.suppress(OSError):  # not empty (or gone): not ours to remove
                 self.run_dir.rmdir()
 
-    # ------------------------------------------------------------------------------------------------------
+    # --- the four phases -----------------------------------------------------------------------------------
     def _run(self, config: RunConfig) -> FinishedEvent:
-        processes = self.processes
         started = time.perf_counter()
-        training = config.training
+        run = self._prepare(config)
+        state = self._restore_state(run)
+        self.emit(PreparedEvent(run.schedule.total_steps, state.step, len(run.batches.rows), len(run.validation_rows),
+                                run.plan.to_dict(), tuple(run.notes),
+                                run.private.plan.to_dict() if run.private is not None else None))
+        status = "completed"
+        while state.step < run.schedule.total_steps:
+            if self._wait_while_paused():
+                status = "stopped"
+                break
+            self.emit(self._step(run, state))
+            status = self._evaluate_and_checkpoint(run, state) or status
+            if status != "completed":
+                break
+        if status == "stopped":
+            self._save_checkpoint(run.model, run.optimization.optimizer, state)
+            finished = FinishedEvent("stopped", str(self.run_dir))
+            self.emit(finished)
+            return finished
+        if not self.processes.writer:  # the writer alone scores the best checkpoint and exports
+            return FinishedEvent(status, str(self.run_dir))
+        return self._finish(run, state, status, time.perf_counter() - started)
+
+    def _prepare(self, config: RunConfig) -> PreparedRun:
+        """Data, model, method, encoder, optimizer and privacy plan; every refusal happens here, before a step."""
+        processes, training = self.processes, config.training
         torch.manual_seed(training.seed)  # head and prompt initialisation
-        data = load_task_data(config.data, training.seed)
+        task = get_task(config.data.task)
+        data = task.load_data(config.data, training.seed)
         loaded = load_backbone(config.model)
-        model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method)
-        encoder = Encoder(loaded.tokenizer, config.data.max_length, model)
-        notes = list(data.notes)
-        if plan.note:
-            notes.append(plan.note)
-        train_rows, truncated = encoder.encode(data.train.texts, data.train.pairs)
-        validation_rows, truncated_val = encoder.encode(data.validation.texts, data.validation.pairs)
+        model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method, task)
+        encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model)
+        notes = list(data.notes) + ([plan.note] if plan.note else [])
+        train_rows, truncated = task.encode(encoder, data.train)
+        validation_rows, truncated_val = task.encode(encoder, data.validation)
         if encoder.max_length < config.data.max_length:
             notes.append(f"max length {config.data.max_length} lowered to {encoder.max_length} tokens: the model has "
                          f"{model.positions()} positions and {model.prompt_count()} of them hold prompt tokens")
@@ -190,191 +340,184 @@ class Trainer:
                             f"examples; use a batch size of at most {len(train_rows)}.")
         device = distributed.device_for(processes, pick_device(training.device))
         model.to(device)
-        label_dtype = torch.float32 if data.task == "regression" else torch.long
-        batches = Batches(train_rows, torch.tensor(data.train.labels, dtype=label_dtype), training.batch_size,
+        batches = Batches(train_rows, task.label_tensor(data.train.labels, data.task), training.batch_size,
                           training.seed)
-        steps_per_epoch, total_steps = planned_steps(len(train_rows), training)
-        eval_every = training.eval_every or max(1, total_steps // 10)
-        checkpoint_every = training.checkpoint_every or eval_every
-        warmup = int(round(training.warmup_ratio * total_steps))
-        lr = training.lr if training.lr is not None else method.default_lr
-        metric_name = metrics.default_metric(data.task) if training.metric == "auto" else training.metric
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=training.weight_decay)
-        private = _start_private(config, model, method, optimizer, len(train_rows), total_steps, device, processes) \
-            if config.privacy.enabled else None
+        schedule = Schedule.plan(training, len(train_rows), method.default_lr)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=schedule.lr,
+                                      weight_decay=training.weight_decay)
+        private = _start_private(config, model, method, optimizer, len(train_rows), schedule.total_steps, device,
+                                 processes) if config.privacy.enabled else None
         if private is not None:
             notes.append(_describe_private(private.plan))
-
-        state = {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "history": [],
-                 "step_times": []}
-        restored = self._load_checkpoint(optimizer) if self.resume else None
-        if restored is not None:
-            load_trainable_state(model, restored[0])
-            state.update(restored[1])
-            if private is not None and "privacy" in state:
-                private.load_state_dict(state["privacy"])  # ε continues where it stopped
-            notes.append(f"resumed from step {state['step']}")
         if processes.parallel:
             notes.append(f"data-parallel over {processes.world_size} processes: each takes its part of every batch "
                          f"of {training.batch_size}")
-        # Private steps take per-example gradients of the bare model and Opacus adds up the processes' parts.
+        # Private steps take per-example gradients of the bare model (in float32) and Opacus adds up the processes'
+        # parts.
         trained = distributed.data_parallel(model, device) if processes.parallel and private is None else model
-        self.emit(PreparedEvent(total_steps, state["step"], len(train_rows), len(validation_rows), plan.to_dict(),
-                                tuple(notes), private.plan.to_dict() if private is not None else None))
+        optimization = Optimization.create(trained, optimizer, task.loss_function(data.task), device,
+                                           full_precision=private is not None)
+        metric_name = task.default_metric(data.task) if training.metric == "auto" else training.metric
+        return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows,
+                           np.asarray(data.validation.labels), device, schedule, metric_name, optimization, private,
+                           notes)
 
-        autocast = self._autocast(device) if private is None else None  # per-example gradients stay in float32
-        scaler = torch.amp.GradScaler("cuda") if autocast is not None and autocast.fast_dtype == torch.float16 \
-            else None
-        validation = (validation_rows, np.asarray(data.validation.labels))
+    def _restore_state(self, run: PreparedRun) -> TrainingState:
+        """A fresh state, or a resumed run's checkpoint (trainable tensors, optimizer, privacy accountant)."""
+        restored = self._load_checkpoint(run.optimization.optimizer) if self.resume else None
+        if restored is None:
+            return TrainingState()
+        load_trainable_state(run.model, restored[0])
+        state = TrainingState.from_dict(restored[1])
+        if run.private is not None and state.privacy is not None:
+            run.private.load_state_dict(state.privacy)  # ε continues where it stopped
+        run.notes.append(f"resumed from step {state.step}")
+        return state
 
-        def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return _loss(logits.float(), labels, data.task)
-        eval_seconds = 0.0
-        status = "completed"
-        while state["step"] < total_steps:
-            if self._wait_while_paused():
-                status = "stopped"
-                break
-            step = state["step"]
-            tick = time.perf_counter()
-            factor = lr_factor(step, total_steps, warmup, training.schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * factor
-            torch.manual_seed(training.seed * 1_000_003 + step)  # dropout masks depend only on the step
-            model.train(training.dropout)
-            loss_total = 0.0
-            examples = 0
-            epsilon = None
-            if private is not None:
-                picked = private.sample()  # Poisson: its own secret randomness, a varying size
-                physical = (_to_device(batches.gather(picked[start:start + training.batch_size], encoder), device)
-                            for start in range(0, len(picked), training.batch_size))
-                loss_total, examples = private.step(model, physical, task_loss)
-                state["privacy"] = private.state_dict()
-                epsilon = private.epsilon(live=True)
-            else:
-                for micro in range(training.gradient_accumulation):
-                    picked = batches.indices(step * training.gradient_accumulation + micro)
-                    mine = processes.share(picked)
-                    # DistributedDataParallel averages the processes' gradients: weighting each process's mean loss
-                    # by its share of the batch makes that average the gradient of the whole batch's mean loss.
-                    weight = processes.world_size * len(mine) / len(picked)
-                    examples += len(mine)
-                    # A process left without examples (a short last batch) still joins the gradient exchange, with
-                    # one example at weight 0.
-                    inputs, labels = _to_device(batches.gather(mine or picked[:1], encoder), device)
-                    syncing = micro == training.gradient_accumulation - 1 or not processes.parallel
-                    with contextlib.nullcontext() if syncing else trained.no_sync():
-                        with autocast or contextlib.nullcontext():
-                            logits = trained(**inputs)
-                        mean_loss = task_loss(logits, labels)
-                        loss = mean_loss * weight / training.gradient_accumulation
-                        (scaler.scale(loss) if scaler else loss).backward()
-                    loss_total += mean_loss.item() * len(mine)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            elif private is None:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if processes.parallel:  # each process saw its part of the batch
-                loss_total, examples = processes.sum([loss_total, examples])
-            loss_sum = loss_total / max(1, examples)
-            state["step"] = step + 1
-            seconds = time.perf_counter() - tick
-            state["step_times"].append(seconds)
-            recent = state["step_times"][-20:]
-            remaining = total_steps - state["step"]
-            evals_left = remaining // eval_every
-            eta = remaining * sum(recent) / len(recent) + evals_left * eval_seconds
-            entry = {"step": state["step"], "loss": loss_sum, "lr": lr * factor}
-            state["history"].append(entry if epsilon is None else {**entry, "epsilon": epsilon})
-            self.emit(StepEvent(state["step"], total_steps, state["step"] / steps_per_epoch, loss_sum, lr * factor,
-                                seconds, examples / seconds, eta, epsilon))
-
-            last = state["step"] == total_steps
-            if state["step"] % eval_every == 0 or last:
-                tick = time.perf_counter()
-                scores = evaluate(model, encoder, *validation, data.task, device, processes)
-                eval_seconds = time.perf_counter() - tick
-                improved = _better(scores[metric_name], state["best"], metric_name)
-                if improved:
-                    state.update(best=scores[metric_name], best_step=state["step"], evals_since_best=0)
-                    if processes.writer:
-                        runs.save_state_file(self.run_dir / runs.BEST_FILE, trainable_state(model))
-                else:
-                    state["evals_since_best"] += 1
-                state["history"].append({"step": state["step"], "eval": scores})
-                self.emit(EvalEvent(state["step"], scores, metric_name, improved))
-                patience = training.early_stopping_patience
-                if patience is not None and state["evals_since_best"] >= patience and not last:
-                    status = "early-stopped"
-                    break
-            if state["step"] % checkpoint_every == 0 and not last:
-                self._save_checkpoint(model, optimizer, state)
-            if processes.sum([self.stop_event.is_set()])[0]:  # a stop in any process stops them all
-                status = "stopped"
-                break
-
-        if status == "stopped":
-            self._save_checkpoint(model, optimizer, state)
-            finished = FinishedEvent("stopped", str(self.run_dir))
-            self.emit(finished)
-            return finished
-        if not processes.writer:  # the writer alone scores the best checkpoint and exports
-            return FinishedEvent(status, str(self.run_dir))
-
-        last_eval = state["history"][-1].get("eval") if state["history"] else None
-        if state["best_step"] == state["step"] and last_eval is not None:
-            scores = last_eval  # the model in hand is the best one and was just evaluated
+    def _step(self, run: PreparedRun, state: TrainingState) -> StepEvent:
+        """One optimizer step (private or not, over its micro-batches), recorded in `state`."""
+        training, schedule = run.config.training, run.schedule
+        tick = time.perf_counter()
+        lr = schedule.lr_at(state.step)
+        for group in run.optimization.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(training.seed * 1_000_003 + state.step)  # dropout masks depend only on the step
+        run.model.train(training.dropout)
+        epsilon = None
+        if run.private is not None:
+            picked = run.private.sample()  # Poisson: its own secret randomness, a varying size
+            physical = (_to_device(run.batches.gather(picked[start:start + training.batch_size], run.encoder),
+                                   run.device) for start in range(0, len(picked), training.batch_size))
+            loss_total, examples = run.private.step(run.model, physical, run.optimization.loss_fn)
+            run.optimization.optimizer.zero_grad(set_to_none=True)
+            state.privacy = run.private.state_dict()
+            epsilon = run.private.epsilon(live=True)
         else:
-            best_file = self.run_dir / runs.BEST_FILE
-            if best_file.is_file():
-                load_trainable_state(model, runs.load_state_file(best_file))
-            scores = evaluate(model, encoder, *validation, data.task, device)
-        timed = state["step_times"][1:] or state["step_times"]  # the first step pays for warm-up
-        summary = {
-            "status": status, "method": plan.method, "trainable_params": plan.trainable_params,
-            "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
-            "d": plan.size if plan.size_name == "d" else None, "size_name": plan.size_name, "size": plan.size,
-            "position": plan.position, "pooling": model.pooling, "train_steps": state["step"],
-            "best_step": state["best_step"], "metric": metric_name, "lr": lr,
-            "step_time_s": statistics.median(timed) if timed else None,
-            "examples_per_s": training.batch_size * training.gradient_accumulation / statistics.median(timed)
-            if timed else None,
-            "peak_memory_mb": peak_memory_mb(device), "device": str(device), "processes": processes.world_size,
-            "train_examples": len(train_rows), "validation_examples": len(validation_rows),
-            "validation_source": data.validation_source, "wall_time_s": time.perf_counter() - started,
-            **scores,
-        }
-        if private is not None:
-            summary["privacy"] = private.record()
+            loss_total, examples = self._accumulate(run, state.step)
+            run.optimization.update()
+        if self.processes.parallel:  # each process saw its part of the batch
+            loss_total, examples = self.processes.sum([loss_total, examples])
+        mean_loss = loss_total / max(1, examples)
+        state.step += 1
+        seconds = time.perf_counter() - tick
+        state.step_times.append(seconds)
+        recent = state.step_times[-20:]
+        remaining = schedule.total_steps - state.step
+        eta = remaining * sum(recent) / len(recent) + remaining // schedule.eval_every * state.last_eval_s
+        entry = {"step": state.step, "loss": mean_loss, "lr": lr}
+        state.history.append(entry if epsilon is None else {**entry, "epsilon": epsilon})
+        return StepEvent(state.step, schedule.total_steps, state.step / schedule.steps_per_epoch, mean_loss, lr,
+                         seconds, examples / seconds, eta, epsilon)
+
+    def _accumulate(self, run: PreparedRun, step: int) -> tuple[float, int]:
+        """Gradients of one step's micro-batches (this process's part of each); (summed loss, examples)."""
+        processes, accumulation = self.processes, run.config.training.gradient_accumulation
+        loss_total, examples = 0.0, 0
+        for micro in range(accumulation):
+            picked = run.batches.indices(step * accumulation + micro)
+            mine = processes.share(picked)
+            # DistributedDataParallel averages the processes' gradients: weighting each process's mean loss by its
+            # share of the batch makes that average the gradient of the whole batch's mean loss.
+            weight = processes.world_size * len(mine) / len(picked)
+            examples += len(mine)
+            # A process left without examples (a short last batch) still joins the gradient exchange, with one
+            # example at weight 0.
+            inputs, labels = _to_device(run.batches.gather(mine or picked[:1], run.encoder), run.device)
+            syncing = micro == accumulation - 1 or not processes.parallel
+            with contextlib.nullcontext() if syncing else run.optimization.model.no_sync():
+                mean_loss = run.optimization.backward(inputs, labels, weight / accumulation)
+            loss_total += mean_loss.item() * len(mine)
+        return loss_total, examples
+
+    def _evaluate_and_checkpoint(self, run: PreparedRun, state: TrainingState) -> str | None:
+        """Evaluate, keep the best state and save a checkpoint when due; the status that ends the run, if any."""
+        schedule, last = run.schedule, state.step == run.schedule.total_steps
+        if state.step % schedule.eval_every == 0 or last:
+            tick = time.perf_counter()
+            scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
+                              run.device, self.processes)
+            state.last_eval_s = time.perf_counter() - tick
+            score = scores[run.metric_name]
+            improved = state.best is None or (score < state.best if run.task.lower_is_better(run.metric_name)
+                                              else score > state.best)
+            if improved:
+                state.best, state.best_step, state.evals_since_best = score, state.step, 0
+                if self.processes.writer:
+                    runs.save_state_file(self.run_dir / runs.BEST_FILE, trainable_state(run.model))
+            else:
+                state.evals_since_best += 1
+            state.history.append({"step": state.step, "eval": scores})
+            self.emit(EvalEvent(state.step, scores, run.metric_name, improved))
+            patience = run.config.training.early_stopping_patience
+            if patience is not None and state.evals_since_best >= patience and not last:
+                return "early-stopped"
+        if state.step % schedule.checkpoint_every == 0 and not last:
+            self._save_checkpoint(run.model, run.optimization.optimizer, state)
+        if self.processes.sum([self.stop_event.is_set()])[0]:  # a stop in any process stops them all
+            return "stopped"
+        return None
+
+    def _finish(self, run: PreparedRun, state: TrainingState, status: str, wall_time_s: float) -> FinishedEvent:
+        """Score the best state, write the vector, the history and the metrics (last: it marks the run complete)."""
+        summary = self._summary(run, state, status, wall_time_s)
+        config, plan = run.config, run.plan
         metadata = vector_metadata(
-            model=model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
-            max_length=config.data.max_length, task=data.task, label_names=data.label_names,
-            columns={"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column},
-            seed=training.seed, metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
+            model=run.model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
+            max_length=config.data.max_length, task=run.data.task,
+            label_names=run.data.label_names, columns=run.task.columns(run.data), seed=config.training.seed,
+            metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
         )
         report: tuple[Path, ...] = ()
-        if private is not None:
+        if run.private is not None:
             from .privacy import write_report
 
             metadata["privacy"] = summary["privacy"]
             title = f"{plan.method} on {Path(config.data.train).name}"
             report = (write_report(self.run_dir, summary["privacy"], title),)
-        files = (*save_vector(self.run_dir / runs.VECTOR_NAME, model, metadata), *report)
-        atomic_write_json(self.run_dir / runs.HISTORY_FILE, state["history"])
-        atomic_write_json(self.run_dir / runs.METRICS_FILE, summary)  # written last: marks the run complete
+        files = (*save_vector(self.run_dir / runs.VECTOR_NAME, run.model, metadata), *report)
+        atomic_write_json(self.run_dir / runs.HISTORY_FILE, state.history)
+        atomic_write_json(self.run_dir / runs.METRICS_FILE, summary)
         finished = FinishedEvent(status, str(self.run_dir), summary,
                                  tuple(str(p) for p in (*files, self.run_dir / runs.METRICS_FILE)))
         self.emit(finished)
         return finished
 
-    def _save_checkpoint(self, model: JrftModel, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    def _summary(self, run: PreparedRun, state: TrainingState, status: str, wall_time_s: float) -> dict:
+        """metrics.json: the plan, the timing and memory, and the best state's validation scores."""
+        last_eval = state.history[-1].get("eval") if state.history else None
+        if state.best_step == state.step and last_eval is not None:
+            scores = last_eval  # the model in hand is the best one and was just evaluated
+        else:
+            best_file = self.run_dir / runs.BEST_FILE
+            if best_file.is_file():
+                load_trainable_state(run.model, runs.load_state_file(best_file))
+            scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
+                              run.device)
+        training, plan = run.config.training, run.plan
+        timed = state.step_times[1:] or state.step_times  # the first step pays for warm-up
+        step_time = statistics.median(timed) if timed else None
+        projected = getattr(run.model, "projected", None)
+        summary = {
+            "status": status, "method": plan.method, "trainable_params": plan.trainable_params,
+            "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
+            "d": projected.spec.d if projected is not None else None, "size_name": plan.size_name, "size": plan.size,
+            "position": plan.position, "pooling": run.model.pooling, "train_steps": state.step,
+            "best_step": state.best_step, "metric": run.metric_name, "lr": run.schedule.lr,
+            "step_time_s": step_time,
+            "examples_per_s": training.batch_size * training.gradient_accumulation / step_time if timed else None,
+            "peak_memory_mb": peak_memory_mb(run.device), "device": str(run.device),
+            "processes": self.processes.world_size, "train_examples": len(run.batches.rows),
+            "validation_examples": len(run.validation_rows), "validation_source": run.data.validation_source,
+            "wall_time_s": wall_time_s, **scores,
+        }
+        if run.private is not None:
+            summary["privacy"] = run.private.record()
+        return summary
+
+    def _save_checkpoint(self, model: JrftModel, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
         if self.processes.writer:
-            path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state)
-            self.emit(CheckpointEvent(state["step"], str(path)))
+            path = runs.save_checkpoint(self.run_dir, trainable_state(model), optimizer, state.to_dict())
+            self.emit(CheckpointEvent(state.step, str(path)))
 
     def _load_checkpoint(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict] | None:
         """The writer first (it repairs a checkpoint a crash left half-replaced), then the other processes."""
@@ -387,13 +530,6 @@ class Trainer:
         while self.pause_event.is_set() and not self.stop_event.is_set():
             time.sleep(0.05)
         return self.stop_event.is_set()
-
-    @staticmethod
-    def _autocast(device: torch.device):
-        if device.type != "cuda":
-            return None
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
 
 
 def _to_device(batch: tuple[dict, torch.Tensor], device: torch.device) -> tuple[dict, torch.Tensor]:
@@ -419,15 +555,3 @@ def _describe_private(plan) -> str:
     return (f"private training (DP-SGD): {target} at δ = {plan.delta:.3g} over {plan.steps} steps; noise multiplier "
             f"σ = {plan.noise_multiplier:.4g} ({plan.noise_source}), clipping norm C = {plan.max_grad_norm:g}, "
             f"Poisson sampling rate q = {plan.sample_rate:.4g}, {plan.accountant.upper()} accountant")
-
-
-def _loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "regression":
-        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
-    return torch.nn.functional.cross_entropy(logits, labels)
-
-
-def _better(value: float, best: float | None, name: str) -> bool:
-    if best is None:
-        return True
-    return value < best if name in LOWER_IS_BETTER else value > best

@@ -1,22 +1,22 @@
 """What the pages ask of the core, as plain functions (no Qt): they run in background threads.
 
 torch, transformers and pandas are imported inside the functions, so importing this module is cheap and the
-window can appear before any of them has loaded. Everything that needs torch (core.runs included) calls
-`load_engine()` first."""
+window can appear before any of them has loaded. Everything that needs torch calls `load_engine()` first (core.runs
+does not: the runs are listed before torch loads)."""
 
 from __future__ import annotations
 
 import gc
-import json
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..core import paths
+from ..core import paths, runs
 from ..core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from ..core.errors import ArtifactError, UserError
+from ..core.runs import RunSummary, load_history  # the pages take them from here
 
 PREVIEW_ROWS = 100
 _ENGINE_LOCK = threading.Lock()
@@ -137,12 +137,20 @@ class Preview:
     notes: tuple[str, ...]
 
 
-def preview_table(source: str) -> Preview:
-    from ..core.data import guess_columns, read_table
+def data_file_suffixes() -> tuple[str, ...]:
+    """The file endings the data loader reads (imports pandas: not before the window shows)."""
+    from ..core.data import SUPPORTED_SUFFIXES
+
+    return SUPPORTED_SUFFIXES
+
+
+def preview_table(source: str, task: str = DataSpec().task) -> Preview:
+    from ..core.data import read_table
+    from ..core.tasks import get_task
 
     frame = read_table(source, limit=PREVIEW_ROWS)
     try:
-        guessed = guess_columns(frame)
+        guessed = get_task(task).guess_columns(frame)
     except UserError:
         guessed = None
     rows = tuple(tuple("" if value is None else str(value) for value in row) for row in frame.itertuples(index=False))
@@ -167,115 +175,27 @@ class DataSummary:
 
 def summarize_data(spec: DataSpec, seed: int = 0) -> DataSummary:
     """Load the data exactly as training will (same split), and count the labels."""
-    from ..core.data import label_distribution, load_task_data
+    from ..core.tasks import get_task
 
-    data = load_task_data(spec, seed)
-    return DataSummary(data.task, data.label_names, label_distribution(data.train, data.label_names),
-                       label_distribution(data.validation, data.label_names), len(data.train),
+    task = get_task(spec.task)
+    data = task.load_data(spec, seed)
+    return DataSummary(data.task, data.label_names, task.label_distribution(data.train, data.label_names),
+                       task.label_distribution(data.validation, data.label_names), len(data.train),
                        len(data.validation), data.validation_source, data.notes)
 
 
-# --- runs ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunSummary:
-    path: Path
-    name: str
-    created: float  # seconds since the epoch
-    method: str
-    data: str
-    status: str  # completed, early-stopped, stopped, incomplete
-    metric_name: str | None
-    metric: float | None
-    trainable_params: int | None
-    steps: str
-    has_vector: bool
-    metrics: dict = field(default_factory=dict)
-
-    @property
-    def resumable(self) -> bool:
-        return self.status == "stopped"
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _checkpoint_state(run_dir: Path) -> dict | None:
-    from ..core import runs
-
-    return _read_json(run_dir / runs.CHECKPOINT_DIR / "trainer.json")
-
-
-def summarize_run(run_dir: Path) -> RunSummary | None:
-    """What the history lists about one run folder; None for a folder that holds no run."""
-    load_engine()
-    from ..core import runs
-
-    run_dir = Path(run_dir)
-    config = _read_json(run_dir / runs.CONFIG_FILE)
-    if not isinstance(config, dict):
-        return None
-    try:
-        run_config = RunConfig.from_dict(config)
-    except UserError:
-        return None
-    metrics = _read_json(run_dir / runs.METRICS_FILE) or {}
-    training = run_config.training
-    if metrics:
-        status = metrics.get("status", "completed")
-        metric_name = metrics.get("metric")
-        steps = str(metrics.get("train_steps", ""))
-    else:
-        state = _checkpoint_state(run_dir)
-        status = "stopped" if state else "incomplete"
-        evals = [entry["eval"] for entry in (state or {}).get("history", []) if "eval" in entry]
-        metric_name = (training.metric if training.metric != "auto" else next(iter(evals[-1]))) if evals else None
-        metrics = dict(evals[-1]) if evals else {}
-        steps = f"{state['step']}" if state else "0"
-    if training.max_steps and status == "stopped":
-        steps = f"{steps} of {training.max_steps}"
-    return RunSummary(
-        path=run_dir, name=run_dir.name, created=(run_dir / runs.CONFIG_FILE).stat().st_mtime,
-        method=metrics.get("method", run_config.method.name), data=Path(run_config.data.train).name,
-        status=status, metric_name=metric_name,
-        metric=metrics.get(metric_name) if metric_name else None,
-        trainable_params=metrics.get("trainable_params"), steps=steps,
-        has_vector=(run_dir / f"{runs.VECTOR_NAME}.safetensors").is_file(), metrics=metrics,
-    )
-
-
+# --- runs (core.runs reads them; RunSummary and load_history are imported above) --------------------------------
 def list_runs(root: Path | None = None) -> list[RunSummary]:
     """Every run in the runs folder, newest first."""
-    root = root or paths.runs_dir()
-    if not root.is_dir():
-        return []
-    found = (summarize_run(folder) for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith("."))
-    return sorted((run for run in found if run is not None), key=lambda run: run.created, reverse=True)
-
-
-def load_history(run_dir: Path) -> list[dict]:
-    """Loss, learning rate and evaluations per step: history.json, or the checkpoint's for a stopped run."""
-    load_engine()
-    from ..core import runs
-
-    history = _read_json(Path(run_dir) / runs.HISTORY_FILE)
-    if isinstance(history, list):
-        return history
-    return (_checkpoint_state(Path(run_dir)) or {}).get("history", [])
+    return runs.list_runs(root or paths.runs_dir())
 
 
 def read_run(run_dir: Path) -> tuple[Path, RunSummary | None, list[dict]]:
     """Everything the Results page shows before the model loads: (folder, summary, history)."""
-    return Path(run_dir), summarize_run(Path(run_dir)), load_history(run_dir)
+    return Path(run_dir), runs.summarize_run(Path(run_dir)), load_history(run_dir)
 
 
 def delete_run(run_dir: Path) -> None:
-    load_engine()
-    from ..core import runs
-
     if runs.is_locked(Path(run_dir)):
         raise ArtifactError(f"{Path(run_dir).name} is being trained right now; stop it before deleting it.")
     shutil.rmtree(run_dir)
@@ -285,7 +205,6 @@ def copy_vector(run_dir: Path, target: Path) -> tuple[Path, ...]:
     """Copy the run's vector.safetensors and vector.json to `target` (.safetensors / .json), each atomically, and a
     private run's privacy report beside them (`target`.privacy_report.md)."""
     load_engine()
-    from ..core import runs
     from ..core.privacy import REPORT_NAME
 
     target = Path(target)
@@ -308,9 +227,15 @@ def copy_vector(run_dir: Path, target: Path) -> tuple[Path, ...]:
 # --- a trained model ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Prediction:
+    """One record of the classify task's prediction_records, as the Results page reads it."""
+
     label: str | None  # None for regression
     probabilities: dict[str, float]  # empty for regression
     value: float | None = None  # regression output
+
+    @classmethod
+    def from_record(cls, record: dict) -> Prediction:
+        return cls(record.get("label"), record.get("probabilities", {}), record.get("value"))
 
 
 @dataclass(frozen=True)
@@ -327,63 +252,46 @@ class TrainedModel:
 
     def __init__(self, run_dir: Path):
         load_engine()
-        from ..core import runs
         from ..core.export import restore
-        from ..core.inference import pick_device
+        from ..core.inference import Predictor
 
         self.run_dir = Path(run_dir)
         self._lock = threading.Lock()
-        self.restored = restore(self.run_dir / f"{runs.VECTOR_NAME}.safetensors")
-        self.device = pick_device("auto")
-        self.restored.model.to(self.device)
+        self.restored = restore(self.run_dir / runs.VECTOR_FILE)
+        self.predictor = Predictor.from_restored(self.restored)
 
     @property
     def metadata(self) -> dict:
         return self.restored.metadata
 
-    def _logits(self, texts, pairs=None):
-        from ..core.inference import predict_logits
-
-        rows, _ = self.restored.encoder.encode(texts, pairs)
-        return predict_logits(self.restored.model, self.restored.encoder, rows, self.device)
-
     def confusion(self) -> Confusion | None:
         """On the run's own validation data (the same split it was scored on); None for regression."""
-        from ..core import metrics, runs
-        from ..core.data import load_task_data
+        from ..core import metrics
 
         names = self.metadata["label_names"]
         if not names:
             return None
         config = RunConfig.from_json((self.run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-        validation = load_task_data(config.data, config.training.seed).validation
+        validation = self.restored.model.task.load_data(config.data, config.training.seed).validation
         with self._lock:
-            logits = self._logits(validation.texts, validation.pairs)
+            logits = self.predictor.logits(validation)
         matrix = metrics.confusion_matrix(validation.labels, logits.argmax(axis=1), len(names))
         return Confusion(tuple(names), tuple(tuple(int(v) for v in row) for row in matrix),
                          metrics.accuracy(validation.labels, logits.argmax(axis=1)))
 
     def predict(self, text: str, pair: str | None = None) -> Prediction:
-        from ..core.metrics import softmax
-
         with self._lock:
-            logits = self._logits([text], [pair] if pair is not None else None)
-        names = self.metadata["label_names"]
-        if not names:
-            return Prediction(None, {}, float(logits[0, 0]))
-        probabilities = softmax(logits)[0]
-        return Prediction(names[int(probabilities.argmax())],
-                          {name: float(p) for name, p in zip(names, probabilities)})
+            examples = self.restored.model.task.examples_from_texts([text], [pair] if pair is not None else None)
+            record, = self.predictor.predict(examples)
+        return Prediction.from_record(record)
 
     def merge_problem(self) -> str:
         """Why this run cannot become a merged stock model ('' when it can)."""
         try:
             self.restored.method.check_foldable()
+            self.restored.model.task.check_stock_compatible(self.restored.model)
         except ArtifactError as error:
             return str(error)
-        if self.restored.model.pooling != "cls":
-            return (f"This run was trained with {self.restored.model.pooling} pooling; a merged stock model reads the "
-                    "first token, so it needs a run trained with pooling 'cls'. Export the vector file instead.")
         return ""
 
     def export_merged(self, out_dir: Path) -> Path:
@@ -448,3 +356,20 @@ def run_comparison(request: ComparisonRequest, on_progress, stop_event: threadin
         batch_size=config.training.batch_size, metric=config.training.metric, device=config.training.device,
         curve=request.curve, measure_memory=request.measure_memory)
     return bench.run_bench(settings, bench.default_output(), on_progress, stop_event)
+
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]  # a case per row: its metric, then its speed and size
+    scale: int  # the metric as shown: × 100 for scores in [0, 1], else 1
+
+
+def comparison_table(result) -> ComparisonTable:
+    """A finished bench (`run_comparison`'s result) as one table, in the columns of results.md."""
+    from ..core import bench
+
+    metric = result.metric
+    headers = [column.format(metric=metric) for column in bench.ACCURACY_COLUMNS] + list(bench.SPEED_COLUMNS[1:])
+    rows = [accuracy + speed[1:] for accuracy, speed in zip(bench.accuracy_rows(result), bench.speed_rows(result))]
+    return ComparisonTable(tuple(headers), tuple(rows), bench.display_scale(metric))

@@ -35,12 +35,6 @@ class AppSettings:
     def set_text(self, key: str, value: str) -> None:
         self._store.setValue(key, value)
 
-    def flag(self, key: str) -> bool:
-        return self.text(key, "false") == "true"
-
-    def set_flag(self, key: str, value: bool) -> None:
-        self.set_text(key, "true" if value else "false")
-
     def folder(self, key: str) -> str:
         """The last folder used for `key`, if it still exists."""
         folder = self.text(key)

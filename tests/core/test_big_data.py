@@ -14,7 +14,7 @@ import pytest
 
 from jrft_desktop.core import data
 from jrft_desktop.core.config import DataSpec
-from jrft_desktop.core.data import load_task_data
+from jrft_desktop.core.tasks.classify import load_task_data
 from jrft_desktop.core.errors import DataError
 from jrft_desktop.core.paths import sample_data_dir
 
@@ -103,6 +103,7 @@ MEASURE = """
 import json, sys
 from jrft_desktop.core import data
 from jrft_desktop.core.config import DataSpec
+from jrft_desktop.core.tasks.classify import load_task_data
 
 def status_mb(field):  # VmHWM, the peak, restarts at exec (ru_maxrss would carry the parent's over)
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
@@ -111,7 +112,7 @@ def status_mb(field):  # VmHWM, the peak, restarts at exec (ru_maxrss would carr
 if sys.argv[2] == "stream":
     data.memory_limit = lambda: 1 << 20  # as on a machine too small for this file
 before = status_mb("VmRSS")
-loaded = data.load_task_data(DataSpec(train=sys.argv[1], max_train_rows=1000), 0)
+loaded = load_task_data(DataSpec(train=sys.argv[1], max_train_rows=1000), 0)
 print(json.dumps({"rows": len(loaded.train), "peak_growth_mb": status_mb("VmHWM") - before}))
 """
 

@@ -12,18 +12,10 @@ from pathlib import Path
 import pytest
 
 from jrft_desktop.core.config import DataSpec
-from jrft_desktop.core.data import (
-    CLASSIFICATION,
-    REGRESSION,
-    Examples,
-    encode_labels,
-    guess_columns,
-    label_distribution,
-    load_examples,
-    load_task_data,
-    read_table,
-)
+from jrft_desktop.core.data import read_table
 from jrft_desktop.core.errors import DataError
+from jrft_desktop.core.tasks.classify import (CLASSIFICATION, REGRESSION, Examples, encode_labels, guess_columns,
+                                              label_distribution, load_examples, load_task_data)
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(

@@ -41,15 +41,17 @@ def settings(tiny_models, rows, method: str, train: str = "train", **budget) -> 
         model=ModelSpec(str(tiny_models["bert"])),
         data=DataSpec(train=str(rows[train]), validation=str(rows["validation"]), max_length=32),
         method=MethodSpec(name=method, d=16),
-        training=TrainingSpec(**{"max_steps": 6, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 3, "lr": 0.05,
-                         "device": "cpu", **budget}),
+        training=TrainingSpec(**{"max_steps": 6, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 3,
+                                 "lr": 0.05, "device": "cpu", **budget}),
     )
 
 
 def flags(config: RunConfig) -> list[str]:
     budget = config.training
     return ["--data", config.data.train, "--validation", config.data.validation, "--model", config.model.name_or_path,
-            "--method", config.method.name, "--vector-size", str(config.method.d), "--max-length", "32",
+            "--method", config.method.name,
+            *(("--vector-size", str(config.method.d)) if "d" in config.method.method_options() else ()),
+            "--max-length", "32",
             "--max-steps", str(budget.max_steps), "--batch-size", str(budget.batch_size),
             "--gradient-accumulation", str(budget.gradient_accumulation), "--eval-every", str(budget.eval_every),
             "--lr", str(budget.lr), "--device", "cpu"]

@@ -23,7 +23,8 @@ from tiny_models import FAMILIES, HIDDEN, LAYERS, build_tiny_model
 from jrft_desktop.core import export, methods
 from jrft_desktop.core.config import MethodSpec, ModelSpec
 from jrft_desktop.core.errors import ArtifactError
-from jrft_desktop.core.models import Encoder, load_backbone
+from jrft_desktop.core.models import load_backbone
+from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 
 D, RANK, PROMPTS = 24, 4, 3

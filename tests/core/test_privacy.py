@@ -15,11 +15,13 @@ import torch
 from jrft_desktop.core import export, methods, runs
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.events import PreparedEvent, StepEvent
-from jrft_desktop.core.models import Encoder, load_backbone
+from jrft_desktop.core.models import load_backbone
+from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.privacy import (RDP_ORDERS, REPORT_NAME, EpsilonCurve, PrivacyError, PrivateTraining,
                                        check_trainable_modules, per_example_gradients, plan_privacy)
-from jrft_desktop.core.trainer import Trainer, _loss
+from jrft_desktop.core.tasks import get_task
+from jrft_desktop.core.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +47,7 @@ def build(tiny_models, family: str, spec: MethodSpec, pooling: str = "cls"):
 
 
 def classification_loss(logits, labels):
-    return _loss(logits.float(), labels, "classification")
+    return get_task("classify").loss_function("classification")(logits, labels)
 
 
 def private_config(tiny_models, sst2_200, method="slash", privacy=None, **budget) -> RunConfig:

@@ -13,7 +13,8 @@ import torch
 from jrft_desktop.core import methods, projection
 from jrft_desktop.core.config import MethodSpec, ModelSpec
 from jrft_desktop.core.errors import ArtifactError
-from jrft_desktop.core.models import Encoder, load_backbone
+from jrft_desktop.core.models import load_backbone
+from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.projection import ProjectionSpec, check_spec, fingerprint, generate
 

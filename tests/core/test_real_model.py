@@ -12,9 +12,10 @@ import torch
 
 from jrft_desktop.core import methods
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
-from jrft_desktop.core.data import load_examples
+from jrft_desktop.core.tasks.classify import load_examples
 from jrft_desktop.core.export import export_merged, restore
-from jrft_desktop.core.models import Encoder, load_backbone
+from jrft_desktop.core.models import load_backbone
+from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.inference import evaluate
 from jrft_desktop.core.trainer import Trainer

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from jrft_desktop.core import export, metrics, runs
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
-from jrft_desktop.core.data import load_task_data
+from jrft_desktop.core.tasks.classify import load_task_data
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
                                       StepEvent)

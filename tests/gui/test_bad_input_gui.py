@@ -14,7 +14,7 @@ from gui_helpers import choose_tiny_run, error_dialogs, train
 
 from jrft_desktop.core import data, limits, paths
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
-from jrft_desktop.core.data import load_task_data
+from jrft_desktop.core.tasks.classify import load_task_data
 from jrft_desktop.core.errors import DataError
 from jrft_desktop.core.events import FailedEvent
 from jrft_desktop.core.trainer import Trainer

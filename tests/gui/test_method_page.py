@@ -65,6 +65,25 @@ def test_presets_and_method_defaults(qtbot, page):
     assert page.preset_combo.currentText() == "Custom"
 
 
+def test_the_settings_shown_are_the_chosen_methods_options(qtbot, page):
+    for method in all_methods():
+        page.choose(method.name)
+        shown = {name for name, control in page.option_controls.items() if page.placement_form.isRowVisible(control)}
+        assert shown == set(method.option_names) - {method.size_name}, method.name
+        assert page.method_spec().method_options() == method.option_names
+    assert not page.placement_form.isRowVisible(page.position_combo)  # the last method, full, has no position
+    page.choose("warp", 3, projection_seed=7)
+    assert page.size_label.text() == "Prompt tokens" and page.size_spin.toolTip() == field_help(MethodSpec,
+                                                                                                "prompt_tokens")
+    assert page.method_spec() == MethodSpec(name="warp", prompt_tokens=3, projection_seed=7)
+    assert counted(qtbot, page).method_params == 3 * 32
+    page.choose("slash", 16, position="intermediate")
+    assert page.size_label.text() == "d (size of the vector z)" and page.size_spin.maximum() == 1_000_000
+    assert page.method_spec() == MethodSpec(name="slash", d=16, position="intermediate", projection_seed=7)  # kept
+    page.choose_preset("VeRA r=256")
+    assert page.method_spec() == MethodSpec(name="vera", rank=256) and page.preset_combo.currentText() == "VeRA r=256"
+
+
 def test_pooling_and_merging_advice(qtbot, page):
     page.choose("slash", pooling="mean")
     assert page.merge_note.kind == "info" and "'cls'" in page.merge_note.text()

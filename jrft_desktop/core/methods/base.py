@@ -1,17 +1,70 @@
-"""What every finetuning method provides, and the shared plumbing (trainable state, hooks, counting)."""
+"""What every finetuning method provides, and the shared plumbing (options, trainable state, hooks, counting).
+
+Importing a method needs no torch: its declarations (options, presets, bench cases) are read by `config.py` (which
+makes `MethodSpec` from the options), the CLI and the app before torch loads; torch is imported where a method is
+applied. A method module never imports `config` at import time (config imports the registry)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from ..config import MethodSpec
 from ..errors import ArtifactError, UserError
 from ..limits import require_memory
-from ..models import JrftModel
-from ..projection import ProjectedVector, ProjectionSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..config import MethodSpec
+    from ..models import JrftModel
+
+
+# --- options: the MethodSpec settings a method reads ----------------------------------------------------------------
+def option(help: str, *, size: bool = False, cli: str | None = None, aliases: tuple[str, ...] = (),
+           choices: tuple | None = None, label: str | None = None, maximum: int | None = None) -> dict[str, Any]:
+    """The metadata of one option field. `help` is its only explanation (`jrft train --help`, the app's tooltip);
+    `size`: it sizes the method (a budget sets it instead: `--budget` excludes its flag; at most one per method);
+    `cli` its flag (default: --the-name-with-dashes) and `aliases` more flags; `choices` the values it takes; `label`
+    its name in the app (a checkbox's text for a bool); `maximum` the largest value the app's box offers."""
+    extra = {"size": size, "cli": cli, "aliases": tuple(aliases), "choices": choices, "label": label,
+             "maximum": maximum}
+    return {"help": help, **{key: value for key, value in extra.items() if value}}
+
+
+def projection_seed_option():
+    return field(default=0, metadata=option(
+        "Seed of the method's fixed random draws (the projections W_l of slash and jr-warp, VeRA's shared matrices, "
+        "WARP's first prompt tokens); recorded in every export.", label="Projection seed", maximum=2**31 - 1))
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that reads nothing but its name (and ignores a budget)."""
+
+
+def option_flag(option_field) -> str:
+    return option_field.metadata.get("cli") or "--" + option_field.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named choice of a method and its settings, offered by the app (`values`: MethodSpec values besides the name;
+    the size, when not given, is the method's default)."""
+
+    label: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    method: str = ""  # filled in from the method that declares it (methods.presets())
+
+    def spec(self) -> MethodSpec:
+        """What choosing the preset sets: its method at its default size and settings, but for the preset's values."""
+        from ..config import MethodSpec
+        from . import get_method
+
+        method = get_method(self.method)
+        size = {method.size_name: method.default_size} if method.size_name else {}
+        return MethodSpec(name=self.method, **{**size, **self.values})
 
 
 @dataclass(frozen=True)
@@ -39,9 +92,38 @@ class Method:
     summary: str = ""  # one line, shown in `jrft methods` and the app
     default_lr: float = 1e-3
     foldable: bool = True  # can be merged into a stock model with the base architecture
-    size_name: str | None = None  # the MethodSpec field that sizes this method
-    default_size: int | None = None
-    has_position: bool = False  # reads MethodSpec.position
+    options: type = NoOptions  # a frozen dataclass: the MethodSpec fields this method reads, with their help
+    default_size: int | None = None  # of its size option, when it has one
+    presets: tuple[Preset, ...] = ()  # offered by the app, in this order
+    budget_curve: bool = False  # the bench's budget curve trains this method at each of its sizes
+    reference: bool = False  # the ceiling the others are compared with (full finetuning): Δ and speed ratios
+    leaves_base_unchanged: bool = False  # the base model computes as it was (the linear probe): its latency is the
+    # base model's
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self.options))
+
+    @property
+    def size_name(self) -> str | None:
+        """The option that sizes this method (what a budget sets), e.g. "d"; None for a fixed-size method."""
+        return next((f.name for f in fields(self.options) if f.metadata.get("size")), None)
+
+    @property
+    def has_position(self) -> bool:  # reads MethodSpec.position
+        return "position" in self.option_names
+
+    @property
+    def title(self) -> str:
+        """The summary's lead ('SLaSh', 'LoRA (peft)')."""
+        return self.summary.partition(": ")[0] if ": " in self.summary else self.name
+
+    def bench_cases(self, budget: int) -> tuple[tuple[str, MethodSpec], ...]:
+        """(label, spec) of every case `jrft bench` compares for this method; the first is the quick bench's. By
+        default one case: at the bench's budget when the method has a size."""
+        from ..config import MethodSpec
+
+        return ((self.name, MethodSpec(name=self.name, budget=budget if self.size_name else None)),)
 
     # --- sizing -------------------------------------------------------------------------------------------
     def params_for_size(self, size: int | None, model: JrftModel, spec: MethodSpec) -> int:
@@ -88,10 +170,6 @@ class Method:
         or None: private training then takes the general route (torch.func, privacy.per_example_gradients)."""
         return None
 
-    def projection_spec(self, model: JrftModel) -> ProjectionSpec | None:
-        projected = getattr(model, "projected", None)
-        return projected.spec if projected is not None else None
-
     def check_foldable(self) -> None:
         if not self.foldable:
             raise ArtifactError(
@@ -105,10 +183,31 @@ class Method:
         return model.base()
 
 
+def vector_size_option():
+    # torchrun's own parser reads `--d` as an abbreviation of its --duplicate-* options, even after the command:
+    # `--vector-size` says the same under torchrun.
+    return field(default=None, metadata=option(
+        "Size of the trainable vector z for slash / jr-warp (default 1024).", size=True, cli="--d",
+        aliases=("--vector-size",), label="d (size of the vector z)", maximum=1_000_000))
+
+
+def on_the_fly_option():
+    return field(default=False, metadata=option(
+        "Regenerate each projection in forward and backward instead of keeping them in memory (slower, for big "
+        "models).", label="Regenerate projections on the fly (less memory, slower)"))
+
+
+@dataclass(frozen=True)
+class ProjectionOptions:
+    d: int | None = vector_size_option()
+    projection_seed: int = projection_seed_option()
+    on_the_fly: bool = on_the_fly_option()
+
+
 class ProjectedMethod(Method):
     """A method whose only trainable tensor (besides the head) is z, projected into every layer."""
 
-    size_name = "d"
+    options = ProjectionOptions
     default_size = 1024
 
     def params_for_size(self, size, model, spec):
@@ -127,6 +226,8 @@ class ProjectedMethod(Method):
         kept = 3 if spec.on_the_fly else len(widths) + 1
         require_memory(4 * plan.size * width * kept, f"The random projections of {self.name} for d = {plan.size:,}",
                        "use a smaller d" + ("" if spec.on_the_fly else ", or on-the-fly projections"))
+        from ..projection import ProjectedVector, ProjectionSpec
+
         model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
         return layers
 
@@ -149,6 +250,8 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             f"The saved weights do not fit this method and model (missing {len(missing)}, unexpected "
             f"{len(unexpected)}: {', '.join((missing + unexpected)[:3])})."
         )
+    import torch
+
     with torch.no_grad():
         for name, parameter in expected.items():
             value = state[name]

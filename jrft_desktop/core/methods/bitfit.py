@@ -1,7 +1,7 @@
 """BitFit: only the bias terms of the pretrained model (and the head) train."""
 
 from . import register
-from .base import Method, freeze
+from .base import Method, Preset, freeze
 
 
 def _biases(module):
@@ -12,6 +12,7 @@ class BitFit(Method):
     name = "bitfit"
     summary = "BitFit: only the model's bias terms train (a fixed count for a given model)."
     default_lr = 3e-3
+    presets = (Preset("BitFit"),)
 
     def params_for_size(self, size, model, spec):
         return sum(p.numel() for p in _biases(model.backbone))

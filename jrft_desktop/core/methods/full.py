@@ -1,13 +1,15 @@
 """Full finetuning: every weight trains (the accuracy ceiling, and the most memory and time)."""
 
 from . import register
-from .base import Method
+from .base import Method, Preset
 
 
 class FullFinetuning(Method):
     name = "full"
     summary = "Full finetuning: every weight of the model trains."
     default_lr = 5e-5
+    presets = (Preset("Full finetuning"),)
+    reference = True
 
     def params_for_size(self, size, model, spec):
         return sum(p.numel() for p in model.backbone.parameters())

@@ -1,13 +1,15 @@
 """Linear probe: the pretrained model stays frozen, only the head trains."""
 
 from . import register
-from .base import Method, freeze
+from .base import Method, Preset, freeze
 
 
 class HeadOnly(Method):
     name = "head"
     summary = "Linear probe: only the classification head trains; the model is frozen."
     default_lr = 1e-2
+    presets = (Preset("Linear head only"),)
+    leaves_base_unchanged = True
 
     def params_for_size(self, size, model, spec):
         return 0

@@ -2,21 +2,19 @@
 
 The prompt position lengthens the sequence, so JR-WARP cannot fold into a stock model."""
 
-from torch import nn
-
 from . import register
-from .base import ProjectedMethod, add_hook
-from ..projection import ProjectedVector
+from .base import Preset, ProjectedMethod, add_hook
 
 PROMPT_POSITION = 1  # JrftModel inserts prompts right after the first ([CLS]) token
 
 
-class _FirstLayerPrompt(nn.Module):
-    def __init__(self, projected: ProjectedVector):
-        super().__init__()
+class _FirstLayerPrompt:
+    """The prompt token z @ W_1. Not a module of the model, so that z is named once ("projected.z") in the state."""
+
+    def __init__(self, projected):
         self.projected = projected
 
-    def forward(self):
+    def __call__(self):
         return self.projected.shift(0).unsqueeze(0)
 
 
@@ -25,11 +23,11 @@ class JRWarp(ProjectedMethod):
     summary = "JR-WARP: a prompt token built from z that every layer shifts by z @ W_l (cannot be merged)."
     default_lr = 3e-2
     foldable = False
+    presets = (Preset("JR-WARP d=1024 (paper)", {"d": 1024}),)
 
     def apply(self, model, plan, spec):
         layers = self.attach_projection(model, plan, spec, model.info.hidden_size)
-        # Registered as a plain attribute, not a submodule, so z is named once ("projected.z") in the state.
-        object.__setattr__(model, "prompts", _FirstLayerPrompt(model.projected))
+        object.__setattr__(model, "prompts", _FirstLayerPrompt(model.projected))  # a plain attribute, not a submodule
         projected = model.projected
         for index, layer in enumerate(layers[:-1]):
             def shift_prompt(module, args, output, next_layer=index + 1):

@@ -3,14 +3,27 @@
 Rank 1 on query and value is the smallest usual LoRA. When a budget cannot pay for it, LoRA adapts the query
 projections alone (a configuration the LoRA paper also studies), so that it is compared at the same budget."""
 
-from torch import nn
+from dataclasses import dataclass, field
 
 from . import register
-from .base import Method, freeze
+from .base import Method, Preset, freeze, option
 
 
-def attention_targets(model, names: tuple[str, ...] | None = None) -> list[nn.Linear]:
-    """The attention projections called `names` in every layer (default: query and value, LoRA's and VeRA's)."""
+def rank_option():
+    return field(default=None, metadata=option("Rank of lora (default 8) or vera (default 256).", size=True,
+                                               label="Rank", maximum=65_536))
+
+
+@dataclass(frozen=True)
+class LoRAOptions:
+    rank: int | None = rank_option()
+
+
+def attention_targets(model, names: tuple[str, ...] | None = None) -> list:
+    """The attention projections (nn.Linear) called `names` in every layer (default: query and value, LoRA's and
+    VeRA's)."""
+    from torch import nn
+
     suffixes = tuple(f".{name}" for name in (names or model.family.lora_targets))
     return [m for name, m in model.base().named_modules() if isinstance(m, nn.Linear) and name.endswith(suffixes)]
 
@@ -31,8 +44,15 @@ class LoRA(PeftMethod):
     name = "lora"
     summary = "LoRA (peft): trainable low-rank updates of the attention query and value weights."
     default_lr = 1e-3
-    size_name = "rank"
+    options = LoRAOptions
     default_size = 8
+    presets = (Preset("LoRA r=8", {"rank": 8}),)
+
+    def bench_cases(self, budget):
+        from ..config import MethodSpec
+
+        return ((self.name, MethodSpec(name=self.name, budget=budget)),
+                (f"{self.name}-r8", MethodSpec(name=self.name, rank=8)))  # also at its usual rank
 
     def target_names(self, spec, model) -> tuple[str, ...]:
         """Query and value, or the query alone when a budget (with no rank given) is below rank 1 on both."""

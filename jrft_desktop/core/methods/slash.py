@@ -3,10 +3,32 @@
 The shift is input-independent, so after training it folds into the bias of the dense layer before it and the
 merged model is the base architecture with different biases (no added latency)."""
 
-import torch
+from dataclasses import dataclass, field
 
 from . import register
-from .base import ProjectedMethod, add_hook, remove_hooks
+from .base import (
+    Preset,
+    ProjectedMethod,
+    add_hook,
+    on_the_fly_option,
+    option,
+    projection_seed_option,
+    remove_hooks,
+    vector_size_option,
+)
+
+POSITIONS = ("attention", "intermediate", "output")
+
+
+@dataclass(frozen=True)
+class SLaShOptions:
+    d: int | None = vector_size_option()
+    position: str = field(default="output", metadata=option(
+        "Where SLaSh adds its shift in every layer: 'attention' (attention block output), 'intermediate' "
+        "(MLP up-projection, before the activation) or 'output' (MLP output, before the LayerNorm).",
+        choices=POSITIONS, label="Position"))
+    projection_seed: int = projection_seed_option()
+    on_the_fly: bool = on_the_fly_option()
 
 
 def _width(model, position: str) -> int:
@@ -17,7 +39,15 @@ class SLaSh(ProjectedMethod):
     name = "slash"
     summary = "SLaSh: one trainable vector z mapped by fixed random projections into a shift in every layer."
     default_lr = 3e-2
-    has_position = True
+    options = SLaShOptions
+    presets = (Preset("SLaSh d=1024 (paper)", {"d": 1024}), Preset("SLaSh d=4096", {"d": 4096}))
+    budget_curve = True
+
+    def bench_cases(self, budget):
+        from ..config import MethodSpec
+
+        return tuple((f"{self.name}-{position}", MethodSpec(name=self.name, budget=budget, position=position))
+                     for position in ("output", "intermediate", "attention"))
 
     def apply(self, model, plan, spec):
         layers = self.attach_projection(model, plan, spec, _width(model, plan.position))
@@ -46,6 +76,8 @@ class SLaSh(ProjectedMethod):
         collects exactly that per example (examples do not interact in the forward pass), and since s_l = z W_l,
         example i's gradient of z is sum_l W_l g_li. The head's is the outer product of its output gradient and its
         input. This skips torch.func's per-example replay of the model, which cannot use fused attention."""
+        import torch
+
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         if trainable != {"projected.z", "head.weight", "head.bias"} or not isinstance(model.head, torch.nn.Linear):
             return None
@@ -70,6 +102,8 @@ class SLaSh(ProjectedMethod):
         return grads, losses.detach()
 
     def merge(self, model):
+        import torch
+
         family, projected = model.family, model.projected
         with torch.no_grad():
             for index, layer in enumerate(model.layers()):

@@ -5,9 +5,17 @@ diag(b) B diag(d) A. The closest modern relative of SLaSh: shared fixed randomne
 Each targeted weight costs its output width (b) plus the rank (d), so even rank 1 costs about 2 x layers x hidden
 parameters. A, B are regenerated from the projection seed, never stored; the update folds into the weights."""
 
+from dataclasses import dataclass
+
 from . import register
-from .base import freeze
-from .lora import PeftMethod, attention_targets
+from .base import Preset, freeze, projection_seed_option
+from .lora import PeftMethod, attention_targets, rank_option
+
+
+@dataclass(frozen=True)
+class VeRAOptions:
+    rank: int | None = rank_option()
+    projection_seed: int = projection_seed_option()
 
 
 class VeRA(PeftMethod):
@@ -15,8 +23,9 @@ class VeRA(PeftMethod):
     summary = ("VeRA (peft): shared frozen random matrices; per layer, trainable vectors scale them into an update "
                "of the attention query and value weights.")
     default_lr = 1e-2
-    size_name = "rank"
+    options = VeRAOptions
     default_size = 256  # peft's default; VeRA wants far higher ranks than LoRA, the rank costs 1 parameter a layer
+    presets = (Preset("VeRA r=256", {"rank": 256}),)
 
     def params_for_size(self, size, model, spec):
         return sum(m.out_features + size for m in attention_targets(model))

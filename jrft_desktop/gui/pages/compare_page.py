@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.config import RunConfig
-from ..backend import BenchChoices, ComparisonRequest, bench_choices, run_comparison
+from ..backend import BenchChoices, ComparisonRequest, bench_choices, comparison_table, run_comparison
 from ..plots import BudgetCurvePlot
 from ..worker import run_in_background
 from .base import Note, Page, compact_form
@@ -189,24 +189,20 @@ class ComparePage(Page):
         self.status.show_text(failure.message, "warning" if failure.user_error else "error")
 
     def _show_result(self, result) -> None:
-        from ...core import bench
-
         self._stop = None
         self._set_running(False)
         self.result = result
         self.output = Path(result.output)
         self.folder_button.setEnabled(True)
-        metric = result.metric
-        headers = [column.format(metric=metric) for column in bench.ACCURACY_COLUMNS] + list(bench.SPEED_COLUMNS[1:])
-        rows = [accuracy + speed[1:] for accuracy, speed in zip(bench.accuracy_rows(result), bench.speed_rows(result))]
+        table = comparison_table(result)
         self.table.clear()
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
-        self.table.setRowCount(len(rows))
-        for row, values in enumerate(rows):
+        self.table.setColumnCount(len(table.headers))
+        self.table.setHorizontalHeaderLabels(list(table.headers))
+        self.table.setRowCount(len(table.rows))
+        for row, values in enumerate(table.rows):
             for column, value in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(value))
-        self.curve_plot.show_result(result, bench.display_scale(metric))
+        self.curve_plot.show_result(result, table.scale)
         self.status.show_text(f"Done in {result.wall_time_s / 60:.1f} min; results.md, results.json and the plots are "
                               f"in {self.output}.")
         self._show_every_row()

@@ -31,7 +31,7 @@ from ...core.config import DataSpec
 from ...core.paths import sample_data_dir
 from .. import dialogs
 from .. import settings as keys
-from ..backend import PREVIEW_ROWS, DataSummary, Preview, preview_table, summarize_data
+from ..backend import PREVIEW_ROWS, DataSummary, Preview, data_file_suffixes, preview_table, summarize_data
 from ..settings import AppSettings
 from ..worker import LatestRequest
 from .base import Note, Page, compact_form, thousands, with_help
@@ -42,9 +42,7 @@ MAX_DISTRIBUTION_ROWS = 12  # more classes scroll
 
 
 def file_filter() -> str:
-    from ...core.data import SUPPORTED_SUFFIXES  # pandas loads with it: not before the window shows
-
-    return f"Data files ({' '.join('*' + suffix for suffix in SUPPORTED_SUFFIXES)});;All files (*)"
+    return f"Data files ({' '.join('*' + suffix for suffix in data_file_suffixes())});;All files (*)"
 
 
 def sample_files() -> tuple[Path, Path]:

@@ -1,8 +1,11 @@
-"""Page 3: the finetuning method, its size (the parameter budget), where it acts, and the training settings."""
+"""Page 3: the finetuning method, its size (the parameter budget), where it acts, and the training settings.
+
+The size box and the method's other settings are made from the methods' options (`core.methods`: each declared with
+its help, label and range in its method's module), and the presets are the methods' own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import Field
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -18,14 +21,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import POOLINGS, SLASH_POSITIONS, MethodSpec, ModelSpec
+from ...core.config import POOLINGS, MethodSpec, ModelSpec, method_option_fields, method_presets, optional_type
 from ..backend import MethodInfo, compute_devices, method_catalog, plan_method
 from ..worker import LatestRequest, run_in_background
 from .base import Note, Page, compact_form, thousands, with_help
 from .privacy_settings import PrivacySettings
 from .training_settings import TrainingSettings
 
-SIZE_LABELS = {"d": "d (size of the vector z)", "rank": "Rank", "prompt_tokens": "Prompt tokens"}
 POOLING_LABELS = {
     "auto": "auto (the model's default)",
     "mean": "mean of the tokens",
@@ -34,25 +36,42 @@ POOLING_LABELS = {
 }
 
 
-@dataclass(frozen=True)
-class Preset:
-    label: str
-    method: str
-    size: int | None = None  # None: the method's default size
-    position: str = "output"
-
-
-PRESETS = (
-    Preset("SLaSh d=1024 (paper)", "slash", 1024),
-    Preset("SLaSh d=4096", "slash", 4096),
-    Preset("JR-WARP d=1024 (paper)", "jr-warp", 1024),
-    Preset("LoRA r=8", "lora", 8),
-    Preset("WARP, 8 prompt tokens", "warp", 8),
-    Preset("BitFit", "bitfit"),
-    Preset("Linear head only", "head"),
-    Preset("Full finetuning", "full"),
-)
+PRESETS = method_presets()  # every method's, in the registry's order; the first is chosen at start
 CUSTOM = "Custom"
+
+
+def _option(name: str) -> Field:
+    return next(option for option in method_option_fields() if option.name == name)
+
+
+def _option_control(option: Field) -> QWidget:
+    """The box for one method option: a checkbox (bool), a list (choices) or a number box (int)."""
+    kind, label = optional_type(MethodSpec, option.name), option.metadata.get("label", option.name)
+    if kind is bool:
+        control = QCheckBox(label)
+    elif option.metadata.get("choices"):
+        control = QComboBox()
+        control.addItems([str(choice) for choice in option.metadata["choices"]])
+    else:
+        control = QSpinBox()
+        control.setRange(0, option.metadata.get("maximum", 1_000_000))
+    _set_value(control, option.default)
+    return with_help(control, MethodSpec, option.name)
+
+
+def _value(control: QWidget):
+    if isinstance(control, QCheckBox):
+        return control.isChecked()
+    return control.currentText() if isinstance(control, QComboBox) else control.value()
+
+
+def _set_value(control: QWidget, value) -> None:
+    if isinstance(control, QCheckBox):
+        control.setChecked(bool(value))
+    elif isinstance(control, QComboBox):
+        control.setCurrentText(str(value))
+    elif value is not None:
+        control.setValue(value)
 
 
 def _catalog_and_devices():
@@ -119,11 +138,16 @@ class MethodPage(Page):
         right.addWidget(size)
 
         placement = QGroupBox("Where it acts")
-        form = compact_form(placement)
-        self.position_combo = with_help(QComboBox(), MethodSpec, "position")
-        self.position_combo.addItems(SLASH_POSITIONS)
-        self.position_combo.currentIndexChanged.connect(self._choices_changed)
-        form.addRow("SLaSh position", self.position_combo)
+        form = self.placement_form = compact_form(placement)
+        self.option_controls: dict[str, QWidget] = {}  # every method option but the sizes; shown for its methods
+        for option in method_option_fields():
+            if option.metadata.get("size"):  # the size box above, shared by the sized methods
+                continue
+            control = self.option_controls[option.name] = _option_control(option)
+            changed = control.toggled if isinstance(control, QCheckBox) else \
+                control.currentIndexChanged if isinstance(control, QComboBox) else control.valueChanged
+            changed.connect(self._choices_changed)
+            form.addRow("" if isinstance(control, QCheckBox) else option.metadata.get("label", option.name), control)
         self.pooling_combo = with_help(QComboBox(), ModelSpec, "pooling")
         for pooling in POOLINGS:
             self.pooling_combo.addItem(POOLING_LABELS[pooling], pooling)
@@ -131,14 +155,6 @@ class MethodPage(Page):
         form.addRow("Pooling", self.pooling_combo)
         self.merge_note = Note()
         form.addRow(self.merge_note)
-        self.seed_spin = with_help(QSpinBox(), MethodSpec, "projection_seed")
-        self.seed_spin.setRange(0, 2**31 - 1)
-        self.seed_spin.valueChanged.connect(self._choices_changed)
-        form.addRow("Projection seed", self.seed_spin)
-        self.on_the_fly_box = with_help(QCheckBox("Regenerate projections on the fly (less memory, slower)"),
-                                        MethodSpec, "on_the_fly")
-        self.on_the_fly_box.toggled.connect(self._choices_changed)
-        form.addRow("", self.on_the_fly_box)
         right.addWidget(placement)
 
         self.privacy = PrivacySettings()
@@ -170,14 +186,21 @@ class MethodPage(Page):
     def busy(self) -> bool:
         return self._planner.busy
 
+    @property
+    def position_combo(self) -> QComboBox:
+        return self.option_controls["position"]
+
     def pooling(self) -> str:
         return self.pooling_combo.currentData()
 
     def method_spec(self) -> MethodSpec:
+        """The chosen method with its size and the settings it reads (and no other)."""
         method = self.method
-        sizes = {method.size_name: self.size_spin.value()} if method.size_name else {}
-        return MethodSpec(name=method.name, position=self.position_combo.currentText(),
-                          projection_seed=self.seed_spin.value(), on_the_fly=self.on_the_fly_box.isChecked(), **sizes)
+        reads = MethodSpec(name=method.name).method_options()
+        values = {name: _value(control) for name, control in self.option_controls.items() if name in reads}
+        if method.size_name:
+            values[method.size_name] = self.size_spin.value()
+        return MethodSpec(name=method.name, **values)
 
     def describe_choice(self) -> str:
         method = self.method
@@ -187,22 +210,25 @@ class MethodPage(Page):
         return f"{method.title}{size}"
 
     # --- choosing -----------------------------------------------------------------------------------------
-    def choose(self, method: str, size: int | None = None, position: str | None = None,
-               pooling: str | None = None) -> None:
-        """Select a method (and optionally its size, SLaSh position and pooling), as a user would."""
+    def choose(self, method: str, size: int | None = None, pooling: str | None = None, **options) -> None:
+        """Select a method (and optionally its size, pooling and options such as position="attention"), as a user
+        would."""
         for button in self.method_group.buttons():
             if button.property("method") == method:
                 button.setChecked(True)
         if size is not None:
             self.size_spin.setValue(size)
-        if position is not None:
-            self.position_combo.setCurrentText(position)
+        for name, value in options.items():
+            _set_value(self.option_controls[name], value)
         if pooling is not None:
             self.pooling_combo.setCurrentIndex(self.pooling_combo.findData(pooling))
 
     def choose_preset(self, label: str) -> None:
         preset = next(preset for preset in PRESETS if preset.label == label)
-        self.choose(preset.method, preset.size or self.methods[preset.method].default_size, preset.position)
+        spec = preset.spec()
+        size_name = self.methods[preset.method].size_name
+        self.choose(preset.method, getattr(spec, size_name) if size_name else None,
+                    **{name: getattr(spec, name) for name in spec.method_options() if name in self.option_controls})
 
     def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int,
                     train_examples: int | None = None) -> None:
@@ -254,7 +280,9 @@ class MethodPage(Page):
         method = self.method
         self.size_spin.blockSignals(True)
         if method.size_name:
-            self.size_label.setText(SIZE_LABELS.get(method.size_name, method.size_name))
+            size = _option(method.size_name)
+            self.size_label.setText(size.metadata.get("label", method.size_name))
+            self.size_spin.setRange(1, size.metadata.get("maximum", 1_000_000))
             with_help(self.size_spin, MethodSpec, method.size_name)
             self.size_spin.setValue(method.default_size or 1)
             self.size_spin.setSpecialValueText("")
@@ -263,9 +291,9 @@ class MethodPage(Page):
             self.size_spin.setToolTip("This method trains a fixed set of parameters; it has no size to choose.")
         self.size_spin.setEnabled(bool(method.size_name))
         self.size_spin.blockSignals(False)
-        self.position_combo.setEnabled(method.has_position)
-        self.seed_spin.setEnabled(method.uses_projection)
-        self.on_the_fly_box.setEnabled(method.uses_projection)
+        reads = MethodSpec(name=method.name).method_options()
+        for name, control in self.option_controls.items():
+            self.placement_form.setRowVisible(control, name in reads)
         self.training.set_default_lr(method.default_lr)
         self._choices_changed()
 
@@ -279,13 +307,8 @@ class MethodPage(Page):
         self.changed.emit()
 
     def _matching_preset(self) -> str:
-        method = self.method
-        size = self.size_spin.value() if method.size_name else None
-        for preset in PRESETS:
-            same_position = not method.has_position or preset.position == self.position_combo.currentText()
-            if preset.method == method.name and (preset.size or method.default_size) == size and same_position:
-                return preset.label
-        return CUSTOM
+        current = self.method_spec()
+        return next((preset.label for preset in PRESETS if preset.spec() == current), CUSTOM)
 
     def _show_merge_note(self) -> None:
         method, pooling = self.method, self.pooling()

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProg
 from ...core.config import RunConfig
 from ...core.errors import UserError
 from ...core.events import EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent
+from ...core.formatting import format_duration
 from ...core.paths import new_run_dir
 from .. import dialogs
 from ..backend import load_history
@@ -20,12 +21,6 @@ from ..worker import TrainingRun, run_in_background
 from .base import Note, Page, thousands
 
 START_DELAY_MS = 50
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
 
 
 class TrainPage(Page):

@@ -103,7 +103,8 @@ class TrainingSettings(QGroupBox):
         more.addRow("Schedule", self.schedule_combo)
         self.warmup_spin = with_help(_real(0, 0.9, defaults.warmup_ratio, 3, 0.01), TrainingSpec, "warmup_ratio")
         more.addRow("Warmup share", self.warmup_spin)
-        self.checkpoint_spin = with_help(_spin(0, 10_000_000, 0, "at every evaluation"), TrainingSpec, "checkpoint_every")
+        self.checkpoint_spin = with_help(_spin(0, 10_000_000, 0, "at every evaluation"), TrainingSpec,
+                                         "checkpoint_every")
         more.addRow("Checkpoint every", self.checkpoint_spin)
         self.patience_spin = with_help(_spin(0, 1000, 0, "off"), TrainingSpec, "early_stopping_patience")
         more.addRow("Early stopping after", self.patience_spin)
@@ -192,7 +193,8 @@ class TrainingSettings(QGroupBox):
             if lr is None:
                 self.lr_note.show_text(f"Using the method's default, {default:g}." if default else "")
             else:
-                self.lr_note.show_text(f"Using {lr:g}" + (f" (the method's default is {default:g})." if default else "."))
+                self.lr_note.show_text(f"Using {lr:g}"
+                                       + (f" (the method's default is {default:g})." if default else "."))
         self.changed.emit()
 
     def _length_kind_changed(self) -> None:

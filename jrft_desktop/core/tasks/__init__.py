@@ -1,0 +1,32 @@
+"""The learning tasks, one module each, registered by name (like the methods).
+
+A task owns what differs between problems: the columns it reads, how examples are encoded and collated, the
+head and its read-out, the loss, the metrics and which one picks the best checkpoint, what a prediction looks
+like, and the stock transformers class a merged model becomes. The trainer, the exporter, inference, the CLI and
+the app ask the task; none of them branches on a task's name."""
+
+from __future__ import annotations
+
+from ..registry import lookup
+from .base import Task
+
+_REGISTRY: dict[str, Task] = {}
+DEFAULT_TASK = "classify"  # the task of runs and vector files that do not name one (made before tasks had names)
+
+
+def register(task: Task) -> Task:
+    _REGISTRY[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    return lookup(_REGISTRY, name, "task")
+
+
+def all_tasks() -> tuple[Task, ...]:
+    return tuple(_REGISTRY.values())
+
+
+from . import classify  # noqa: E402,F401
+
+__all__ = ["DEFAULT_TASK", "Task", "all_tasks", "get_task", "register"]

@@ -1,0 +1,574 @@
+"""Sequence classification: one label per text or text pair (classes), or one number (regression).
+
+Which columns it reads (text, optional text pair, label: guessed from their names and contents when not given),
+how labels become class ids or numbers, and the seeded, stratified validation split; the head, a linear layer
+on a pooled hidden state (the mean of the tokens, the first token through the model's pooler ('cls'), or an
+appended mask token ('mask', as in the paper)); its loss, metrics and predictions. A merged model is the
+family's stock `AutoModelForSequenceClassification`."""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import metrics
+from ..config import DataSpec
+from ..data import Sample, Table, blank, cell_text, is_missing, open_table, require_column, require_rows
+from ..errors import ArtifactError, DataError, ModelError
+from ..metrics import softmax
+from . import register
+from .base import Task
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+
+_LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "score")
+_TEXT_NAMES = ("sentence", "text", "sentence1", "question", "premise", "content", "review", "document")
+_PAIR_NAMES = (
+    ("sentence1", "sentence2"),
+    ("question", "sentence"),
+    ("premise", "hypothesis"),
+    ("text_a", "text_b"),
+    ("question1", "question2"),
+)
+
+_MISSING_LABELS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "<na>", "null"})
+
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Parallel texts, optional second texts and labels (class ids, floats, or empty when unlabelled)."""
+
+    texts: tuple[str, ...]
+    pairs: tuple[str, ...] | None
+    labels: tuple[int, ...] | tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.pairs is not None and len(self.pairs) != len(self.texts):
+            raise ValueError(f"{len(self.pairs)} pairs for {len(self.texts)} texts")
+        if self.labels and len(self.labels) != len(self.texts):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.texts)} texts")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, count: int) -> Examples:
+        """The first `count` examples."""
+        return Examples(self.texts[:count], self.pairs[:count] if self.pairs is not None else None,
+                        self.labels[:count])
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Training and validation examples plus everything needed to read other files the same way."""
+
+    train: Examples
+    validation: Examples
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    label_names: tuple[str, ...] | None
+    task: str
+    validation_source: str
+    notes: tuple[str, ...]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) if self.label_names is not None else 1
+
+
+
+def guess_columns(frame: pd.DataFrame) -> tuple[str, str | None, str]:
+    """(text column, text-pair column or None, label column), guessed from the names and contents."""
+    return _guess_columns(frame)
+
+
+def load_task_data(spec: DataSpec, seed: int) -> TaskData:
+    """Training and validation examples for `spec`; the split and the sampling are deterministic per seed."""
+    if not 0 < spec.validation_fraction < 1:
+        raise DataError(f"validation_fraction must be between 0 and 1 (exclusive), not {spec.validation_fraction}.")
+    for name in ("max_train_rows", "max_validation_rows"):
+        if getattr(spec, name) is not None and getattr(spec, name) < 1:
+            raise DataError(f"{name} must be at least 1, not {getattr(spec, name)}.")
+    if not spec.train:
+        raise DataError("No training data given; choose a file, a folder or a dataset name.")
+
+    validation_file = spec.validation or None
+    sample = None
+    if spec.max_train_rows is not None:  # used only for a file too big to read whole; the split comes after it
+        share = 1.0 if validation_file is not None else 1.0 - spec.validation_fraction
+        sample = Sample(math.ceil(spec.max_train_rows / share), seed)
+    table = open_table(spec.train, with_companion=validation_file is None, sample=sample)
+    notes = list(table.notes)
+    require_rows(table)
+    text, pair, label = _resolve_columns(spec, table, notes)
+    texts, pairs, raw_labels = _usable_rows(table, text, pair, label, notes)
+    task, label_names, labels = _parse_labels(raw_labels, table.name, label)
+    rng = np.random.default_rng(seed)
+
+    held_out = open_table(validation_file) if validation_file is not None else table.companion
+    if held_out is not None:
+        notes.extend(held_out.notes)
+        if validation_file is None:
+            notes.append(f"Validation data: {held_out.origin}, found beside the training data "
+                         "(set a validation file to use another).")
+        require_rows(held_out)
+        for column in (text, pair, label):
+            if column is not None:
+                require_column(held_out.frame, column, held_out.name)
+        val_texts, val_pairs, val_raw = _usable_rows(held_out, text, pair, label, notes)
+        val_labels = (encode_labels(val_raw, label_names) if label_names is not None
+                      else _floats(val_raw, held_out.name, label))
+        validation = Examples(tuple(val_texts), tuple(val_pairs) if val_pairs is not None else None, val_labels)
+        train_rows = np.arange(len(texts))
+        validation_source = held_out.origin
+    else:
+        train_rows, val_rows = _split(np.asarray(labels), task, spec.validation_fraction, rng, table.name)
+        validation = _select(texts, pairs, labels, val_rows)
+        percent = f"{spec.validation_fraction * 100:g}%"
+        kind = "stratified" if task == CLASSIFICATION else "random"
+        validation_source = f"seeded {kind} {percent} split of train (seed {seed})"
+
+    if spec.max_train_rows is not None and spec.max_train_rows < len(train_rows):
+        notes.append(f"Sampled {spec.max_train_rows} of {len(train_rows)} training rows at random (seed {seed}).")
+        train_rows = np.sort(rng.choice(train_rows, size=spec.max_train_rows, replace=False))
+    if spec.max_validation_rows is not None and spec.max_validation_rows < len(validation.labels):
+        notes.append(f"Sampled {spec.max_validation_rows} of {len(validation.labels)} validation rows at random "
+                     f"(seed {seed}).")
+        picked = np.sort(rng.choice(len(validation.labels), size=spec.max_validation_rows, replace=False))
+        validation = _select(validation.texts, validation.pairs, validation.labels, picked)
+        validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
+
+    return TaskData(
+        train=_select(texts, pairs, labels, train_rows),
+        validation=validation,
+        text_column=text,
+        text_pair_column=pair,
+        label_column=label,
+        label_names=label_names,
+        task=task,
+        validation_source=validation_source,
+        notes=tuple(notes),
+    )
+
+
+def load_examples(
+    source: str,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+    label_names: tuple[str, ...] | None,
+) -> Examples:
+    """Every row of another file, read with the columns and label mapping of a trained run.
+
+    Rows are kept in file order (predictions line up with the file). Labels are empty when `label_column` is
+    None, missing from the file or blank in every row; they are floats when `label_names` is None."""
+    table = open_table(source)
+    require_rows(table)
+    frame = table.frame
+    require_column(frame, text_column, table.name)
+    if text_pair_column is not None:
+        require_column(frame, text_pair_column, table.name)
+    texts = tuple(cell_text(value) for value in frame[text_column].tolist())
+    pairs = tuple(cell_text(value) for value in frame[text_pair_column].tolist()) if text_pair_column else None
+
+    labels: tuple[int, ...] | tuple[float, ...] = ()
+    if label_column is not None and label_column in frame.columns:
+        blank = _missing_label(frame[label_column])
+        if blank.any() and not blank.all():
+            first = int(np.flatnonzero(blank)[0]) + 1
+            raise DataError(f"{int(blank.sum())} row(s) of {table.name} have an empty '{label_column}' (first at "
+                            f"data row {first}); fill them in, or drop the column to predict without scoring.")
+        if not blank.any():
+            values = frame[label_column].tolist()
+            labels = (encode_labels(values, label_names) if label_names is not None
+                      else _floats(values, table.name, label_column))
+    return Examples(texts, pairs, labels)
+
+
+def label_distribution(examples: Examples, label_names: Sequence[str] | None) -> dict[str, int]:
+    """Class name -> number of examples, in class-id order; empty for regression or unlabelled examples."""
+    if label_names is None or not examples.labels:
+        return {}
+    counts = np.bincount(np.asarray(examples.labels, dtype=np.int64), minlength=len(label_names))
+    return {name: int(count) for name, count in zip(label_names, counts)}
+
+
+def encode_labels(values: Iterable[Any], label_names: Sequence[str]) -> tuple[int, ...]:
+    """Class ids of raw label values (from any file) under the mapping `label_names` of a training set."""
+    index = {name: position for position, name in enumerate(label_names)}
+    keys = [_lookup_key(value, index) for value in values]
+    if "" in keys:
+        raise DataError(f"{keys.count('')} label(s) are empty; every row needs a label.")
+    unseen = sorted({key for key in keys if key not in index})
+    if unseen:
+        shown = ", ".join(f"'{key}'" for key in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+        known = ", ".join(f"'{name}'" for name in label_names)
+        raise DataError(f"Label(s) {shown} did not occur in the training data; known labels: {known}.")
+    return tuple(index[key] for key in keys)
+
+
+
+# --- columns ------------------------------------------------------------------------------------------------
+
+
+def _resolve_columns(spec: DataSpec, table: Table, notes: list[str]) -> tuple[str, str | None, str]:
+    frame = table.frame
+    if frame.shape[1] < 2:
+        raise DataError(f"{table.name} has a single column ('{frame.columns[0]}') but needs a text column and a "
+                        "label column; if it has more, its delimiter looks wrong.")
+    given_text = spec.text_column or None
+    given_pair = spec.text_pair_column or None
+    given_label = spec.label_column or None
+    for column in (given_text, given_pair, given_label):
+        if column is not None:
+            require_column(frame, column, table.name)
+    text, pair, label = _guess_columns(frame, given_text, given_label)
+    if given_text is not None or given_pair is not None:
+        pair = given_pair
+    if text == label or pair in (text, label):
+        raise DataError(f"The text, text pair and label columns must differ (text '{text}', pair '{pair}', "
+                        f"label '{label}').")
+    guessed = []
+    if given_text is None:
+        guessed.append(f"text '{text}'" + (f", text pair '{pair}'" if pair else ""))
+    if given_label is None:
+        guessed.append(f"label '{label}'")
+    if guessed:
+        notes.append(f"Guessed columns: {', '.join(guessed)} (set text_column / text_pair_column / label_column "
+                     "to choose others).")
+    return text, pair, label
+
+
+def _guess_columns(frame: pd.DataFrame, text: str | None = None,
+                   label: str | None = None) -> tuple[str, str | None, str]:
+    columns = list(frame.columns)
+    if len(columns) < 2:
+        only = f"column '{columns[0]}'" if columns else "no columns"
+        raise DataError(f"Need a text column and a label column, but the data has only {only}.")
+    by_name: dict[str, Any] = {}
+    for column in columns:
+        by_name.setdefault(str(column).strip().lower(), column)
+
+    if label is None:
+        label = next((by_name[name] for name in _LABEL_NAMES if name in by_name and by_name[name] != text), None)
+    pair = None
+    if text is None:
+        for first, second in _PAIR_NAMES:
+            if first in by_name and second in by_name and label not in (by_name[first], by_name[second]):
+                text, pair = by_name[first], by_name[second]
+                break
+        else:
+            text = next((by_name[name] for name in _TEXT_NAMES if name in by_name and by_name[name] != label), None)
+    if label is None:
+        rest = [column for column in columns if column not in (text, pair)]
+        if not rest:
+            raise DataError(f"No column is left for the label; columns: {', '.join(map(str, columns))}.")
+        label = rest[-1]
+    if text is None:
+        text = _longest_text_column(frame, [column for column in columns if column != label])
+    return text, pair, label
+
+
+def _longest_text_column(frame: pd.DataFrame, candidates: list[Any]) -> Any:
+    textual = [column for column in candidates if pd.api.types.is_string_dtype(frame[column])] or candidates
+    return max(textual, key=lambda column: frame[column].astype(str).str.len().mean() if len(frame) else 0)
+
+
+
+def _usable_rows(table: Table, text: str, pair: str | None, label: str,
+                 notes: list[str]) -> tuple[list[str], list[str] | None, list[Any]]:
+    """Texts, pairs and raw labels of the rows that have a label and a text; drops the others with a note."""
+    frame = table.frame
+    blank_label = _missing_label(frame[label])
+    if blank_label.all():
+        raise DataError(f"Column '{label}' of {table.name} is empty in every row (blank or NaN), so there is nothing "
+                        "to learn; choose the column that holds the labels.")
+    empty_text = blank(frame[text]) | (blank(frame[pair]) if pair is not None else False)
+    if blank_label.any():
+        notes.append(f"Dropped {int(blank_label.sum())} row(s) of {table.name} with an empty '{label}'.")
+    empty_only = empty_text & ~blank_label
+    if empty_only.any():
+        columns = f"'{text}'" + (f" or '{pair}'" if pair is not None else "")
+        notes.append(f"Dropped {int(empty_only.sum())} row(s) of {table.name} with an empty {columns}.")
+    kept = frame[~(blank_label | empty_text)]
+    if len(kept) == 0:
+        raise DataError(f"No rows of {table.name} have both a text and a label.")
+    texts = [cell_text(value) for value in kept[text].tolist()]
+    pairs = [cell_text(value) for value in kept[pair].tolist()] if pair is not None else None
+    return texts, pairs, kept[label].tolist()
+
+
+
+def _missing_label(series: pd.Series) -> np.ndarray:
+    """Blank labels, and the spellings of a missing value that spreadsheets and pandas write ("NaN", "NULL", ...);
+    read as text they would silently become a class of their own."""
+    return blank(series) | series.astype(str).str.strip().str.lower().isin(_MISSING_LABELS).to_numpy(dtype=bool)
+
+
+
+def _parse_labels(raw: list[Any], name: str, column: str) -> tuple[str, tuple[str, ...] | None, tuple]:
+    """(task, label names, labels): integer-valued numbers and strings are classes, other numbers regression."""
+    numbers = _as_numbers(raw)
+    if numbers is not None and not all(number.is_integer() for number in numbers):
+        return REGRESSION, None, tuple(numbers)
+    keys: list[Any] = [int(number) for number in numbers] if numbers is not None else [_label_key(v) for v in raw]
+    classes = sorted(set(keys))
+    if len(classes) < 2:
+        raise DataError(f"Classification needs at least two classes; found only '{classes[0]}' in column "
+                        f"'{column}' of {name}.")
+    index = {value: position for position, value in enumerate(classes)}
+    return CLASSIFICATION, tuple(str(value) for value in classes), tuple(index[key] for key in keys)
+
+
+def _is_number(value: Any) -> bool:
+    """A number or a numeric string; bools are not numbers here (they are two classes)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, str):
+        return _NUMBER.fullmatch(value.strip()) is not None
+    return isinstance(value, (int, float, np.number))
+
+
+def _as_numbers(raw: list[Any]) -> list[float] | None:
+    return [float(value) for value in raw] if all(_is_number(value) for value in raw) else None
+
+
+def _floats(values: list[Any], name: str, column: str) -> tuple[float, ...]:
+    numbers = _as_numbers(values)
+    if numbers is None:
+        example = next(value for value in values if not _is_number(value))
+        raise DataError(f"Column '{column}' of {name} must hold numbers for a regression task; found '{example}'.")
+    return tuple(numbers)
+
+
+def _label_key(value: Any) -> str:
+    """The class name a raw label value stands for: 1, 1.0 and "1" are all "1"."""
+    if isinstance(value, str):
+        return value.strip()
+    if is_missing(value):
+        return ""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value)) if float(value).is_integer() else str(float(value))
+    return str(value)
+
+
+def _lookup_key(value: Any, index: dict[str, int]) -> str:
+    key = _label_key(value)
+    if key not in index and _NUMBER.fullmatch(key) and float(key).is_integer():
+        return str(int(float(key)))
+    return key
+
+
+# --- splitting ----------------------------------------------------------------------------------------------
+
+
+def _split(labels: np.ndarray, task: str, fraction: float, rng: np.random.Generator,
+           name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows), both sorted; classification keeps every class's share."""
+    if task == REGRESSION:
+        if len(labels) < 2:
+            raise DataError(f"{name} has a single usable row; a validation split needs at least two.")
+        order = rng.permutation(len(labels))
+        count = min(max(round(fraction * len(labels)), 1), len(labels) - 1)
+        held = order[:count]
+    else:
+        parts = []
+        for value in np.unique(labels):
+            members = np.flatnonzero(labels == value)
+            rng.shuffle(members)
+            # A class with two or more rows puts at least one in each part.
+            count = min(max(round(fraction * len(members)), 1), len(members) - 1)
+            parts.append(members[:count])
+        held = np.concatenate(parts)
+        if len(held) == 0:
+            raise DataError(f"Every class of {name} has a single row, so none can be held out for validation; "
+                            "give a validation file.")
+    held = np.sort(held)
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.ndarray) -> Examples:
+    return Examples(
+        tuple(texts[row] for row in rows),
+        tuple(pairs[row] for row in rows) if pairs is not None else None,
+        tuple(labels[row] for row in rows),
+    )
+
+
+
+# --- the task -------------------------------------------------------------------------------------------------
+ENCODE_CHUNK = 4096  # texts tokenised at a time
+LOWER_IS_BETTER = frozenset({"loss", "mse"})
+
+
+class Encoder:
+    """Texts (or text pairs) to padded token batches, with the mask token appended when the head reads it."""
+
+    def __init__(self, tokenizer, max_length: int, model):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pooling = model.pooling
+        if self.pooling == "mask" and tokenizer.mask_token_id is None:
+            raise ModelError("This model's tokenizer has no mask token; choose pooling 'mean' or 'cls'.")
+        if max_length < 4:
+            raise ModelError(f"A max length of {max_length} tokens leaves no room for text; use at least 8.")
+        positions, prompts = model.positions(), model.prompt_count()
+        if positions is not None:
+            room = positions - prompts
+            if room < 8:
+                raise ModelError(f"{prompts} prompt tokens leave {max(room, 0)} of this model's {positions} positions "
+                                 f"for the text; use at most {positions - 8} prompt tokens (a smaller budget).")
+            self.max_length = min(max_length, room)
+        wanted = ("input_ids", "attention_mask", "token_type_ids") if model.uses_token_types else \
+            ("input_ids", "attention_mask")
+        self.keys = [key for key in wanted if key in tokenizer.model_input_names or key != "token_type_ids"]
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[list[dict], int]:
+        """Token ids per example, and how many examples were truncated.
+
+        A chunk of texts at a time, kept as int32 arrays: the tokenizer's per-text objects and Python int lists
+        take some 50 times the text's size, which made a file of a few hundred MB fill a laptop's memory."""
+        reserve = 1 if self.pooling == "mask" else 0
+        limit = self.max_length - reserve
+        rows: list[dict] = []
+        truncated = 0
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            args = [list(texts[start:start + ENCODE_CHUNK])]
+            if pairs is not None:
+                args.append(list(pairs[start:start + ENCODE_CHUNK]))
+            lengths = self.tokenizer(*args, truncation=False, return_attention_mask=False, return_length=True)["length"]
+            truncated += sum(length > limit for length in lengths)
+            encoded = self.tokenizer(*args, truncation=True, max_length=limit)
+            keys = [key for key in self.keys if key in encoded]
+            for index in range(len(args[0])):
+                row = {key: array("i", encoded[key][index]) for key in keys}
+                if reserve:  # the mask goes before the final separator
+                    before_last = len(row["input_ids"]) - 1
+                    row["input_ids"].insert(before_last, self.tokenizer.mask_token_id)
+                    row["attention_mask"].insert(before_last, 1)
+                    if "token_type_ids" in row:
+                        row["token_type_ids"].insert(before_last, row["token_type_ids"][-1])
+                rows.append(row)
+        return rows, truncated
+
+    def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(row["input_ids"]) for row in rows)
+        pad = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+        batch = {}
+        for key in rows[0]:
+            values = np.full((len(rows), width), pad[key], dtype=np.int64)
+            for index, row in enumerate(rows):
+                values[index, :len(row[key])] = row[key]
+            batch[key] = torch.from_numpy(values)
+        return batch
+
+
+class Classify(Task):
+    name = "classify"
+    summary = "Classify texts or text pairs into classes, or predict a number (regression)."
+    stock_class = "AutoModelForSequenceClassification"
+
+    def load_data(self, spec, seed):
+        return load_task_data(spec, seed)
+
+    def load_examples(self, source, metadata, with_labels=True):
+        columns, names = metadata["columns"], metadata["label_names"]
+        return load_examples(source, columns["text"], columns["text_pair"], columns["label"] if with_labels else None,
+                             tuple(names) if names else None)
+
+    def examples_from_texts(self, texts, pairs=None):
+        return Examples(tuple(texts), tuple(pairs) if pairs is not None else None, ())
+
+    def guess_columns(self, frame):
+        return guess_columns(frame)
+
+    def label_distribution(self, examples, label_names):
+        return label_distribution(examples, label_names)
+
+    def columns(self, data):
+        return {"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column}
+
+    def make_encoder(self, tokenizer, max_length, model):
+        return Encoder(tokenizer, max_length, model)
+
+    @staticmethod
+    def encode(encoder: Encoder, examples) -> tuple[list[dict], int]:
+        return encoder.encode(examples.texts, examples.pairs)
+
+    def make_head(self, hidden_size, outputs):
+        head = nn.Linear(hidden_size, outputs)
+        nn.init.zeros_(head.bias)
+        nn.init.normal_(head.weight, std=0.02)
+        return head
+
+    def read_out(self, model, hidden, attention_mask, input_ids):
+        return model.head(self.pool(model, hidden, attention_mask, input_ids))
+
+    @staticmethod
+    def pool(model, hidden: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        if model.pooling == "mean":
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if model.pooling == "mask":  # the last mask token in each row
+            hits = (input_ids == model.mask_token_id).int() * torch.arange(input_ids.shape[1], device=input_ids.device)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), hits.argmax(dim=1)]
+        pooler = getattr(model.base(), "pooler", None)
+        return pooler(hidden) if pooler is not None else hidden[:, 0]
+
+    def label_tensor(self, labels, problem):
+        return torch.tensor(labels, dtype=torch.float32 if problem == REGRESSION else torch.long)
+
+    def loss_function(self, problem):
+        if problem == REGRESSION:
+            return lambda outputs, labels: nn.functional.mse_loss(outputs.float().squeeze(-1), labels)
+        return lambda outputs, labels: nn.functional.cross_entropy(outputs.float(), labels)
+
+    def metrics(self, problem, labels, outputs):
+        return metrics.compute(problem, labels, outputs)
+
+    def default_metric(self, problem):
+        return "accuracy" if problem == CLASSIFICATION else "pearson"
+
+    def lower_is_better(self, metric):
+        return metric in LOWER_IS_BETTER
+
+    def prediction_records(self, outputs, label_names):
+        if not label_names:
+            return [{"value": float(row[0])} for row in outputs]
+        probabilities = softmax(np.asarray(outputs)) if len(outputs) else np.zeros((0, len(label_names)))
+        return [{"label": label_names[int(row.argmax())],
+                 "probabilities": {name: round(float(p), 6) for name, p in zip(label_names, row)}}
+                for row in probabilities]
+
+    def check_stock_compatible(self, model):
+        if model.pooling != "cls":
+            raise ArtifactError(
+                f"This run's head reads the {model.pooling} pooling, which the stock {model.info.family} "
+                "classifier cannot compute (it reads the first token through its pooler). Train with pooling 'cls' "
+                "to export a merged model; the vector file holds this run."
+            )
+
+    def stock_config(self, config, label_names):
+        config.num_labels = len(label_names) if label_names else 1
+        if label_names:
+            config.id2label = dict(enumerate(label_names))
+            config.label2id = {name: index for index, name in enumerate(label_names)}
+        else:
+            config.problem_type = "regression"
+        return config
+
+
+register(Classify())
