@@ -2,6 +2,8 @@
 (so peak memory is the method's own), scored on the GLUE SST-2 dev set (`sst2/test.tsv`).
 
     python benchmarks/methods_sst2.py --steps 400 --train-rows 12000 --out benchmarks/results/methods_sst2
+    python benchmarks/methods_sst2.py --model bundled:SmolLM2-135M-Instruct --batch-size 16 \
+        --only slash-output slash-intermediate slash-attention lora head full --out benchmarks/results/decoder_sst2
 
 Prints a Markdown table with step-time and memory ratios to full finetuning, and writes results.json."""
 
@@ -45,6 +47,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--pooling", default="auto")
+    parser.add_argument("--model", default="bundled:all-MiniLM-L6-v2")
     parser.add_argument("--seed", type=int, default=0, help="The runs' seed (data sample, initialisation, order).")
     parser.add_argument("--only", nargs="*", help="Run just these labels.")
     parser.add_argument("--out", default="benchmarks/results/methods_sst2")
@@ -61,7 +64,8 @@ def main() -> int:
                        "--validation", str(DATA / "test.tsv"), "--max-train-rows", str(args.train_rows),
                        "--max-steps", str(args.steps), "--eval-every", str(args.steps),
                        "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                       "--pooling", args.pooling, "--seed", str(args.seed), "--output", str(run_dir), *flags]
+                       "--pooling", args.pooling, "--seed", str(args.seed), "--model", args.model,
+                       "--output", str(run_dir), *flags]
             print(" ".join(command), file=sys.stderr, flush=True)
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         results[label] = json.loads((run_dir / "metrics.json").read_text())

@@ -6,6 +6,8 @@ per step (run it with OMP_NUM_THREADS=1) move even less with the load. The timin
 is the one `jrft bench` uses (jrft_desktop/core/bench.py); this script adds the on-the-fly projection case.
 
     python benchmarks/step_time.py --rounds 8 --steps-per-round 5
+    python benchmarks/step_time.py --model bundled:SmolLM2-135M-Instruct --batch-size 16 --rounds 3 \
+        --steps-per-round 2 --only slash-output slash-intermediate slash-attention head lora full
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from jrft_desktop.core import bench
 from jrft_desktop.core.config import MethodSpec, ModelSpec
 from jrft_desktop.core.tasks.classify import load_task_data
-from jrft_desktop.core.tasks import get_task
+from jrft_desktop.core.tasks import task_for
 
 CASES = (
     *(bench.BenchCase(f"slash-{position}", MethodSpec(name="slash", d=1024, position=position))
@@ -41,17 +43,20 @@ def main() -> int:
     parser.add_argument("--steps-per-round", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--model", default=ModelSpec().name_or_path)
+    parser.add_argument("--only", nargs="*", help="Time just these cases (labels as printed).")
     args = parser.parse_args()
 
-    settings = bench.BenchSettings(model=ModelSpec(), data=bench.sample_data(args.max_length), cases=CASES,
+    cases = tuple(case for case in CASES if not args.only or case.label in args.only)
+    settings = bench.BenchSettings(model=ModelSpec(args.model), data=bench.sample_data(args.max_length), cases=cases,
                                    batch_size=args.batch_size)
     device = torch.device("cpu")
     data = load_task_data(settings.data, seed=0)
     runs = {case.label: bench.prepare_case(settings, case.method, data.num_labels, data.task, device)
-            for case in CASES}
+            for case in cases}
     encoder = next(iter(runs.values())).encoder
-    batches = bench.first_batches(get_task(settings.data.task), encoder, data.train, data.task, args.batch_size,
-                                  args.steps_per_round, device)
+    task = task_for(settings.data.task, settings.data.train)
+    batches = bench.first_batches(task, encoder, data.train, args.batch_size, args.steps_per_round, device)
     times = bench.interleaved_step_times(
         runs, batches, device, args.rounds,
         lambda index: print(f"round {index}/{args.rounds} done", file=sys.stderr, flush=True))

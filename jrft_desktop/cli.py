@@ -18,9 +18,11 @@ from .core.config import (TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy
                           method_option_fields, optional_type)
 from .core.methods.base import option_flag
 from .core.errors import UserError
+from .core.export_forms import AUTO as AUTO_FORM, FORM_CHOICES
 from .core.formatting import format_duration
 
 USER_ERROR_STATUS = 2
+MERGED_KEY = "merged_model"  # where `jrft export` and `jrft apply` report the merged folder
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +49,7 @@ TRAIN_FLAGS = [
     ("--eval-every", TrainingSpec, "eval_every"), ("--checkpoint-every", TrainingSpec, "checkpoint_every"),
     ("--early-stopping", TrainingSpec, "early_stopping_patience"), ("--metric", TrainingSpec, "metric"),
     ("--device", TrainingSpec, "device"), ("--seed", TrainingSpec, "seed"), ("--dropout", TrainingSpec, "dropout"),
+    ("--gradient-checkpointing", TrainingSpec, "gradient_checkpointing"),
     ("--epsilon", Privacy, "epsilon"), ("--delta", Privacy, "delta"), ("--max-grad-norm", Privacy, "max_grad_norm"),
     ("--noise-multiplier", Privacy, "noise_multiplier"), ("--accountant", Privacy, "accountant"),
 ]
@@ -139,7 +142,7 @@ class ProgressPrinter:
                             + (f"ε {event.epsilon:.3f} " if event.epsilon is not None else "")
                             + f"ETA {format_duration(event.eta_s)}")
         elif isinstance(event, events.EvalEvent):
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items() if isinstance(v, (int, float)))
             self._print(f"eval at step {event.step}: {shown}{' (best so far)' if event.is_best else ''}")
         elif isinstance(event, events.FinishedEvent) and event.status == "stopped":
             self._print(f"stopped; continue with: jrft train --resume --output {event.run_dir}")
@@ -158,12 +161,28 @@ def cmd_train(args) -> int:
         config = config_from_args(args)
         if not config.data.train:
             raise UserError("jrft train needs --data TRAIN_FILE (or --resume to continue a run).")
+    if args.estimate:
+        from .core.estimate import measure_run
+
+        estimate = measure_run(config if config is not None else _resumed_config(args.output))
+        memory = estimate.memory
+        print(json.dumps({"peak_memory_bytes": memory.total, "weights_bytes": memory.weights,
+                          "activations_bytes": memory.activations, "projections_bytes": memory.projections,
+                          "optimizer_bytes": memory.optimizer, "limit_bytes": memory.limit,
+                          "step_time_s": estimate.step_s, "summary": estimate.describe()}, indent=2, sort_keys=True))
+        return 0
     trainer = Trainer(config, args.output, [ProgressPrinter()], resume=args.resume)
     result = _run_stoppable(trainer)
     if trainer.processes.writer:  # one report for a data-parallel run (torchrun, accelerate launch)
         print(json.dumps({"status": result.status, "run_dir": result.run_dir, "metrics": dict(result.metrics),
                           "files": list(result.files)}, indent=2, sort_keys=True))
     return 0
+
+
+def _resumed_config(run_dir: str):
+    from .core import runs
+
+    return RunConfig.from_json((Path(run_dir) / runs.CONFIG_FILE).read_text(encoding="utf-8"))
 
 
 def _run_stoppable(trainer):
@@ -228,29 +247,50 @@ def cmd_predict(args) -> int:
     elif args.texts:
         examples = task.examples_from_texts(args.texts)
     else:
-        raise UserError("Give texts to classify, or --data FILE.")
+        raise UserError("Give texts to label, or --data FILE.")
     for text, record in zip(examples.texts, Predictor.from_restored(restored, args.device).predict(examples)):
         print(json.dumps({"text": text, **record}, ensure_ascii=False))
     return 0
 
 
-def _write_merged(restored, out_dir: str) -> int:
-    """`jrft export` and `jrft apply`: the restored run as a stock transformers model folder."""
-    from .core.export import export_merged
+def _write_merged(restored, targets: dict[str, tuple[str, str]]) -> int:
+    """`jrft export` and `jrft apply`: the restored run in each form asked for ({report key: (folder, form)}),
+    every form checked before any folder is written; prints the folders, and which form --merged got and who
+    loads it."""
+    from .core.export_forms import choose
 
-    out = export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(out_dir))
-    print(json.dumps({"merged_model": str(out)}))
+    chosen = {key: (Path(folder), *choose(restored.model, restored.method, name))
+              for key, (folder, name) in targets.items()}
+    report = {}
+    for key, (folder, form, passed_over) in chosen.items():
+        report[key] = str(form.write(restored.model, restored.method, restored.tokenizer, restored.metadata, folder))
+        if key == MERGED_KEY:
+            report.update({"format": form.name, "loads_with": form.loader(restored.model)},
+                          **({"passed_over": passed_over} if passed_over else {}))
+    print(json.dumps(report))
     return 0
 
 
 def cmd_export(args) -> int:
-    return _write_merged(_restore(args), args.merged)
+    targets = {MERGED_KEY: (args.merged, args.format)} if args.merged else {}
+    if args.onnx:
+        targets["onnx"] = (args.onnx, "onnx")
+    if not targets:
+        raise UserError("jrft export needs --merged OUT_DIR (the form that fits the run, or --format) or --onnx "
+                        "OUT_DIR, or both.")
+    if args.merged and args.onnx and Path(args.merged).resolve() == Path(args.onnx).resolve():
+        raise UserError(f"--merged and --onnx name the same folder ({args.merged}); give each export its own.")
+    if args.format != AUTO_FORM and not args.merged:
+        raise UserError(f"--format chooses the form of --merged OUT_DIR; --onnx always writes ONNX (drop --format "
+                        f"{args.format}, or give --merged).")
+    return _write_merged(_restore(args), targets)
 
 
 def cmd_apply(args) -> int:
     from .core.export import restore
 
-    return _write_merged(restore(Path(args.vector), args.model, args.trust_remote_code), args.output)
+    return _write_merged(restore(Path(args.vector), args.model, args.trust_remote_code),
+                         {MERGED_KEY: (args.output, args.format)})
 
 
 def cmd_methods(args) -> int:
@@ -264,8 +304,12 @@ def cmd_methods(args) -> int:
     print(f"{'method':<9} {'size':<16} {'params':>12} {'with head':>12}  mergeable  summary")
     notes = []
     for method in methods.all_methods():
-        plan = method.plan(MethodSpec(name=method.name, budget=args.budget),
-                           JrftModel(skeleton, "auto", args.num_labels))
+        try:
+            plan = method.plan(MethodSpec(name=method.name, budget=args.budget),
+                               JrftModel(skeleton, "auto", args.num_labels))
+        except UserError as error:  # e.g. BitFit on a model without biases: the others still apply
+            print(f"{method.name:<9} {'-':<16} {'-':>12} {'-':>12}  {'-':<9}  does not apply: {error}")
+            continue
         size = f"{plan.size_name}={plan.size}" if plan.size_name else "-"
         print(f"{method.name:<9} {size:<16} {plan.method_params:>12,} {plan.trainable_params:>12,}  "
               f"{'yes' if method.foldable else 'no':<9}  {method.summary}")
@@ -362,6 +406,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _add_format_flag(command) -> None:
+    command.add_argument("--format", choices=FORM_CHOICES, default=AUTO_FORM,
+                         help="The merged model's form: transformers (the stock classifier; pooling cls), "
+                              "sentence-transformers (mean, cls), onnx (every pooling); auto: the first that fits.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -376,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="Start from a saved run configuration (JSON); flags override it.")
     train.add_argument("--resume", action="store_true", help="Continue the run in --output from its checkpoint.")
     train.add_argument("--output", required=True, metavar="RUN_DIR", help="Folder for the run's files.")
+    train.add_argument("--estimate", action="store_true",
+                       help="Only print what the run would take: its estimated peak memory and the time of a step, "
+                            "measured on a few real steps (nothing is written; a run that would not fit is refused).")
     train.set_defaults(handler=cmd_train)
 
     for name, handler, text in (("eval", cmd_eval, "Score a trained run on a labelled file (JSON metrics)."),
@@ -383,17 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
         if name == "predict":
-            command.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to classify.")
-            command.add_argument("--data", help="Classify every row of this file instead.")
+            command.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to label (classify, or tag).")
+            command.add_argument("--data", help="Label every row of this file instead.")
         else:
             command.add_argument("--data", required=True, help="Labelled file with the run's columns.")
         command.add_argument("--model", help="Path of the base model, if it moved since training.")
         command.add_argument("--device", default="auto", help=field_help(TrainingSpec, "device"))
         command.set_defaults(handler=handler)
 
-    export = commands.add_parser("export", help="Write a merged stock transformers model from a run.")
+    export = commands.add_parser("export", help="Write a merged model (the method folded into the weights) that a "
+                                                "stock library loads: transformers, sentence-transformers or ONNX.")
     export.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
-    export.add_argument("--merged", required=True, metavar="OUT_DIR", help="Folder for the merged model.")
+    export.add_argument("--merged", metavar="OUT_DIR", help="Folder for the merged model, in the form --format "
+                                                            "names (by default the first that fits the run).")
+    export.add_argument("--onnx", metavar="OUT_DIR", help="Folder for an ONNX export (model.onnx, tokenizer.json, "
+                                                          "config.json): every pooling, run by onnxruntime.")
+    _add_format_flag(export)
     export.add_argument("--model", help="Path of the base model, if it moved since training.")
     export.set_defaults(handler=cmd_export)
 
@@ -402,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--model", help="The base model (default: the one recorded in the vector).")
     apply.add_argument("--trust-remote-code", action="store_true", help=field_help(ModelSpec, "trust_remote_code"))
     apply.add_argument("--output", required=True, metavar="OUT_DIR")
+    _add_format_flag(apply)
     apply.set_defaults(handler=cmd_apply)
 
     listing = commands.add_parser("methods", help="List the methods with their parameter counts for a model.")

@@ -30,6 +30,7 @@ from jrft_desktop.cli import main
 from jrft_desktop.core import data, limits, methods, runs
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.tasks.classify import load_examples, load_task_data
+from jrft_desktop.core.tasks.tag import load_tag_data
 from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserError
 from jrft_desktop.core.export import read_vector, restore
 from jrft_desktop.core.models import load_backbone
@@ -92,14 +93,27 @@ def inputs(tmp_path_factory, tiny_models):
                                    [(text, "positive" if i % 2 else "7") for i, (text, _) in enumerate(rows[:20])])
     files.long = _tsv(root / "long.tsv", [(" ".join([text] * 8), label) for text, label in rows])
     files.unlabelled = _tsv(root / "unlabelled.tsv", [(text,) for text, _ in rows[:10]], header="sentence")
+    # token data (the tag task): 30 good sentences, then one bad row
+    sentences = [{"tokens": text.split()[:12], "tags": ["B-person"] + ["O"] * (len(text.split()[:12]) - 1)}
+                 for text, _ in rows[:30]]
+    for name, bad in (("flat_tags", {"tokens": ["Bob", "left"], "tags": "B-person O"}),
+                      ("ragged_tags", {"tokens": ["Bob", "left"], "tags": ["B-person"]}),
+                      ("empty_sentence", {"tokens": [], "tags": []}), ("tagged", None)):
+        lines = [json.dumps(row) for row in sentences] + ([json.dumps(bad)] if bad else [])
+        (root / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        setattr(files, name, root / f"{name}.jsonl")
+    files.unknown_tag = root / "unknown_tag.conll"
+    files.unknown_tag.write_text("Paris\tB-place\nis\tO\n\nBob\tB-person\n", encoding="utf-8")
+    files.one_column = root / "one_column.conll"
+    files.one_column.write_text("Alice\nleft\n\nBob\nstayed\n", encoding="utf-8")
 
     files.no_config = root / "no-config-model"
     files.no_config.mkdir()
     (files.no_config / "model.safetensors").write_bytes(b"")
-    files.gpt2 = root / "gpt2-model"
-    from transformers import GPT2Config, GPT2Model
+    files.t5 = root / "t5-model"  # an encoder-decoder: no family of the app's
+    from transformers import T5Config, T5Model
 
-    GPT2Model(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(files.gpt2)
+    T5Model(T5Config(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2, vocab_size=64)).save_pretrained(files.t5)
     files.no_tokenizer = root / "no-tokenizer-model"
     files.no_tokenizer.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -124,6 +138,10 @@ def inputs(tmp_path_factory, tiny_models):
     status = main(["train", "--data", str(files.good), "--model", str(files.bert), "--pooling", "mean",
                    "--method", "bitfit", *FAST, "--output", str(files.mean_run)])
     assert status == 0
+    for name, extra in (("mask_run", ["--pooling", "mask", "--d", "16"]), ("warp_run", ["--method", "warp"])):
+        setattr(files, name, root / name)
+        assert main(["train", "--data", str(files.good), "--model", str(files.bert), *extra, *FAST,
+                     "--output", str(root / name)]) == 0
     return files
 
 
@@ -305,9 +323,9 @@ CASES = [
     Case("folder without config.json", lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.no_config)),
          ("no config.json",), lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.no_config))),
          ModelError),
-    Case("unsupported architecture (GPT-2)", lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.gpt2)),
-         ("'gpt2' model", "supported families", "bert"),
-         lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.gpt2))), ModelError),
+    Case("unsupported architecture (T5)", lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.t5)),
+         ("'t5' model", "supported families", "bert", "gpt2", "llama", "qwen2"),
+         lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.t5))), ModelError),
     Case("model folder without a tokenizer",
          lambda c: _train(c, c.inputs.good, "--model", str(c.inputs.no_tokenizer)), ("has no tokenizer",),
          lambda c: load_backbone(ModelSpec(name_or_path=str(c.inputs.no_tokenizer))), ModelError),
@@ -385,8 +403,21 @@ CASES = [
     Case("merged export into the run folder itself",
          lambda c: ["export", str(c.work / "run"), "--merged", str(c.work / "run")],
          ("already exists and is not an earlier merged export",), None, UserError, _copy_run),
-    Case("merged export of a mean-pooled run", lambda c: ["export", str(c.inputs.mean_run), "--merged", str(c.out)],
-         ("pooling 'cls'",)),
+    Case("mean-pooled run exported as a stock transformers classifier",
+         lambda c: ["export", str(c.inputs.mean_run), "--merged", str(c.out), "--format", "transformers"],
+         ("reads the mean pooling", "cannot compute", "export it as a sentence-transformers folder or as ONNX")),
+    Case("mask-pooled run exported as a sentence-transformers folder",
+         lambda c: ["export", str(c.inputs.mask_run), "--merged", str(c.out), "--format", "sentence-transformers"],
+         ("cannot hold a mask-pooled run", "Export it as ONNX")),
+    Case("export of a prompt method's run", lambda c: ["export", str(c.inputs.warp_run), "--onnx", str(c.out)],
+         ("warp adds prompt tokens to the input, which cannot be folded",)),
+    Case("export without an output folder", lambda c: ["export", str(c.inputs.run)], ("needs --merged OUT_DIR",)),
+    Case("export --format without --merged",
+         lambda c: ["export", str(c.inputs.run), "--onnx", str(c.out), "--format", "transformers"],
+         ("--format chooses the form of --merged",)),
+    Case("export --merged and --onnx into one folder",
+         lambda c: ["export", str(c.inputs.run), "--merged", str(c.out), "--onnx", str(c.out)],
+         ("name the same folder",)),
     Case("eval on a file without labels", lambda c: ["eval", str(c.inputs.run), "--data", str(c.inputs.unlabelled)],
          ("has no label column 'label'",)),
     Case("train without --data", lambda c: ["train", "--output", str(c.out)], ("needs --data",)),
@@ -399,6 +430,22 @@ CASES = [
          ("argument --epochs: not allowed with argument --max-steps",)),
     Case("unknown position", lambda c: _train(c, c.inputs.good, "--position", "middle"),
          ("invalid choice: 'middle'",)),
+    Case("tag column that is not a list", lambda c: _train(c, c.inputs.flat_tags),
+         ("Column 'tags' of flat_tags.jsonl holds text ('B-person O'), not a list of tags per token",),
+         lambda c: load_tag_data(_spec(c, c.inputs.flat_tags), 0), DataError),
+    Case("tokens and tags of different lengths", lambda c: _train(c, c.inputs.ragged_tags),
+         ("Row 31 of ragged_tags.jsonl has 2 tokens but 1 tags",),
+         lambda c: load_tag_data(_spec(c, c.inputs.ragged_tags), 0), DataError),
+    Case("an empty sentence", lambda c: _train(c, c.inputs.empty_sentence),
+         ("Row 31 of empty_sentence.jsonl is an empty sentence (no tokens)",),
+         lambda c: load_tag_data(_spec(c, c.inputs.empty_sentence), 0), DataError),
+    Case("a tag in the validation data unseen in training",
+         lambda c: _train(c, c.inputs.tagged, "--validation", str(c.inputs.unknown_tag)),
+         ("Tag(s) 'B-place' in unknown_tag.conll did not occur in the training data", "known tags: O, B-person"),
+         lambda c: load_tag_data(_spec(c, c.inputs.tagged, validation=str(c.inputs.unknown_tag)), 0), DataError),
+    Case("a CoNLL file with one column", lambda c: _train(c, c.inputs.one_column),
+         ("one_column.conll has one column (the tokens) but no tags", "token<TAB>tag"),
+         lambda c: load_tag_data(_spec(c, c.inputs.one_column), 0), DataError),
     Case("ε = 0", lambda c: _train(c, c.inputs.good, "--epsilon", "0"), ("ε must be a positive number",),
          lambda c: _trainer(c, privacy=Privacy(epsilon=0.0))),
     Case("ε < 0", lambda c: _train(c, c.inputs.good, "--epsilon", "-2"), ("ε must be a positive number",),
@@ -505,7 +552,7 @@ def test_usable_inputs_work_with_a_note(name, extra, note, ctx, capfd):
 # --- the same contract in a real process --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["unsupported architecture (GPT-2)", "vector made for another base model",
+@pytest.mark.parametrize("which", ["unsupported architecture (T5)", "vector made for another base model",
                                    "model weights that are a pickle of Python objects"])
 def test_user_errors_in_a_real_process(which, ctx):
     """The raw stderr of a real `jrft` process: one line, nothing else (no warnings, no progress bars)."""

@@ -258,6 +258,46 @@ def test_export_merged_loads_in_stock_transformers_and_agrees(sst_run, sst_predi
             assert theirs[label] == pytest.approx(probability, abs=1e-4)
 
 
+ONNX_PREDICT = """
+import json, sys
+sys.modules["torch"] = sys.modules["jrft_desktop"] = None  # onnxruntime and tokenizers alone
+import numpy as np, onnxruntime
+from tokenizers import Tokenizer
+folder, texts = sys.argv[1], sys.argv[2:]
+session = onnxruntime.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
+encodings = Tokenizer.from_file(f"{folder}/tokenizer.json").encode_batch(texts)
+feeds = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+         "token_type_ids": [e.type_ids for e in encodings]}
+logits, = session.run(["logits"], {n.name: np.array(feeds[n.name], dtype=np.int64) for n in session.get_inputs()})
+probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+names = json.load(open(f"{folder}/config.json"))["id2label"]
+print(json.dumps([{names[str(i)]: float(p) for i, p in enumerate(row)} for row in probabilities]))
+"""
+
+
+def test_export_of_a_mean_pooled_run_picks_sentence_transformers_and_onnx_agrees(tmp_path, tiny_models, data, env):
+    run = tmp_path / "mean-run"
+    ok(jrft(env, "train", "--data", data["sst_train"], "--validation", data["sst_val"], "--model", tiny_models["bert"],
+            "--pooling", "mean", "--d", 32, "--max-steps", 3, "--batch-size", 16, *FAST, "--output", run))
+    merged, onnx = tmp_path / "merged", tmp_path / "onnx"
+    report = json.loads(ok(jrft(env, "export", run, "--merged", merged, "--onnx", onnx)).stdout)
+    assert report["format"] == "sentence-transformers" and "SentenceTransformer(folder)" in report["loads_with"]
+    assert report["merged_model"] == str(merged) and report["onnx"] == str(onnx)
+    assert "cannot compute" in report["passed_over"]["transformers"]
+    assert (merged / "modules.json").is_file() and (merged / "2_Dense" / "config.json").is_file()
+    assert {"model.onnx", "tokenizer.json", "config.json"} <= {p.name for p in onnx.iterdir()}
+
+    line = one_line_error(jrft(env, "export", run, "--merged", tmp_path / "refused", "--format", "transformers"))
+    assert "mean pooling" in line and "sentence-transformers folder or as ONNX" in line
+    assert not (tmp_path / "refused").exists()
+
+    mine = _predictions(ok(jrft(env, "predict", run, *TEXTS)))
+    stock = json.loads(ok(subprocess.run([sys.executable, "-c", ONNX_PREDICT, str(onnx), *TEXTS],
+                                         capture_output=True, text=True, env=env, timeout=300)).stdout)
+    for theirs, record in zip(stock, mine, strict=True):
+        assert theirs == pytest.approx(record["probabilities"], abs=1e-4)
+
+
 def test_apply_on_its_base_model_and_refused_on_another(sst_run, tmp_path, tiny_models, env):
     from tiny_models import build_tiny_model
 

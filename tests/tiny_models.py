@@ -1,7 +1,9 @@
-"""Tiny random-weight BERT, RoBERTa and DistilBERT models built offline for the method x family matrix.
+"""Tiny random-weight models built offline for the method x family matrix: the encoders BERT, RoBERTa and
+DistilBERT, and the decoders GPT-2, Llama and Qwen2.
 
-BERT and DistilBERT reuse the bundled model's WordPiece tokenizer; RoBERTa gets a small byte-level BPE trained
-here on the bundled SST-2 sample, so nothing is downloaded."""
+BERT and DistilBERT reuse the bundled model's WordPiece tokenizer; RoBERTa and the decoders get a small byte-level
+BPE trained here on the bundled SST-2 sample (the decoders' without a padding token, as GPT-2's and Llama's ship),
+so nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from jrft_desktop.core.paths import sample_data_dir
 
 FAMILIES = ("bert", "roberta", "distilbert")
+DECODERS = ("gpt2", "llama", "qwen2")
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 2, 64
 
 
@@ -35,11 +38,39 @@ def _bpe_tokenizer():
                                 mask_token="<mask>", model_max_length=128)
 
 
+def _decoder_tokenizer(family: str):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    lines = (sample_data_dir() / "sst2_train.tsv").read_text(encoding="utf-8").splitlines()[1:600]
+    specials = {"gpt2": ["<|endoftext|>"], "llama": ["<s>", "</s>", "<unk>"], "qwen2": ["<|endoftext|>", "<|im_end|>"]}[
+        family]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(lines, vocab_size=600, min_frequency=2, special_tokens=specials, show_progress=False)
+    names = {"gpt2": {"bos_token": specials[0], "eos_token": specials[0], "unk_token": specials[0]},
+             "llama": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+             "qwen2": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}}[family]  # Qwen2's own tokens
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, model_max_length=128, **names)
+
+
+def _decoder_config(family: str, vocab: int):
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    if family == "gpt2":
+        return GPT2Config(vocab_size=vocab, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=128)
+    kind = LlamaConfig if family == "llama" else Qwen2Config
+    return kind(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+                num_attention_heads=HEADS, num_key_value_heads=1, max_position_embeddings=128)
+
+
 def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
     from transformers import AutoModel, BertConfig, DistilBertConfig, RobertaConfig
 
     torch.manual_seed(seed)
-    if family == "roberta":
+    if family in DECODERS:
+        tokenizer = _decoder_tokenizer(family)
+        config = _decoder_config(family, len(tokenizer))
+    elif family == "roberta":
         tokenizer = _bpe_tokenizer()
         from tokenizers.processors import RobertaProcessing
 
@@ -61,7 +92,7 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
     model = AutoModel.from_config(config)
     with torch.no_grad():  # non-trivial biases and LayerNorm weights, so folding mistakes show in the logits
         for name, parameter in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
+            if name.endswith("bias") or any(norm in name for norm in ("LayerNorm", "layer_norm", "norm", "ln_")):
                 parameter.add_(torch.randn_like(parameter) * 0.1)
     folder = Path(folder)
     model.save_pretrained(folder)

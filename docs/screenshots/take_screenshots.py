@@ -36,6 +36,16 @@ COMPARE_CURVE = "64 1024"
 STARTED = time.perf_counter()
 
 
+def open_window() -> tuple[QApplication, MainWindow]:
+    """The app's window on screen at the screenshots' size, its pages loading as at a start."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(AppSettings())
+    window.resize(*SIZE)
+    window.show_on_screen()
+    window.load_pages()
+    return app, window
+
+
 def save(window: MainWindow, name: str) -> None:
     QApplication.processEvents()
     window.grab().save(str(OUT / f"{name}.png"))
@@ -85,11 +95,7 @@ def train(window: MainWindow, preset: str, steps: int, shot: str | None = None, 
 
 
 def main() -> int:
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(AppSettings())
-    window.resize(*SIZE)
-    window.show_on_screen()
-    window.load_pages()
+    app, window = open_window()
 
     wait_until(window, lambda: window.model_page.info is not None, 120, "describe the model")
     save(window, "01-model")

@@ -39,7 +39,7 @@ from .errors import UserError
 from .events import StepEvent
 from .formatting import format_bytes
 from .models import load_backbone
-from .tasks import Task, get_task
+from .tasks import Task, task_for
 from .trainer import Optimization, autocast_for
 from .paths import atomic_write, atomic_write_json, atomic_write_text, data_root, sample_data_dir
 
@@ -277,7 +277,7 @@ class PreparedCase:
 def prepare_case(settings: BenchSettings, spec: MethodSpec, num_labels: int, problem: str,
                  device: torch.device) -> PreparedCase:
     """A case's model with its method applied and the trainer's step for it, without dropout (as training)."""
-    task = get_task(settings.data.task)
+    task = task_for(settings.data.task, settings.data.train)
     loaded = load_backbone(settings.model)
     model, method, plan = methods.build(loaded, settings.model.pooling, num_labels, spec, task)
     model.to(device).train(False)
@@ -286,21 +286,22 @@ def prepare_case(settings: BenchSettings, spec: MethodSpec, num_labels: int, pro
     return PreparedCase(model, plan, optimization, task.make_encoder(loaded.tokenizer, settings.data.max_length, model))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a timer measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def first_batches(task: Task, encoder, examples, problem: str, batch_size: int, count: int,
+def first_batches(task: Task, encoder, examples, batch_size: int, count: int,
                   device: torch.device) -> list[tuple[dict, torch.Tensor]]:
     """The first `count` batches of the given examples (cycled when there are fewer)."""
     rows, _ = task.encode(encoder, examples)
-    labels = task.label_tensor(examples.labels, problem)
     batches = []
     for index in range(count):
         picked = [(index * batch_size + k) % len(rows) for k in range(batch_size)]
-        inputs = {key: value.to(device) for key, value in encoder.collate([rows[i] for i in picked]).items()}
-        batches.append((inputs, labels[picked].to(device)))
+        batch = [rows[i] for i in picked]
+        inputs = {key: value.to(device) for key, value in encoder.collate(batch).items()}
+        batches.append((inputs, encoder.collate_labels(batch, [examples.labels[i] for i in picked]).to(device)))
     return batches
 
 
@@ -320,10 +321,10 @@ def interleaved_step_times(prepared: dict[str, PreparedCase], batches: Sequence[
     for round_index in range(rounds + 1):
         for label, case in prepared.items():
             for inputs, labels in batches:
-                _sync(device)
+                sync(device)
                 tick, cpu_tick = time.perf_counter(), time.process_time()
                 case.optimization.step(inputs, labels)
-                _sync(device)
+                sync(device)
                 if round_index:
                     times[label].wall.append(time.perf_counter() - tick)
                     times[label].cpu.append(time.process_time() - cpu_tick)
@@ -352,10 +353,10 @@ def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     best = math.inf
     for index in range(repeats + 1):
-        _sync(device)
+        sync(device)
         tick = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         if index:  # the first product warms up
             best = min(best, time.perf_counter() - tick)
     return 2 * size**3 / best
@@ -370,8 +371,8 @@ def measure_memory(job: dict) -> dict:
     device = torch.device(job["device"])
     settings: BenchSettings = job["settings"]
     prepared = prepare_case(settings, job["method"], job["num_labels"], job["task"], device)
-    batches = first_batches(get_task(settings.data.task), prepared.encoder, job["examples"], job["task"],
-                       settings.batch_size, settings.memory_steps, device)
+    batches = first_batches(task_for(settings.data.task, settings.data.train), prepared.encoder, job["examples"],
+                            settings.batch_size, settings.memory_steps, device)
     loaded = peak_memory_mb(device)
     for inputs, labels in batches:
         prepared.optimization.step(inputs, labels)
@@ -490,6 +491,7 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
 
     started = time.perf_counter()
     output = Path(output)
+    settings, skipped = _applicable(settings)
     _check_settings(settings)
     device = pick_device(settings.device)
     _prepare_output(output, settings)
@@ -498,12 +500,12 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
     reported = trainings + memory_items + 3  # + timing, latency and the result files
     reporter = _Reporter(reported, on_progress, stop_event or threading.Event())
     accuracy = _accuracy_runs(settings, output, reporter)
-    data = get_task(settings.data.task).load_data(settings.data, settings.seeds[0])
+    data = task_for(settings.data.task, settings.data.train).load_data(settings.data, settings.seeds[0])
     speed = _measure_speed(settings, data, device, reporter)
     memory = _measure_memory(settings, data, device, reporter)
     latency = _measure_latency(settings, data, speed.encoder, output, device, reporter)
     first = next(iter(accuracy.runs.values()))[0]
-    notes = [f"{label}: {plan.note}" for label, plan in speed.plans.items() if plan.note]
+    notes = [*skipped, *(f"{label}: {plan.note}" for label, plan in speed.plans.items() if plan.note)]
     cases = _case_results(settings, accuracy, speed, memory, latency)
     result = BenchResult(output=str(output), metric=accuracy.metric, cases=cases,
                          curve=_curve(settings, accuracy, cases), machine=_machine(device),
@@ -516,6 +518,22 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
     atomic_write_json(output / RESULTS_JSON, _json_safe(result.to_dict()))
     reporter.advance(f"results in {output}")
     return result
+
+
+def _applicable(settings: BenchSettings) -> tuple[BenchSettings, list[str]]:
+    """The settings without the cases that do not apply to the model (BitFit on a model without biases), and a
+    note for each of them."""
+    from .models import JrftModel, load_skeleton
+
+    skeleton = load_skeleton(settings.model)
+    kept, skipped = [], []
+    for case in settings.cases:
+        try:
+            methods.get_method(case.method.name).plan(case.method, JrftModel(skeleton, settings.model.pooling, 2))
+            kept.append(case)
+        except UserError as error:
+            skipped.append(f"{case.label}: not compared, {error}")
+    return replace(settings, cases=tuple(kept)), skipped
 
 
 def _check_settings(settings: BenchSettings) -> None:
@@ -563,12 +581,11 @@ class _Speed:
 def _measure_speed(settings: BenchSettings, data, device: torch.device, reporter: _Reporter) -> _Speed:
     """Step time of every case (interleaved rounds), FLOPs per step, and the matrix-multiply peak."""
     reporter.say("timing: loading every case")
-    task = get_task(settings.data.task)
+    task = task_for(settings.data.task, settings.data.train)
     prepared = {case.label: prepare_case(settings, case.method, data.num_labels, data.task, device)
                 for case in settings.cases}
     encoder = next(iter(prepared.values())).encoder
-    batches = first_batches(task, encoder, data.train, data.task, settings.batch_size, settings.steps_per_round,
-                            device)
+    batches = first_batches(task, encoder, data.train, settings.batch_size, settings.steps_per_round, device)
     flops = {label: step_flops(case, *batches[0]) for label, case in prepared.items()}
     peak_size = 4096 if device.type == "cuda" else 1024 if settings.timing_rounds < 4 else 2048
     peak = matmul_peak(device, peak_size)
@@ -628,7 +645,7 @@ def _measure_latency(settings: BenchSettings, data, encoder, output: Path, devic
             merged = copy.deepcopy(restored.model)
             restored.method.merge(merged)
             variants[f"{case.label}/merged"] = merged.to(device)
-    rows, _ = get_task(settings.data.task).encode(encoder, data.validation.take(settings.batch_size
+    rows, _ = task_for(settings.data.task, settings.data.train).encode(encoder, data.validation.take(settings.batch_size
                                                                                  * settings.latency_batches))
     batches = [{k: v.to(device) for k, v in encoder.collate(rows[start:start + settings.batch_size]).items()}
                for start in range(0, len(rows), settings.batch_size)]
@@ -682,10 +699,10 @@ def _interleaved_latency(variants: dict[str, torch.nn.Module], batches: list[dic
             for name, model in variants.items():
                 model.eval()
                 for inputs in batches:
-                    _sync(device)
+                    sync(device)
                     tick = time.perf_counter()
                     model(**inputs)
-                    _sync(device)
+                    sync(device)
                     if round_index:
                         times[name].append(time.perf_counter() - tick)
             reporter.say(f"latency: round {round_index}/{rounds} done")

@@ -16,7 +16,8 @@ from . import methods  # the registry (no torch): MethodSpec's fields are the me
 from .errors import UserError
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
-POOLINGS = ("auto", "mean", "cls", "mask")
+BUNDLED_DECODER = "bundled:SmolLM2-135M-Instruct"  # a small chat decoder that ships with the app too
+POOLINGS = ("auto", "mean", "cls", "mask", "last")
 ACCOUNTANTS = ("prv", "rdp")
 DEFAULT_DELTA = 1e-5
 
@@ -37,9 +38,10 @@ class ModelSpec:
     pooling: str = field(
         default="auto",
         metadata=_help(
-            "Which hidden state the head reads: 'mean' of the tokens, 'cls' (the first token through the "
-            "model's pooler, the only choice a stock merged model can reproduce), 'mask' (an appended mask "
-            "token, as in the paper) or 'auto' (mean for sentence-embedding models, cls otherwise).",
+            "Which hidden state the head reads: 'mean' of the tokens, 'cls' (an encoder's first token through its "
+            "pooler), 'last' (a decoder's last token, the one that has seen the whole text), 'mask' (an appended "
+            "mask token, as in the paper) or 'auto' (mean for sentence-embedding models, last for decoders, cls "
+            "otherwise).",
             choices=POOLINGS,
         ),
     )
@@ -52,8 +54,10 @@ class ModelSpec:
 @dataclass(frozen=True)
 class DataSpec:
     task: str = field(
-        default="classify",
-        metadata=_help("What the model learns: 'classify' (a class or a number for each text or text pair)."),
+        default="auto",
+        metadata=_help("What the model learns: 'classify' (a class or a number for each text or text pair), 'tag' "
+                       "(a BIO or IOBES tag for each word: named entities), or 'auto' (guessed from the data: a "
+                       "CoNLL file or columns of token and tag lists are 'tag', anything else 'classify')."),
     )
     train: str = field(
         default="",
@@ -63,14 +67,16 @@ class DataSpec:
         default=None,
         metadata=_help("Validation data in the same format. Without it a seeded, stratified split is held out."),
     )
-    text_column: str | None = field(default=None, metadata=_help("Column with the text (guessed when empty)."))
+    text_column: str | None = field(
+        default=None, metadata=_help("Column with the text, or for 'tag' the token lists (guessed when empty).")
+    )
     text_pair_column: str | None = field(
         default=None, metadata=_help("Optional second text column for sentence-pair tasks (e.g. entailment).")
     )
     label_column: str | None = field(
         default=None,
         metadata=_help("Column with the label (guessed when empty). Strings or integers are classes; "
-                       "fractional numbers make it a regression task."),
+                       "fractional numbers make it a regression task. For 'tag': the tag lists."),
     )
     validation_fraction: float = field(
         default=0.1, metadata=_help("Share of the training rows held out for validation when no file is given.")
@@ -177,10 +183,16 @@ class TrainingSpec:
     metric: str = field(
         default="auto",
         metadata=_help("Validation metric that picks the best checkpoint: accuracy, macro_f1, matthews, "
-                       "pearson, spearman; 'auto' = accuracy (classification) or pearson (regression)."),
+                       "pearson, spearman (classify), entity_f1, entity_precision, entity_recall, token_accuracy "
+                       "(tag); 'auto' = accuracy (classification), pearson (regression) or entity_f1 (tag)."),
     )
     device: str = field(default="auto", metadata=_help("'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda:0', ..."))
     seed: int = field(default=0, metadata=_help("Seed for the data order, the split and the initialisation."))
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("Recompute each layer's activations in the backward pass instead of keeping them: much less "
+                       "memory for long inputs or big models, about a third more time per step."),
+    )
     dropout: bool = field(
         default=False,
         metadata=_help("Keep the model's dropout on while training (off by default: small methods train "

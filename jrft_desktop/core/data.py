@@ -1,6 +1,6 @@
 """Tables of examples from files, folders and dataset names, for every task.
 
-Reads CSV, TSV, JSON, JSON Lines and Parquet files, folders (`train.*` files, with a `validation.*` / `dev.*` /
+Reads CSV, TSV, JSON, JSON Lines, Parquet and CoNLL files, folders (`train.*` files, with a `validation.*` / `dev.*` /
 `test.*` companion, or a `datasets.save_to_disk` folder) and Hugging Face dataset names into a `Table`. Which
 columns a task reads, and how it turns rows into examples, is the task's own (core/tasks/). Every problem a user
 can fix is a one-line `DataError`.
@@ -32,7 +32,10 @@ from .formatting import format_bytes
 from .limits import memory_limit
 
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-SUPPORTED_SUFFIXES = (*DELIMITERS, ".json", ".jsonl", ".ndjson", ".parquet")
+CONLL_SUFFIX = ".conll"
+SUPPORTED_SUFFIXES = (*DELIMITERS, ".json", ".jsonl", ".ndjson", ".parquet", CONLL_SUFFIX)
+TOKENS_COLUMN, TAGS_COLUMN = "tokens", "tags"  # the columns of a CoNLL file's table
+_DOCSTART = "-DOCSTART-"
 _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 _VALIDATION_STEMS = ("validation", "dev", "test")
@@ -63,6 +66,7 @@ class Table:
     origin: str  # full, for records: "file /data/train.tsv"
     notes: list[str] = field(default_factory=list)
     companion: Table | None = None  # validation data found beside the training data
+    class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # `datasets` ClassLabel columns' names
 
 
 def read_table(source: str, limit: int | None = None) -> pd.DataFrame:
@@ -113,6 +117,8 @@ def _read_file(path: Path, limit: int | None, sample: Sample | None = None) -> T
         frame = _read_delimited(path, DELIMITERS[suffix], limit, notes)
     elif suffix == ".parquet":
         frame = _read_parquet(path, limit)
+    elif suffix == CONLL_SUFFIX:
+        frame = _with_encoding_fallback(lambda encoding: _read_conll(path, encoding, limit), path.name, notes)
     elif suffix == ".json":
         frame = _json_frame(_decode(path, notes), path, notes)
         if limit is not None:
@@ -178,6 +184,14 @@ def _chunks(path: Path, notes: list[str]) -> Callable[[str], Iterator[pd.DataFra
                 yield batch.to_pandas()
 
         return parquet
+    if suffix == CONLL_SUFFIX:
+        def conll(encoding: str) -> Iterator[pd.DataFrame]:
+            with open(path, encoding=encoding) as handle:
+                sentences = conll_sentences(handle, path.name)
+                while chunk := list(itertools.islice(sentences, STREAM_CHUNK_ROWS)):
+                    yield pd.DataFrame(chunk)
+
+        return conll
     if suffix == ".json":
         raise DataError(f"{path.name} ({format_bytes(path.stat().st_size)}) is too big to load whole, and one JSON "
                         "document cannot be read in pieces; convert it to JSON Lines (one object per line) or CSV.")
@@ -313,6 +327,43 @@ def _read_json_lines(path: Path, limit: int | None, notes: list[str]) -> pd.Data
     return read("utf-16") if _has_utf16_bom(path) else _with_encoding_fallback(read, path.name, notes)
 
 
+def conll_sentences(lines: Iterable[str], name: str) -> Iterator[dict[str, list[str]]]:
+    """The sentences of a CoNLL file, one {tokens, tags} record each: a token per line, its tag in the line's last
+    column (`token<TAB>tag` or `token tag`; columns between, such as CoNLL-2003's part of speech and chunk, are
+    ignored), a blank or whitespace-only line between sentences, `-DOCSTART-` lines skipped. A file whose every line
+    holds a token alone gives tokens without tags (to predict); a tag missing from some lines only is an error."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    tagged: bool | None = None  # whether the lines have tags, once the first token line is read
+    for number, line in enumerate(lines, start=1):
+        fields = [part.strip() for part in (line.split("\t") if "\t" in line else line.split()) if part.strip()]
+        if fields and fields[0] == _DOCSTART:
+            continue
+        if not fields:
+            if tokens:
+                yield {TOKENS_COLUMN: tokens, TAGS_COLUMN: tags} if tagged else {TOKENS_COLUMN: tokens}
+            tokens, tags = [], []
+            continue
+        if tagged is None:
+            tagged = len(fields) > 1
+        if tagged != (len(fields) > 1):
+            raise DataError(f"Line {number} of {name} has {'a token but no tag' if tagged else 'more than a token'} "
+                            f"({line.strip()!r}), unlike the lines before it; a CoNLL file has token<TAB>tag on every "
+                            "line (or, to predict, the token alone on every line).")
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    if tokens:
+        yield {TOKENS_COLUMN: tokens, TAGS_COLUMN: tags} if tagged else {TOKENS_COLUMN: tokens}
+
+
+def _read_conll(path: Path, encoding: str, limit: int | None) -> pd.DataFrame:
+    with open(path, encoding=encoding) as handle:
+        sentences = list(itertools.islice(conll_sentences(handle, path.name), limit))
+    if not sentences:
+        raise DataError(f"{path.name} holds no sentences (only blank or -DOCSTART- lines).")
+    return pd.DataFrame(sentences)
+
+
 def _read_parquet(path: Path, limit: int | None) -> pd.DataFrame:
     import pyarrow
     from pyarrow import parquet
@@ -384,7 +435,8 @@ def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion:
         split = next((stem for stem in _VALIDATION_STEMS if stem in loaded), None)
         if with_companion and split is not None:
             frame = loaded[split].to_pandas()
-            companion = Table(frame, f"{origin} ({split} split)", f"split '{split}' of {origin}")
+            companion = Table(frame, f"{origin} ({split} split)", f"split '{split}' of {origin}",
+                              class_names=_class_names(loaded[split].features))
         loaded = loaded["train"]
     if limit is not None:
         loaded = loaded.select(range(min(limit, len(loaded))))
@@ -393,7 +445,22 @@ def _datasets_table(loaded: Any, origin: str, limit: int | None, with_companion:
         if isinstance(feature, datasets.ClassLabel):
             names = ", ".join(f"{number}={name}" for number, name in enumerate(feature.names))
             notes.append(f"Column '{column}' holds class ids: {names}.")
-    return Table(loaded.to_pandas(), f"{origin} (train split)", origin, notes, companion)
+    return Table(loaded.to_pandas(), f"{origin} (train split)", origin, notes, companion,
+                 _class_names(loaded.features))
+
+
+def _class_names(features) -> dict[str, tuple[str, ...]]:
+    """The names of the ids in each ClassLabel column, or in each column of lists of ClassLabel ids (the tags of
+    a `datasets` token-classification set such as conll2003's `ner_tags`)."""
+    import datasets
+
+    found = {}
+    for column, feature in features.items():
+        inner = getattr(feature, "feature", feature)  # Sequence / List(ClassLabel)
+        inner = inner[0] if isinstance(inner, list) and len(inner) == 1 else inner
+        if isinstance(inner, datasets.ClassLabel):
+            found[column] = tuple(inner.names)
+    return found
 
 
 def require_column(frame: pd.DataFrame, column: str, name: str) -> None:

@@ -52,13 +52,14 @@ class Processes:
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Every process's rows, concatenated in rank order (the inverse of `share`)."""
+    def gather(self, rows: np.ndarray | list) -> np.ndarray | list:
+        """Every process's rows (an array's, or a list's items), concatenated in rank order (the inverse of
+        `share`)."""
         if not self.parallel:
             return rows
         parts: list = [None] * self.world_size
         torch.distributed.all_gather_object(parts, rows)
-        return np.concatenate(parts)
+        return np.concatenate(parts) if isinstance(rows, np.ndarray) else [row for part in parts for row in part]
 
     def from_writer(self, value):
         """The writer's `value` in every process (a small JSON-able object: a config, an error message)."""

@@ -48,32 +48,35 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def predict_logits(model: JrftModel, encoder, rows: Sequence[dict], device: torch.device,
-                   batch_size: int = 64) -> np.ndarray:
+def predict_logits(model: JrftModel, encoder, rows: Sequence[dict], device: torch.device, batch_size: int = 64):
+    """The model's outputs for the rows, in order, as its task joins them (`Task.join_outputs`; a pooled head's: one
+    [rows, labels] array)."""
     model.eval()
-    width = model.head.out_features
-    logits = np.zeros((len(rows), width), dtype=np.float32)
+    task = model.task
+    outputs: list = [None] * len(rows)
     # Batches of similar length pad far less (dev sets mix short and long sentences); results go back in order.
     order = sorted(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
     for start in range(0, len(order), batch_size):
         picked = order[start:start + batch_size]
-        inputs = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in picked]).items()}
-        logits[picked] = model(**inputs).float().cpu().numpy()
-    return logits
+        batch = [rows[i] for i in picked]
+        inputs = {k: v.to(device) for k, v in encoder.collate(batch).items()}
+        for index, output in zip(picked, task.row_outputs(model(**inputs).float().cpu().numpy(), batch)):
+            outputs[index] = output
+    return task.join_outputs(outputs, model.head.out_features)
 
 
-def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: np.ndarray, task: str,
-             device: torch.device, processes: distributed.Processes = distributed.Processes()) -> dict[str, float]:
+def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: Sequence, task: str, device: torch.device,
+             processes: distributed.Processes = distributed.Processes(), label_names=None) -> dict:
     """Metrics on the labelled rows; the processes of a data-parallel run each score their part."""
     logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device))
-    return model.task.metrics(task, labels, logits)
+    return model.task.metrics(task, labels, logits, label_names)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, float]
+    metrics: dict
     examples: int
-    truncated: int  # examples cut at the run's max length
+    truncated: int  # what the run's max length cut (the task's count: texts, or words of a tagger)
 
 
 class Predictor:
@@ -109,10 +112,11 @@ class Predictor:
 
     def predict(self, examples) -> list[dict]:
         """The task's record (`Task.prediction_records`) for each example, in order."""
-        return self.model.task.prediction_records(self.logits(examples), self.label_names)
+        return self.model.task.prediction_records(self.logits(examples), self.label_names, examples)
 
     def evaluate(self, examples) -> Evaluation:
         """The run's metrics on labelled examples."""
         rows, truncated = self.model.task.encode(self.encoder, examples)
-        scores = evaluate(self.model, self.encoder, rows, np.asarray(examples.labels), self.problem, self.device)
+        scores = evaluate(self.model, self.encoder, rows, examples.labels, self.problem, self.device,
+                          label_names=self.label_names)
         return Evaluation(scores, len(rows), truncated)

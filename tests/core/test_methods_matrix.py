@@ -327,10 +327,11 @@ def test_prompt_methods_cannot_be_merged(tiny_models, tmp_path, family, method):
 
 @pytest.mark.parametrize("pooling", ["mean", "mask"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_merge_needs_cls_pooling(tiny_models, tmp_path, family, pooling):
+def test_the_stock_classifier_needs_cls_pooling(tiny_models, tmp_path, family, pooling):
+    """The other poolings go to the other forms (tests/core/test_export_forms.py)."""
     loaded, model, method_obj, plan = build(tiny_models[family], "slash", "output", pooling=pooling)
     metadata = metadata_for(model, plan, tiny_models[family], spec_for("slash", "output"))
-    with pytest.raises(ArtifactError, match="pooling 'cls'"):
+    with pytest.raises(ArtifactError, match=r"cannot compute \(it reads the cls token\); export it as"):
         export.export_merged(model, method_obj, loaded.tokenizer, metadata, tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
 

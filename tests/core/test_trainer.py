@@ -267,6 +267,10 @@ class _Collate:
     def collate(rows):
         return rows
 
+    @staticmethod
+    def collate_labels(rows, labels):
+        return torch.stack(labels)
+
 
 def test_sampler_puts_the_same_rows_in_accumulated_batches():
     """The order is one seeded permutation per epoch, independent of the batch size, so micro-batches 2k and

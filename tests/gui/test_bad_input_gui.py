@@ -14,7 +14,7 @@ from gui_helpers import choose_tiny_run, error_dialogs, train
 
 from jrft_desktop.core import data, limits, paths
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
-from jrft_desktop.core.tasks.classify import load_task_data
+from jrft_desktop.core.tasks import task_for
 from jrft_desktop.core.errors import DataError
 from jrft_desktop.core.events import FailedEvent
 from jrft_desktop.core.trainer import Trainer
@@ -58,6 +58,15 @@ BAD_DATA = {
     "blank labels": ("blank.tsv", "sentence\tlabel", _texts_with("")),
     "NaN labels": ("nan.tsv", "sentence\tlabel", _texts_with("NaN")),
     "a single class": ("one.tsv", "sentence\tlabel", _texts_with("1")),
+    # token data (the tag task)
+    "tag column not a list": ("flat.jsonl", '{"tokens": ["Alice", "left"], "tags": ["B-person", "O"]}',
+                              lambda rows: ['{"tokens": ["Bob"], "tags": "B-person"}']),
+    "tokens and tags of different lengths": ("ragged.jsonl", '{"tokens": ["Alice"], "tags": ["B-person"]}',
+                                             lambda rows: ['{"tokens": ["Bob"], "tags": ["O", "O"]}']),
+    "an empty sentence": ("empty-sentence.jsonl", '{"tokens": ["Alice"], "tags": ["B-person"]}',
+                          lambda rows: ['{"tokens": [], "tags": []}']),
+    "a CoNLL file with one column": ("tokens.conll", "Alice", lambda rows: ["left", "", "Bob"]),
+    # last: the row limit below makes it usable
     "too big for memory": ("big.tsv", "sentence\tlabel", lambda rows: rows),
 }
 
@@ -75,7 +84,8 @@ def test_bad_data_files_are_explained_on_the_data_page_and_at_start(qtbot, windo
         if case == "too big for memory":
             monkeypatch.setattr(data, "memory_limit", lambda: 64 * 1024)
         with pytest.raises(DataError) as core:
-            load_task_data(DataSpec(train=str(source)), 0)
+            spec = DataSpec(train=str(source))
+            task_for(spec.task, spec.train).load_data(spec, 0)
         page.set_train(str(source))
         qtbot.waitUntil(lambda: bool(page.error), timeout=30_000)
         assert page.error == str(core.value), case  # the core's message, word for word
@@ -99,20 +109,21 @@ def test_validation_labels_unseen_in_training(qtbot, window, sst2_200, tmp_path)
 
 
 @pytest.fixture
-def gpt2_folder(tmp_path) -> Path:
-    from transformers import GPT2Config, GPT2Model
+def t5_folder(tmp_path) -> Path:
+    """An encoder-decoder, a family the app does not support."""
+    from transformers import T5Config, T5Model
 
-    folder = tmp_path / "gpt2"
-    GPT2Model(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(folder)
+    folder = tmp_path / "t5"
+    T5Model(T5Config(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2, vocab_size=64)).save_pretrained(folder)
     return folder
 
 
-def test_bad_models_are_explained_on_the_model_page_and_at_start(qtbot, window, gpt2_folder, tmp_path):
+def test_bad_models_are_explained_on_the_model_page_and_at_start(qtbot, window, t5_folder, tmp_path):
     page = window.model_page
     not_hub = "does not exist (and it is not a Hugging Face Hub id)"
     for choose, message in (
         (lambda: page.choose_folder(str(tmp_path / "gone")), f"gone {not_hub}"),
-        (lambda: page.choose_folder(str(gpt2_folder)), "is a 'gpt2' model; supported families:"),
+        (lambda: page.choose_folder(str(t5_folder)), "is a 't5' model; supported families:"),
         (lambda: page.choose_hub("not a valid id!"), "'not a valid id!' is neither a model folder here nor a valid "
                                                       "Hugging Face Hub id"),
     ):

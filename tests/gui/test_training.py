@@ -54,7 +54,10 @@ def test_full_flow_train_results_and_exports(qtbot, window, tiny_models, sst2_20
     assert (tmp_path / "exports" / "sst2.safetensors").read_bytes() == (results.run.path / "vector.safetensors").read_bytes()
 
     monkeypatch.setattr(dialogs, "choose_save_file", lambda *args: str(tmp_path / "exports" / "merged"))
-    results.merged_button.click()
+    results.merged_button.click()  # a menu of the forms that fit a cls-pooled run, the stock classifier first
+    assert [action.text() for action in offered(results)] == [
+        "Transformers folder", "Sentence-transformers folder", "ONNX model"]
+    offered(results)[0].trigger()
     qtbot.waitUntil(lambda: not results.busy, timeout=60_000)
     assert not error_dialogs(window)
     stock = predict_with_stock_model(tmp_path / "exports" / "merged", ["a gorgeous , witty and moving film"])[0]
@@ -62,14 +65,36 @@ def test_full_flow_train_results_and_exports(qtbot, window, tiny_models, sst2_20
         assert stock[label] == pytest.approx(probability, abs=1e-4)
 
 
-def test_a_run_that_cannot_merge_says_why(qtbot, window, tiny_models, sst2_200):
+def offered(results) -> list:
+    """The choices of the merged-model menu (each followed by a disabled caption: who loads it)."""
+    actions = results.merged_menu.actions()
+    assert results.merged_menu.isVisible() and all(not caption.isEnabled() for caption in actions[1::2])
+    return [action for action in actions if action.isEnabled()]
+
+
+def test_a_mean_pooled_run_offers_the_forms_that_fit(qtbot, window, tiny_models, sst2_200, tmp_path, monkeypatch):
     choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=4, pooling="mean")
     assert train(qtbot, window).status == "completed"
     results = window.results_page
     qtbot.waitUntil(lambda: results.trained is not None and not results.busy, timeout=60_000)
-    assert "mean pooling" in results.merge_problem and "vector file" in results.merge_problem
-    results.merged_button.click()  # explains instead of asking for a folder (that would fail the test)
-    assert "pooling 'cls'" in error_dialogs(window)[0].text()
+    assert results.merged_button.isEnabled() and results.merge_problem == ""
+    results.merged_button.click()
+    assert [action.text() for action in offered(results)] == ["Sentence-transformers folder", "ONNX model"]
+    assert "SentenceTransformer(folder)" in results.merged_menu.actions()[1].text()
+    monkeypatch.setattr(dialogs, "choose_save_file", lambda *args: str(tmp_path / "onnx"))
+    offered(results)[1].trigger()
+    qtbot.waitUntil(lambda: not results.busy, timeout=60_000)
+    assert not error_dialogs(window) and (tmp_path / "onnx" / "model.onnx").is_file()
+    assert "onnxruntime" in results.status.text()
+
+
+def test_a_run_that_cannot_merge_offers_no_form(qtbot, window, tiny_models, sst2_200):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=4, method="warp", size=2)
+    assert train(qtbot, window).status == "completed"
+    results = window.results_page
+    qtbot.waitUntil(lambda: results.trained is not None and not results.busy, timeout=60_000)
+    assert results.forms == () and not results.merged_button.isEnabled()  # no button that leads to a refusal
+    assert "cannot be folded" in results.merged_button.toolTip() and "vector file" in results.status.text()
 
 
 def test_pause_then_cancel_stops_within_a_step_and_resumes_from_history(qtbot, window, tiny_models, sst2_200):

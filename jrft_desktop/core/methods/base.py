@@ -78,6 +78,8 @@ class MethodPlan:
     head_params: int
     position: str | None = None
     note: str = ""
+    on_the_fly: bool = False  # projections regenerated in forward and backward (asked for, or too big to keep)
+    default_lr: float | None = None  # the learning rate a run takes when none is given (the method's, per family)
 
     @property
     def trainable_params(self) -> int:
@@ -125,6 +127,10 @@ class Method:
 
         return ((self.name, MethodSpec(name=self.name, budget=budget if self.size_name else None)),)
 
+    def default_lr_for(self, family) -> float:
+        """The learning rate a run uses when none is given: the method's own, or the one measured on the family."""
+        return family.method_lrs.get(self.name, self.default_lr)
+
     # --- sizing -------------------------------------------------------------------------------------------
     def params_for_size(self, size: int | None, model: JrftModel, spec: MethodSpec) -> int:
         raise NotImplementedError
@@ -158,7 +164,8 @@ class Method:
             note = "; ".join(filter(None, (
                 f"the smallest {self.name} on this model ({self.size_name} 1) trains {params:,} parameters, more "
                 f"than the budget of {spec.budget:,}", note)))
-        return MethodPlan(self.name, self.size_name, size, params, head_params, position, note)
+        return MethodPlan(self.name, self.size_name, size, params, head_params, position, note,
+                          default_lr=self.default_lr_for(model.family))
 
     # --- training -----------------------------------------------------------------------------------------
     def apply(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> None:
@@ -216,19 +223,40 @@ class ProjectedMethod(Method):
     def size_for_budget(self, budget, model, spec):
         return budget
 
-    def attach_projection(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec, width: int) -> list[nn.Module]:
-        """Freeze the backbone, add z with one projection of `width` per layer; returns the layers."""
+    def projection_width(self, model: JrftModel, spec: MethodSpec) -> int:
+        """The width of each layer's projection W_l (d x width)."""
+        return model.info.hidden_size
+
+    def plan(self, spec: MethodSpec, model: JrftModel) -> MethodPlan:
+        """As every method's, and on the fly when the stored projections would take over a quarter of what a run
+        may use (a decoder's MLP width times d times its layers adds up): slower steps rather than a refusal."""
+        from dataclasses import replace
+
+        from ..formatting import format_bytes
+        from ..limits import memory_limit
+
+        plan = super().plan(spec, model)
+        stored = 4 * plan.size * self.projection_width(model, spec) * (model.info.layers + 1)
+        if spec.on_the_fly or stored <= memory_limit() // 4:
+            return replace(plan, on_the_fly=spec.on_the_fly)
+        note = (f"the projections would take {format_bytes(stored)}, so they are regenerated on the fly in every "
+                "step instead (slower steps, far less memory)")
+        return replace(plan, on_the_fly=True, note="; ".join(filter(None, (plan.note, note))))
+
+    def attach_projection(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> list[nn.Module]:
+        """Freeze the backbone, add z with one projection per layer; returns the layers."""
         freeze(model.backbone)
         layers = model.layers()
+        width = self.projection_width(model, spec)
         widths = tuple(width for _ in layers)
         # Projections held at once, 4 bytes per value: all of them (plus one being made), or on the fly the one
         # regenerated in forward, again in backward, and its unscaled draw.
-        kept = 3 if spec.on_the_fly else len(widths) + 1
+        kept = 3 if plan.on_the_fly else len(widths) + 1
         require_memory(4 * plan.size * width * kept, f"The random projections of {self.name} for d = {plan.size:,}",
-                       "use a smaller d" + ("" if spec.on_the_fly else ", or on-the-fly projections"))
+                       "use a smaller d" + ("" if plan.on_the_fly else ", or on-the-fly projections"))
         from ..projection import ProjectedVector, ProjectionSpec
 
-        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), spec.on_the_fly)
+        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), plan.on_the_fly)
         return layers
 
 

@@ -1,5 +1,6 @@
 """BitFit: only the bias terms of the pretrained model (and the head) train."""
 
+from ..errors import ModelError
 from . import register
 from .base import Method, Preset, freeze
 
@@ -15,7 +16,11 @@ class BitFit(Method):
     presets = (Preset("BitFit"),)
 
     def params_for_size(self, size, model, spec):
-        return sum(p.numel() for p in _biases(model.backbone))
+        count = sum(p.numel() for p in _biases(model.backbone))
+        if not count:
+            raise ModelError(f"BitFit trains a model's bias terms, and this {model.info.family} model has none; "
+                             "choose slash (it adds its own shift) or lora.")
+        return count
 
     def apply(self, model, plan, spec):
         freeze(model.backbone)

@@ -1,12 +1,12 @@
-"""JR-WARP: a prompt token z @ W_1 inserted after the first token, and z @ W_l added to it in every later layer.
+"""JR-WARP: a prompt token z @ W_1 inserted into the input, and z @ W_l added to it in every later layer.
+
+The token goes where the family puts prompts (after an encoder's [CLS]; first in a causal model, where every token
+can attend to it).
 
 The prompt position lengthens the sequence, so JR-WARP cannot fold into a stock model."""
 
 from . import register
 from .base import Preset, ProjectedMethod, add_hook
-
-PROMPT_POSITION = 1  # JrftModel inserts prompts right after the first ([CLS]) token
-
 
 class _FirstLayerPrompt:
     """The prompt token z @ W_1. Not a module of the model, so that z is named once ("projected.z") in the state."""
@@ -26,14 +26,14 @@ class JRWarp(ProjectedMethod):
     presets = (Preset("JR-WARP d=1024 (paper)", {"d": 1024}),)
 
     def apply(self, model, plan, spec):
-        layers = self.attach_projection(model, plan, spec, model.info.hidden_size)
+        layers = self.attach_projection(model, plan, spec)
         object.__setattr__(model, "prompts", _FirstLayerPrompt(model.projected))  # a plain attribute, not a submodule
-        projected = model.projected
+        projected, position = model.projected, model.family.prompt_position
         for index, layer in enumerate(layers[:-1]):
             def shift_prompt(module, args, output, next_layer=index + 1):
                 hidden = output[0] if isinstance(output, tuple) else output
                 hidden = hidden.clone()
-                hidden[:, PROMPT_POSITION] += projected.shift(next_layer).to(hidden.dtype)
+                hidden[:, position] += projected.shift(next_layer).to(hidden.dtype)
                 return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
             add_hook(model, layer.register_forward_hook(shift_prompt))

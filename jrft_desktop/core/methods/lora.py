@@ -20,16 +20,22 @@ class LoRAOptions:
 
 
 def attention_targets(model, names: tuple[str, ...] | None = None) -> list:
-    """The attention projections (nn.Linear) called `names` in every layer (default: query and value, LoRA's and
-    VeRA's)."""
-    from torch import nn
-
+    """The attention projections called `names` in every layer (default: the family's LoRA / VeRA targets, e.g.
+    query and value; GPT-2's fused query-key-value Conv1D)."""
     suffixes = tuple(f".{name}" for name in (names or model.family.lora_targets))
-    return [m for name, m in model.base().named_modules() if isinstance(m, nn.Linear) and name.endswith(suffixes)]
+    return [m for name, m in model.base().named_modules()
+            if name.endswith(suffixes) and getattr(getattr(m, "weight", None), "ndim", 0) == 2]
+
+
+def transposed_targets(model) -> bool:
+    """Whether the targets store their weight as [inputs, outputs] (GPT-2's Conv1D): peft's fan_in_fan_out."""
+    return any(not hasattr(module, "in_features") for module in attention_targets(model))
 
 
 def _rank_one_params(model, names: tuple[str, ...] | None = None) -> int:
-    return sum(m.in_features + m.out_features for m in attention_targets(model, names))
+    from ..families import features
+
+    return sum(sum(features(m)) for m in attention_targets(model, names))
 
 
 class PeftMethod(Method):
@@ -81,7 +87,8 @@ class LoRA(PeftMethod):
 
         freeze(model.backbone)
         config = LoraConfig(r=plan.size, lora_alpha=2 * plan.size, lora_dropout=0.0,
-                            target_modules=list(self.target_names(spec, model)), bias="none")
+                            target_modules=list(self.target_names(spec, model)), bias="none",
+                            fan_in_fan_out=transposed_targets(model))
         model.backbone = get_peft_model(model.backbone, config)
 
 

@@ -25,14 +25,16 @@ class SLaShOptions:
     d: int | None = vector_size_option()
     position: str = field(default="output", metadata=option(
         "Where SLaSh adds its shift in every layer: 'attention' (attention block output), 'intermediate' "
-        "(MLP up-projection, before the activation) or 'output' (MLP output, before the LayerNorm).",
+        "(MLP up-projection, before the activation) or 'output' (MLP output, before the residual add).",
         choices=POSITIONS, label="Position"))
     projection_seed: int = projection_seed_option()
     on_the_fly: bool = on_the_fly_option()
 
 
-def _width(model, position: str) -> int:
-    return model.info.intermediate_size if position == "intermediate" else model.info.hidden_size
+def _through(module, shift):
+    """What a constant added to `module`'s input adds to its output: the shift through its weight (nn.Linear holds
+    [outputs, inputs], GPT-2's Conv1D [inputs, outputs])."""
+    return module.weight @ shift if hasattr(module, "in_features") else shift @ module.weight
 
 
 class SLaSh(ProjectedMethod):
@@ -49,23 +51,26 @@ class SLaSh(ProjectedMethod):
         return tuple((f"{self.name}-{position}", MethodSpec(name=self.name, budget=budget, position=position))
                      for position in ("output", "intermediate", "attention"))
 
+    def projection_width(self, model, spec):
+        return model.info.intermediate_size if spec.position == "intermediate" else model.info.hidden_size
+
     def apply(self, model, plan, spec):
-        layers = self.attach_projection(model, plan, spec, _width(model, plan.position))
+        layers = self.attach_projection(model, plan, spec)
         model.slash_position = plan.position
         projected, family = model.projected, model.family
+        site = family.shift_sites[plan.position]
         for index, layer in enumerate(layers):
-            if plan.position == "output":
+            module = layer.get_submodule(site.module)
+            if site.adds_to == "input":
                 def add_to_input(module, args, index=index):
                     return (args[0] + projected.shift(index).to(args[0].dtype), *args[1:])
 
-                handle = layer.get_submodule(family.output_norm).register_forward_pre_hook(add_to_input)
+                handle = module.register_forward_pre_hook(add_to_input)
             else:
-                site = family.attention_out if plan.position == "attention" else family.up_proj
-
                 def add_to_output(module, args, output, index=index):
                     return output + projected.shift(index).to(output.dtype)
 
-                handle = layer.get_submodule(site).register_forward_hook(add_to_output)
+                handle = module.register_forward_hook(add_to_output)
             add_hook(model, handle)
 
     def per_example_gradients(self, model, inputs, labels, loss_fn):
@@ -75,11 +80,11 @@ class SLaSh(ProjectedMethod):
         sum over its tokens of the gradient where s_l is added. A zero probe [B, 1, width] added to each shift
         collects exactly that per example (examples do not interact in the forward pass), and since s_l = z W_l,
         example i's gradient of z is sum_l W_l g_li. The head's is the outer product of its output gradient and its
-        input. This skips torch.func's per-example replay of the model, which cannot use fused attention."""
+        input (summed over the tokens of a head on every token, a tagger's). This skips torch.func's per-example replay of the model, which cannot use fused attention."""
         import torch
 
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-        if trainable != {"projected.z", "head.weight", "head.bias"} or not isinstance(model.head, torch.nn.Linear):
+        if trainable - {"head.bias"} != {"projected.z", "head.weight"} or not isinstance(model.head, torch.nn.Linear):
             return None
         projected = model.projected
         batch = labels.shape[0]
@@ -97,27 +102,23 @@ class SLaSh(ProjectedMethod):
         z_grads = sum(grad[:, 0].to(projected.z.dtype) @ projected.weight(layer).T
                       for layer, grad in enumerate(shift_grads))
         logit_grads, head_inputs = logit_grads.to(model.head.weight.dtype), pooled[0].to(model.head.weight.dtype)
-        grads = {"projected.z": z_grads, "head.weight": logit_grads[:, :, None] * head_inputs[:, None, :],
-                 "head.bias": logit_grads}
+        # The head reads one state per example (a pooled head) or one per token (its gradients summed over them).
+        grads = {"projected.z": z_grads, "head.weight": torch.einsum("b...o,b...i->boi", logit_grads, head_inputs)}
+        if "head.bias" in trainable:
+            grads["head.bias"] = logit_grads.reshape(batch, -1, logit_grads.shape[-1]).sum(1)
         return grads, losses.detach()
 
     def merge(self, model):
         import torch
 
         family, projected = model.family, model.projected
+        site, config = family.shift_sites[model.slash_position], model.base().config
         with torch.no_grad():
             for index, layer in enumerate(model.layers()):
                 shift = projected.shift(index).detach()
-                up = layer.get_submodule(family.up_proj)
-                up_bias = family.merge_bias(up, "MLP up-projection")
-                down_bias = family.merge_bias(layer.get_submodule(family.down_proj), "MLP down-projection")
-                if model.slash_position == "intermediate":
-                    up_bias += shift
-                elif model.slash_position == "output":
-                    down_bias += shift
-                else:  # after the attention LayerNorm: the shift enters the MLP input and its residual
-                    up_bias += up.weight @ shift
-                    down_bias += shift
+                for path, through_weight in site.folds:
+                    bias = family.merge_bias(layer, path, config)
+                    bias += _through(layer.get_submodule(path), shift) if through_weight else shift
         remove_hooks(model)
         del model.projected
         return model.base()

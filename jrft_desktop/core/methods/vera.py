@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import register
 from .base import Preset, freeze, projection_seed_option
-from .lora import PeftMethod, attention_targets, rank_option
+from .lora import PeftMethod, attention_targets, rank_option, transposed_targets
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,15 @@ class VeRA(PeftMethod):
     presets = (Preset("VeRA r=256", {"rank": 256}),)
 
     def params_for_size(self, size, model, spec):
-        return sum(m.out_features + size for m in attention_targets(model))
+        from ..families import features
+
+        return sum(features(m)[1] + size for m in attention_targets(model))
 
     def size_for_budget(self, budget, model, spec):
+        from ..families import features
+
         targets = attention_targets(model)
-        scaling = sum(m.out_features for m in targets)  # the b vectors: paid whatever the rank
+        scaling = sum(features(m)[1] for m in targets)  # the b vectors: paid whatever the rank
         return max(1, round((budget - scaling) / len(targets)))
 
     def apply(self, model, plan, spec):
@@ -40,7 +44,8 @@ class VeRA(PeftMethod):
 
         freeze(model.backbone)
         config = VeraConfig(r=plan.size, target_modules=list(model.family.lora_targets), vera_dropout=0.0,
-                            projection_prng_key=spec.projection_seed, bias="none")
+                            projection_prng_key=spec.projection_seed, bias="none",
+                            fan_in_fan_out=transposed_targets(model))
         model.backbone = get_peft_model(model.backbone, config)
 
 

@@ -11,7 +11,10 @@ from ..registry import lookup
 from .base import Task
 
 _REGISTRY: dict[str, Task] = {}
-DEFAULT_TASK = "classify"  # the task of runs and vector files that do not name one (made before tasks had names)
+DEFAULT_TASK = "classify"  # the task of runs and vector files that do not name one (made before tasks had names),
+# and of data that no task recognises
+AUTO = "auto"  # DataSpec.task: guessed from the data
+PEEK_ROWS = 100  # rows read to guess the task
 
 
 def register(task: Task) -> Task:
@@ -27,6 +30,18 @@ def all_tasks() -> tuple[Task, ...]:
     return tuple(_REGISTRY.values())
 
 
-from . import classify  # noqa: E402,F401
+def task_for(name: str, source: str = "", frame=None) -> Task:
+    """The task called `name`; for 'auto' the first that recognises the data (the table `frame`, or the first rows of
+    `source`), else the default task."""
+    if name != AUTO:
+        return get_task(name)
+    if frame is None:
+        from ..data import read_table
 
-__all__ = ["DEFAULT_TASK", "Task", "all_tasks", "get_task", "register"]
+        frame = read_table(source, limit=PEEK_ROWS)
+    return next((task for task in all_tasks() if task.recognises(frame)), get_task(DEFAULT_TASK))
+
+
+from . import classify, tag  # noqa: E402,F401
+
+__all__ = ["AUTO", "DEFAULT_TASK", "Task", "all_tasks", "get_task", "register", "task_for"]

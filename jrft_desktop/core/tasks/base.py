@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import DataSpec
+from ..errors import ArtifactError
 
 
 class TaskData(Protocol):
@@ -31,8 +32,23 @@ class Task:
     name: str = ""
     summary: str = ""  # one line, shown in the app and `jrft --help`
     stock_class: str = ""  # the transformers Auto class a merged model of this task loads with
+    # How the app names the text, text-pair and label columns this task reads (None: it reads no such column)
+    column_roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")
 
     # --- data ------------------------------------------------------------------------------------------------
+    def recognises(self, frame) -> bool:
+        """Whether a table (the first rows of the data, pandas) is this task's kind of data: DataSpec.task 'auto'
+        takes the first task that recognises the data, and the default task when none does."""
+        return False
+
+    def describe_data(self, data) -> str:
+        """One line for the Data page: what the model will learn from `data` (a `TaskData`)."""
+        raise NotImplementedError
+
+    def tagged_preview(self, frame) -> list[list[tuple[str, str]]] | None:
+        """The first rows as words with their tags, for the Data page, when the task tags words (else None)."""
+        return None
+
     def load_data(self, spec: DataSpec, seed: int):
         """Training and validation examples (a `data.TaskData`); the split and sampling depend only on `seed`."""
         raise NotImplementedError
@@ -59,7 +75,8 @@ class Task:
         raise NotImplementedError
 
     def make_encoder(self, tokenizer, max_length: int, model: nn.Module):
-        """An object with `encode(examples) -> (rows, truncated count)` and `collate(rows) -> tensors`."""
+        """An object with `encode(examples) -> (rows, truncated count)`, `collate(rows) -> input tensors` and
+        `collate_labels(rows, labels) -> the loss's label tensor` (the labels of those rows' examples)."""
         raise NotImplementedError
 
     @staticmethod
@@ -67,8 +84,26 @@ class Task:
         """Token rows of `examples` (a `data.Examples`) and how many were truncated."""
         raise NotImplementedError
 
+    def model_notes(self, model: nn.Module) -> tuple[str, ...]:
+        """What the user should know about training this task on this model (shown with the run's notes)."""
+        return ()
+
+    def truncation_note(self, train: int, validation: int, max_length: int) -> str:
+        """The note that says how much the maximum length cut (`encode`'s counts for both parts)."""
+        raise NotImplementedError
+
+    def row_outputs(self, outputs: np.ndarray, rows: Sequence[dict]) -> Sequence:
+        """The model's outputs for a batch of rows (padded to the batch), one item per row: a pooled head's rows."""
+        return outputs
+
+    def join_outputs(self, outputs: list, width: int):
+        """The outputs of all rows, in order, as `metrics` and `prediction_records` take them: a pooled head's as one
+        [rows, width] array."""
+        return np.stack(outputs) if outputs else np.zeros((0, width), dtype=np.float32)
+
     # --- the head, the loss, the metrics ---------------------------------------------------------------------
-    def make_head(self, hidden_size: int, outputs: int) -> nn.Module:
+    def make_head(self, hidden_size: int, outputs: int, bias: bool = True) -> nn.Module:
+        """The trainable head; `bias` is false where the family's stock head has none (decoders' `score`)."""
         raise NotImplementedError
 
     def read_out(self, model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
@@ -76,14 +111,12 @@ class Task:
         """The head's output from the last hidden states (prompt positions already removed)."""
         raise NotImplementedError
 
-    def label_tensor(self, labels: Sequence, problem: str) -> torch.Tensor:
-        raise NotImplementedError
-
     def loss_function(self, problem: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The mean loss of a batch, (outputs, labels) -> scalar; the trainer optimises it."""
         raise NotImplementedError
 
-    def metrics(self, problem: str, labels, outputs: np.ndarray) -> dict[str, float]:
+    def metrics(self, problem: str, labels, outputs, label_names: Sequence[str] | None) -> dict:
+        """The validation scores by name (numbers; a task may add one nested table, e.g. per entity type)."""
         raise NotImplementedError
 
     def default_metric(self, problem: str) -> str:
@@ -94,8 +127,9 @@ class Task:
         raise NotImplementedError
 
     # --- predictions and merged models -----------------------------------------------------------------------
-    def prediction_records(self, outputs: np.ndarray, label_names: Sequence[str] | None) -> list[dict]:
-        """One plain record per example (what `jrft predict` prints and the app shows)."""
+    def prediction_records(self, outputs, label_names: Sequence[str] | None, examples=None) -> list[dict]:
+        """One plain record per example (what `jrft predict` prints and the app shows); `examples` are the ones
+        predicted, for a task whose records point into their text."""
         raise NotImplementedError
 
     def check_stock_compatible(self, model: nn.Module) -> None:
@@ -105,3 +139,15 @@ class Task:
     def stock_config(self, config, label_names: Sequence[str] | None):
         """The base model's config made into the stock task class's config (labels, problem type), in place."""
         raise NotImplementedError
+
+    def sentence_layers(self, model: nn.Module) -> tuple[str, list[tuple[nn.Linear, nn.Module]]]:
+        """How a sentence-transformers folder computes this run's output from the encoder's token states: the mode
+        of its Pooling module and the (linear layer, activation) of each Dense module after it; an ArtifactError
+        saying why when that cannot express the run (a task with one output per token cannot)."""
+        raise ArtifactError(f"A sentence-transformers folder gives one vector per text; a {self.name} run's "
+                            "outputs do not fit one; export it as ONNX.")
+
+    def stock_tokenizer(self, model: nn.Module, tokenizer):
+        """The tokenizer a stock runtime needs to give the model exactly this run's token ids (the training
+        encoder's special tokens included)."""
+        return tokenizer

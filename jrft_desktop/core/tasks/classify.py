@@ -95,8 +95,10 @@ def guess_columns(frame: pd.DataFrame) -> tuple[str, str | None, str]:
     return _guess_columns(frame)
 
 
-def load_task_data(spec: DataSpec, seed: int) -> TaskData:
-    """Training and validation examples for `spec`; the split and the sampling are deterministic per seed."""
+def open_training_data(spec: DataSpec, seed: int) -> tuple[Table, Table | None, list[str]]:
+    """What every task reads first: the checks of `spec`, the training table (for a file too big to read whole when
+    the run caps its rows, a seeded sample) and the validation table (the given file, or one found beside the
+    training data; None: the task splits one off), with the notes of reading them."""
     if not 0 < spec.validation_fraction < 1:
         raise DataError(f"validation_fraction must be between 0 and 1 (exclusive), not {spec.validation_fraction}.")
     for name in ("max_train_rows", "max_validation_rows"):
@@ -113,11 +115,6 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
     table = open_table(spec.train, with_companion=validation_file is None, sample=sample)
     notes = list(table.notes)
     require_rows(table)
-    text, pair, label = _resolve_columns(spec, table, notes)
-    texts, pairs, raw_labels = _usable_rows(table, text, pair, label, notes)
-    task, label_names, labels = _parse_labels(raw_labels, table.name, label)
-    rng = np.random.default_rng(seed)
-
     held_out = open_table(validation_file) if validation_file is not None else table.companion
     if held_out is not None:
         notes.extend(held_out.notes)
@@ -125,10 +122,32 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
             notes.append(f"Validation data: {held_out.origin}, found beside the training data "
                          "(set a validation file to use another).")
         require_rows(held_out)
+    return table, held_out, notes
+
+
+def sample_rows(count: int, limit: int | None, what: str, rng: np.random.Generator, seed: int,
+                notes: list[str]) -> np.ndarray | None:
+    """Positions of a seeded random sample of `limit` of `count` rows (sorted), with a note; None: keep them all."""
+    if limit is None or limit >= count:
+        return None
+    notes.append(f"Sampled {limit} of {count} {what} rows at random (seed {seed}).")
+    return np.sort(rng.choice(count, size=limit, replace=False))
+
+
+def load_task_data(spec: DataSpec, seed: int) -> TaskData:
+    """Training and validation examples for `spec`; the split and the sampling are deterministic per seed."""
+    table, held_out, notes = open_training_data(spec, seed)
+    text, pair, label = _resolve_columns(spec, table, notes)
+    texts, pairs, raw_labels = _usable_rows(table, text, pair, label, notes)
+    task, label_names, labels = _parse_labels(_class_names_of(table, label, raw_labels), table.name, label)
+    rng = np.random.default_rng(seed)
+
+    if held_out is not None:
         for column in (text, pair, label):
             if column is not None:
                 require_column(held_out.frame, column, held_out.name)
         val_texts, val_pairs, val_raw = _usable_rows(held_out, text, pair, label, notes)
+        val_raw = _class_names_of(held_out, label, val_raw)
         val_labels = (encode_labels(val_raw, label_names) if label_names is not None
                       else _floats(val_raw, held_out.name, label))
         validation = Examples(tuple(val_texts), tuple(val_pairs) if val_pairs is not None else None, val_labels)
@@ -141,13 +160,11 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         kind = "stratified" if task == CLASSIFICATION else "random"
         validation_source = f"seeded {kind} {percent} split of train (seed {seed})"
 
-    if spec.max_train_rows is not None and spec.max_train_rows < len(train_rows):
-        notes.append(f"Sampled {spec.max_train_rows} of {len(train_rows)} training rows at random (seed {seed}).")
-        train_rows = np.sort(rng.choice(train_rows, size=spec.max_train_rows, replace=False))
-    if spec.max_validation_rows is not None and spec.max_validation_rows < len(validation.labels):
-        notes.append(f"Sampled {spec.max_validation_rows} of {len(validation.labels)} validation rows at random "
-                     f"(seed {seed}).")
-        picked = np.sort(rng.choice(len(validation.labels), size=spec.max_validation_rows, replace=False))
+    picked = sample_rows(len(train_rows), spec.max_train_rows, "training", rng, seed, notes)
+    if picked is not None:
+        train_rows = train_rows[picked]
+    picked = sample_rows(len(validation), spec.max_validation_rows, "validation", rng, seed, notes)
+    if picked is not None:
         validation = _select(validation.texts, validation.pairs, validation.labels, picked)
         validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
 
@@ -192,7 +209,7 @@ def load_examples(
             raise DataError(f"{int(blank.sum())} row(s) of {table.name} have an empty '{label_column}' (first at "
                             f"data row {first}); fill them in, or drop the column to predict without scoring.")
         if not blank.any():
-            values = frame[label_column].tolist()
+            values = _class_names_of(table, label_column, frame[label_column].tolist(), label_names)
             labels = (encode_labels(values, label_names) if label_names is not None
                       else _floats(values, table.name, label_column))
     return Examples(texts, pairs, labels)
@@ -319,6 +336,15 @@ def _missing_label(series: pd.Series) -> np.ndarray:
 
 
 
+def _class_names_of(table: Table, column: str, values: list[Any], known: Sequence[str] | None = None) -> list[Any]:
+    """A `datasets` ClassLabel column's ids as the data's own names for them, unless the run they are read for
+    recorded the ids themselves (`known`: its label names, from before names were read)."""
+    names = table.class_names.get(column)
+    if not names or (known is not None and not set(known) <= set(names)):
+        return values
+    return [names[int(value)] for value in values]
+
+
 def _parse_labels(raw: list[Any], name: str, column: str) -> tuple[str, tuple[str, ...] | None, tuple]:
     """(task, label names, labels): integer-valued numbers and strings are classes, other numbers regression."""
     numbers = _as_numbers(raw)
@@ -411,6 +437,8 @@ def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.n
 
 # --- the task -------------------------------------------------------------------------------------------------
 ENCODE_CHUNK = 4096  # texts tokenised at a time
+# The pooling modes of sentence-transformers' Pooling module that compute what pool() computes
+SENTENCE_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 LOWER_IS_BETTER = frozenset({"loss", "mse"})
 
 
@@ -465,15 +493,21 @@ class Encoder:
         return rows, truncated
 
     def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """The model's inputs (a task's rows may hold more than those)."""
         width = max(len(row["input_ids"]) for row in rows)
         pad = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
         batch = {}
-        for key in rows[0]:
+        for key in (key for key in self.keys if key in rows[0]):
             values = np.full((len(rows), width), pad[key], dtype=np.int64)
             for index, row in enumerate(rows):
                 values[index, :len(row[key])] = row[key]
             batch[key] = torch.from_numpy(values)
         return batch
+
+    @staticmethod
+    def collate_labels(rows: Sequence[dict], labels: Sequence) -> torch.Tensor:
+        """Class ids (int64) or regression targets (float32) of the rows' examples."""
+        return torch.tensor(list(labels), dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
 
 
 class Classify(Task):
@@ -495,6 +529,11 @@ class Classify(Task):
     def guess_columns(self, frame):
         return guess_columns(frame)
 
+    def describe_data(self, data):
+        if data.task == CLASSIFICATION:
+            return f"Classification into {data.num_labels} classes"
+        return "Regression (the labels are numbers; the model learns to predict them)"
+
     def label_distribution(self, examples, label_names):
         return label_distribution(examples, label_names)
 
@@ -508,9 +547,14 @@ class Classify(Task):
     def encode(encoder: Encoder, examples) -> tuple[list[dict], int]:
         return encoder.encode(examples.texts, examples.pairs)
 
-    def make_head(self, hidden_size, outputs):
-        head = nn.Linear(hidden_size, outputs)
-        nn.init.zeros_(head.bias)
+    def truncation_note(self, train, validation, max_length):
+        return (f"{train} training and {validation} validation texts were longer than {max_length} tokens and were "
+                "truncated")
+
+    def make_head(self, hidden_size, outputs, bias=True):
+        head = nn.Linear(hidden_size, outputs, bias=bias)
+        if bias:
+            nn.init.zeros_(head.bias)
         nn.init.normal_(head.weight, std=0.02)
         return head
 
@@ -522,21 +566,20 @@ class Classify(Task):
         if model.pooling == "mean":
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        if model.pooling == "mask":  # the last mask token in each row
-            hits = (input_ids == model.mask_token_id).int() * torch.arange(input_ids.shape[1], device=input_ids.device)
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), hits.argmax(dim=1)]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        if model.pooling in ("mask", "last"):  # the last mask token, or the last token that is not padding
+            hits = input_ids == model.mask_token_id if model.pooling == "mask" else input_ids != model.pad_token_id
+            where = hits.int() * torch.arange(input_ids.shape[1], device=input_ids.device)
+            return hidden[rows, where.argmax(dim=1)]  # as the stock decoder classifiers find their token
         pooler = getattr(model.base(), "pooler", None)
         return pooler(hidden) if pooler is not None else hidden[:, 0]
-
-    def label_tensor(self, labels, problem):
-        return torch.tensor(labels, dtype=torch.float32 if problem == REGRESSION else torch.long)
 
     def loss_function(self, problem):
         if problem == REGRESSION:
             return lambda outputs, labels: nn.functional.mse_loss(outputs.float().squeeze(-1), labels)
         return lambda outputs, labels: nn.functional.cross_entropy(outputs.float(), labels)
 
-    def metrics(self, problem, labels, outputs):
+    def metrics(self, problem, labels, outputs, label_names):
         return metrics.compute(problem, labels, outputs)
 
     def default_metric(self, problem):
@@ -545,7 +588,7 @@ class Classify(Task):
     def lower_is_better(self, metric):
         return metric in LOWER_IS_BETTER
 
-    def prediction_records(self, outputs, label_names):
+    def prediction_records(self, outputs, label_names, examples=None):
         if not label_names:
             return [{"value": float(row[0])} for row in outputs]
         probabilities = softmax(np.asarray(outputs)) if len(outputs) else np.zeros((0, len(label_names)))
@@ -554,11 +597,13 @@ class Classify(Task):
                 for row in probabilities]
 
     def check_stock_compatible(self, model):
-        if model.pooling != "cls":
+        stock = model.family.stock_pooling
+        if model.pooling != stock:
             raise ArtifactError(
                 f"This run's head reads the {model.pooling} pooling, which the stock {model.info.family} "
-                "classifier cannot compute (it reads the first token through its pooler). Train with pooling 'cls' "
-                "to export a merged model; the vector file holds this run."
+                f"classifier cannot compute (it reads the {stock} token); export it as "
+                f"{'a sentence-transformers folder or as ' if model.pooling in SENTENCE_POOLING else ''}ONNX "
+                "(`jrft export --merged` without --format picks the form that fits)."
             )
 
     def stock_config(self, config, label_names):
@@ -569,6 +614,57 @@ class Classify(Task):
         else:
             config.problem_type = "regression"
         return config
+
+    def sentence_layers(self, model):
+        if model.pooling not in SENTENCE_POOLING:
+            raise ArtifactError(
+                "A sentence-transformers folder cannot hold a mask-pooled run: its Pooling module reads the first "
+                "token, a mean, a maximum or the last token, never the mask token this head reads (placed before "
+                "the final separator). Export it as ONNX, which computes this pooling inside its graph."
+            )
+        layers = [(model.head, nn.Identity())]
+        pooler = getattr(model.base(), "pooler", None)
+        if model.pooling == "cls" and pooler is not None:  # what pool() reads: the pooler's dense + activation
+            layers.insert(0, (pooler.dense, pooler.activation))
+        return SENTENCE_POOLING[model.pooling], layers
+
+    def stock_tokenizer(self, model, tokenizer):
+        return inserting_mask(tokenizer) if model.pooling == "mask" else tokenizer
+
+
+def inserting_mask(tokenizer):
+    """A fast tokenizer that puts the mask token before the last special token, as `Encoder.encode` does for mask
+    pooling (truncation leaves room for it the same way): the tokenizer's own with a template post-processor, as
+    the generic class, which keeps that post-processor when it is saved and loaded again."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    special = {tokenizer.mask_token: tokenizer.mask_token_id}
+    templates = []
+    for probe in (("a",), ("a", "b")):
+        encoding = backend.encode(*probe)
+        pieces = []
+        for token, token_id, sequence, type_id in zip(encoding.tokens, encoding.ids, encoding.sequence_ids,
+                                                      encoding.type_ids):
+            piece = f"{token}:{type_id}" if sequence is None else f"${'AB'[sequence]}:{type_id}"
+            if sequence is None:
+                special[token] = token_id
+            if not pieces or pieces[-1] != piece or sequence is None:
+                pieces.append(piece)
+        if encoding.sequence_ids[-1] is not None:
+            raise ArtifactError("This tokenizer ends a text with no special token, so the mask token's place (before "
+                                "the final separator) cannot be given to a stock tokenizer.")
+        templates.append(pieces[:-1] + [f"{tokenizer.mask_token}:{encoding.type_ids[-1]}", pieces[-1]])
+    backend.post_processor = TemplateProcessing(single=templates[0], pair=templates[1],
+                                                special_tokens=list(special.items()))
+    # saved under the class name that transformers 4 knows too (5 calls the generic class TokenizersBackend)
+    generic = type("PreTrainedTokenizerFast", (PreTrainedTokenizerFast,), {})
+    return generic(tokenizer_object=backend, model_input_names=tokenizer.model_input_names,
+                   model_max_length=tokenizer.model_max_length, **tokenizer.special_tokens_map)
 
 
 register(Classify())

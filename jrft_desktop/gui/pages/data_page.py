@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QTableView,
     QTableWidget,
     QTableWidgetItem,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +33,7 @@ from ...core.paths import sample_data_dir
 from .. import dialogs
 from .. import settings as keys
 from ..backend import PREVIEW_ROWS, DataSummary, Preview, data_file_suffixes, preview_table, summarize_data
+from ..entities import tagged_html
 from ..settings import AppSettings
 from ..worker import LatestRequest
 from .base import Note, Page, compact_form, thousands, with_help
@@ -80,7 +82,9 @@ class DataPage(Page):
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None):
         super().__init__("Data", "A table of labelled texts: a CSV, TSV, JSON, JSON Lines or Parquet file with a "
-                                 "text column and a label column. Drop a file here or choose one.", parent=parent)
+                                 "text column and a label column; or words with their tags (named entities): a "
+                                 "CoNLL file, or token-list and tag-list columns. Drop a file here or choose one.",
+                         parent=parent)
         self.settings = settings
         self.preview: Preview | None = None
         self.summary: DataSummary | None = None
@@ -162,6 +166,7 @@ class DataPage(Page):
             combo.setMinimumContentsLength(18)
         self.rows_spin = self._row_limit_spin("max_train_rows")
         self.validation_rows_spin = self._row_limit_spin("max_validation_rows")
+        self.column_form = form
         form.addRow("Text", self.text_combo)
         form.addRow("Second text (sentence pairs)", self.pair_combo)
         form.addRow("Label", self.label_combo)
@@ -198,6 +203,10 @@ class DataPage(Page):
         self.preview_view.horizontalHeader().setStretchLastSection(True)
         self.preview_view.verticalHeader().setDefaultSectionSize(22)
         box.addWidget(self.preview_view)
+        self.token_preview = QTextBrowser()  # token data: the words, entities in their type's colour with their tag
+        self.token_preview.setObjectName("tokenPreview")
+        self.token_preview.hide()
+        box.addWidget(self.token_preview)
         self.body.addWidget(preview, 1)
 
         for combo in (self.text_combo, self.pair_combo, self.label_combo):
@@ -323,6 +332,7 @@ class DataPage(Page):
         self.preview = preview
         self.preview_view.setModel(RowsModel(preview))
         self.preview_view.resizeColumnsToContents()
+        self._show_roles(preview)
         for column in range(len(preview.columns)):
             self.preview_view.setColumnWidth(column, min(self.preview_view.columnWidth(column), 600))
         self._fill_columns(preview.columns, preview.guessed)
@@ -339,6 +349,18 @@ class DataPage(Page):
             combo.setCurrentText(chosen)
             combo.blockSignals(False)
 
+    def _show_roles(self, preview: Preview) -> None:
+        """The column lists named for the task the data is for; token data previewed as words with their tags."""
+        text, pair, label = preview.roles
+        for combo, role in ((self.text_combo, text), (self.pair_combo, pair), (self.label_combo, label)):
+            self.column_form.setRowVisible(combo, role is not None)
+            if role is not None:
+                self.column_form.labelForField(combo).setText(role)
+        self.distribution.setHorizontalHeaderItem(0, QTableWidgetItem(label))
+        self.preview_view.setVisible(preview.tagged is None)
+        self.token_preview.setVisible(preview.tagged is not None)
+        self.token_preview.setHtml(tagged_html(preview.tagged) if preview.tagged is not None else "")
+
     def _request_summary(self) -> None:
         spec = self.data_spec()
         if self.file_radio.isChecked() and not spec.validation:
@@ -353,15 +375,11 @@ class DataPage(Page):
             self.summary_label.setText("Choose a file to see its labels.")
             return
         self.error = ""
-        if summary.task == "classification":
-            kind = f"Classification into {summary.num_labels} classes"
-        else:
-            kind = "Regression (the labels are numbers; the model learns to predict them)"
         self.summary_label.setText(
-            f"<b>{kind}</b><br>{thousands(summary.train_rows)} training rows · "
+            f"<b>{summary.description}</b><br>{thousands(summary.train_rows)} training rows · "
             f"{thousands(summary.validation_rows)} validation rows<br>"
             f"<span style='color:gray'>Validation: {summary.validation_source}</span>")
-        total = max(1, summary.train_rows)
+        total = max(1, sum(summary.train_counts.values()))  # rows, or tagged words
         for row, (name, count) in enumerate(summary.train_counts.items()):
             self.distribution.insertRow(row)
             self.distribution.setItem(row, 0, QTableWidgetItem(name))
@@ -375,7 +393,7 @@ class DataPage(Page):
         self.distribution.setFixedHeight(self.distribution.horizontalHeader().height() + 4 +
                                          sum(self.distribution.rowHeight(row) for row in range(min(
                                              self.distribution.rowCount(), MAX_DISTRIBUTION_ROWS))))
-        self.distribution.setVisible(summary.task == "classification")
+        self.distribution.setVisible(bool(summary.train_counts))
         self.status.show_text("\n".join(summary.notes))
         self.summary_changed.emit()
 

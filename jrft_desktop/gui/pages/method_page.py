@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.config import POOLINGS, MethodSpec, ModelSpec, method_option_fields, method_presets, optional_type
-from ..backend import MethodInfo, compute_devices, method_catalog, plan_method
+from ..backend import MethodInfo, compute_devices, memory_estimate, method_catalog, plan_method
 from ..worker import LatestRequest, run_in_background
 from .base import Note, Page, compact_form, thousands, with_help
 from .privacy_settings import PrivacySettings
@@ -31,8 +31,9 @@ from .training_settings import TrainingSettings
 POOLING_LABELS = {
     "auto": "auto (the model's default)",
     "mean": "mean of the tokens",
-    "cls": "cls: first token (needed for a merged model)",
+    "cls": "cls: first token (through the pooler)",
     "mask": "mask token (as in the paper)",
+    "last": "last token (a decoder's default)",
 }
 
 
@@ -135,6 +136,9 @@ class MethodPage(Page):
         form.addRow(self.count_detail)
         self.plan_note = Note()
         form.addRow(self.plan_note)
+        self.memory_note = Note()
+        self.memory_note.setObjectName("memoryNote")
+        form.addRow(self.memory_note)
         right.addWidget(size)
 
         placement = QGroupBox("Where it acts")
@@ -164,6 +168,7 @@ class MethodPage(Page):
 
         self.training = TrainingSettings()
         self.training.changed.connect(self._update_privacy_context)
+        self.training.changed.connect(self._show_memory)
         self.training.changed.connect(self.changed)
         right.addWidget(self.training)
         right.addStretch(1)
@@ -311,16 +316,14 @@ class MethodPage(Page):
         return next((preset.label for preset in PRESETS if preset.spec() == current), CUSTOM)
 
     def _show_merge_note(self) -> None:
-        method, pooling = self.method, self.pooling()
+        method = self.method
         if not method.foldable:
             self.merge_note.show_text(f"{method.title} adds a prompt to the input, so it cannot become a stock "
                                       "merged model; you export and use its vector file.", "warning")
-        elif pooling != "cls":
-            self.merge_note.show_text("To export a merged model (a stock transformers folder) choose pooling 'cls': "
-                                      "stock classifiers read the first token. With this pooling you export the "
-                                      "vector file.", "info")
         else:
-            self.merge_note.show_text("This run can be exported as a merged stock model and as a vector file.")
+            self.merge_note.show_text("Every pooling exports a merged model (cls: the stock transformers classifier; "
+                                      "mean: a sentence-transformers folder; any: ONNX). On SST-2, 400 SLaSh steps, "
+                                      "mean pooling reached 82.7% and cls 80.6%.", "info")
 
     # --- parameter counts ---------------------------------------------------------------------------------
     def _request_plan(self) -> None:
@@ -345,7 +348,24 @@ class MethodPage(Page):
         self.count_detail.setText(f"{thousands(plan.method_params)} in the method + {thousands(plan.head_params)} in "
                                   f"the head ({self._num_labels} outputs){size}{share}")
         self.plan_note.show_text(plan.note, "warning" if plan.note else "info")
+        self.training.set_default_lr(plan.default_lr)  # the method's, as measured on this model's family
+        self._show_memory()
         self.changed.emit()
+
+    def _show_memory(self) -> None:
+        """Before Start: what the run would take at its peak, against what this machine lets one run use."""
+        if self.plan is None or self._model_spec is None:
+            self.memory_note.show_text("")
+            return
+        try:
+            training = self.training.training_spec()
+        except ValueError:
+            return
+        estimate = memory_estimate(self._model_spec, self.plan, training, self.training.max_length())
+        text = f"Memory: {estimate.describe()}."
+        if not estimate.fits:
+            text += " It will not fit: use a smaller batch, gradient checkpointing or a shorter maximum length."
+        self.memory_note.show_text(text, "info" if estimate.fits else "error")
 
     def _show_plan_failure(self, failure) -> None:
         self.plan_error = failure.message

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import DEFAULT_MODEL, ModelSpec
+from ...core.config import BUNDLED_DECODER, DEFAULT_MODEL, ModelSpec
 from .. import dialogs
 from .. import settings as keys
 from ..backend import describe_model
@@ -27,7 +27,7 @@ from ..settings import AppSettings
 from ..worker import LatestRequest
 from .base import Note, Page, thousands, with_help
 
-BUNDLED, FOLDER, HUB = "bundled", "folder", "hub"
+BUNDLED, DECODER, FOLDER, HUB = "bundled", "bundled-decoder", "folder", "hub"
 HOW_IT_WORKS = (
     "<ol style='margin-left:-20px'>"
     "<li><b>Model</b>: a pretrained transformer that already understands language. It is not changed.</li>"
@@ -54,15 +54,18 @@ class ModelPage(Page):
         grid = QGridLayout(choice)
         grid.setColumnStretch(1, 1)
         self.kinds = QButtonGroup(self)
-        self.bundled_radio = QRadioButton("Bundled: all-MiniLM-L6-v2 (ships with the app, works offline)")
+        self.bundled_radio = QRadioButton("Bundled: all-MiniLM-L6-v2, a 22.7 M-parameter sentence encoder (ships with "
+                                          "the app, works offline)")
+        self.decoder_radio = QRadioButton("Bundled: SmolLM2-135M-Instruct, a 134.5 M-parameter chat decoder (ships "
+                                          "with the app; prepared once, about 20 s)")
         self.folder_radio = QRadioButton("A model folder on this computer")
         self.hub_radio = QRadioButton("A Hugging Face Hub id (downloaded once; needs the internet the first time)")
-        for row, (radio, kind) in enumerate(((self.bundled_radio, BUNDLED), (self.folder_radio, FOLDER),
-                                             (self.hub_radio, HUB))):
+        for row, (radio, kind) in ((0, (self.bundled_radio, BUNDLED)), (1, (self.decoder_radio, DECODER)),
+                                   (2, (self.folder_radio, FOLDER)), (4, (self.hub_radio, HUB))):
             with_help(radio, ModelSpec, "name_or_path")
             self.kinds.addButton(radio)
             radio.setProperty("kind", kind)
-            grid.addWidget(radio, row * 2, 0, 1, 3)
+            grid.addWidget(radio, row, 0, 1, 3)
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("a folder saved with save_pretrained (holds config.json)")
         self.browse_button = QPushButton("Browse…")
@@ -80,9 +83,11 @@ class ModelPage(Page):
 
         about = QGroupBox("About this model")
         form = QFormLayout(about)
-        self.facts = {name: QLabel("–") for name in ("family", "layers", "hidden", "parameters", "pooling", "path")}
-        for name, label in (("family", "Family"), ("layers", "Layers"), ("hidden", "Hidden size"),
-                            ("parameters", "Parameters"), ("pooling", "Default pooling"), ("path", "Files")):
+        self.facts = {name: QLabel("–") for name in ("family", "kind", "layers", "hidden", "parameters", "context",
+                                                    "pooling", "path")}
+        for name, label in (("family", "Family"), ("kind", "Kind"), ("layers", "Layers"), ("hidden", "Hidden size"),
+                            ("parameters", "Parameters"), ("context", "Context length"), ("pooling", "Default pooling"),
+                            ("path", "Files")):
             self.facts[name].setObjectName(f"fact_{name}")
             self.facts[name].setWordWrap(True)
             form.addRow(label, self.facts[name])
@@ -114,7 +119,7 @@ class ModelPage(Page):
         return self.kinds.checkedButton().property("kind")
 
     def name_or_path(self) -> str:
-        return {BUNDLED: DEFAULT_MODEL, FOLDER: self.folder_edit.text().strip(),
+        return {BUNDLED: DEFAULT_MODEL, DECODER: BUNDLED_DECODER, FOLDER: self.folder_edit.text().strip(),
                 HUB: self.hub_edit.text().strip()}[self.kind]
 
     def model_spec(self, pooling: str = "auto") -> ModelSpec:
@@ -124,6 +129,9 @@ class ModelPage(Page):
     def short_name(self) -> str:
         name = self.name_or_path()
         return name.removeprefix("bundled:") if self.kind != FOLDER else Path(name).name
+
+    def choose_bundled_decoder(self) -> None:
+        self._select(self.decoder_radio)
 
     @property
     def busy(self) -> bool:
@@ -148,7 +156,9 @@ class ModelPage(Page):
             radio.setChecked(True)  # describes the choice through `_kind_toggled`
 
     def _restore(self, remembered: str) -> None:
-        if remembered.startswith("bundled:") or not remembered:
+        if remembered == BUNDLED_DECODER:
+            self.choose_bundled_decoder()
+        elif remembered.startswith("bundled:") or not remembered:
             self.choose_bundled()
         elif Path(remembered).expanduser().is_dir():
             self.choose_folder(remembered)
@@ -181,7 +191,8 @@ class ModelPage(Page):
             self.changed.emit()
             return
         self.settings.set_text(keys.MODEL, name)
-        self.status.show_text("Reading the model's configuration…")
+        self.status.show_text("Preparing the bundled decoder (the first time only: about 20 s)…" if self.kind == DECODER
+                              else "Reading the model's configuration…")
         self._describe.request(self.model_spec())
         self.changed.emit()
 
@@ -201,8 +212,12 @@ class ModelPage(Page):
         self.changed.emit()
 
     def _show_facts(self, info) -> None:
-        values = {"family": info.family, "layers": str(info.layers), "hidden": str(info.hidden_size),
+        values = {"family": info.family,
+                  "kind": "decoder: each token sees only the text before it" if info.causal
+                  else "encoder: each token sees the whole text",
+                  "layers": str(info.layers), "hidden": str(info.hidden_size),
                   "parameters": f"{thousands(info.parameters)} ({info.parameters / 1e6:.1f} M)",
+                  "context": f"{thousands(info.context_length)} tokens" if info.context_length else "no fixed limit",
                   "pooling": info.default_pooling, "path": info.path} if info else {}
         for name, label in self.facts.items():
             label.setText(values.get(name, "–"))

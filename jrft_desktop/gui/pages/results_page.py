@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -25,7 +26,8 @@ from PySide6.QtWidgets import (
 
 from .. import dialogs
 from .. import settings as keys
-from ..backend import Confusion, Prediction, RunSummary, TrainedModel, copy_vector, read_run
+from ..backend import Confusion, MergedForm, Prediction, RunSummary, TrainedModel, copy_vector, read_run
+from ..entities import highlighted_html, legend_html, per_type_table, run_types
 from ..plots import HISTORY_PLOTS, CurvePanel
 from ..settings import AppSettings
 from ..worker import LatestRequest, run_in_background
@@ -33,6 +35,8 @@ from .base import Note, Page
 
 # metrics.json keys shown, in order, with how to print them
 METRIC_ROWS = (
+    ("entity_f1", "Validation entity F1", "{:.4f}"), ("entity_precision", "Validation entity precision", "{:.4f}"),
+    ("entity_recall", "Validation entity recall", "{:.4f}"), ("token_accuracy", "Validation token accuracy", "{:.4f}"),
     ("accuracy", "Validation accuracy", "{:.4f}"), ("macro_f1", "Validation macro-F1", "{:.4f}"),
     ("matthews", "Validation Matthews corr.", "{:.4f}"), ("pearson", "Validation Pearson", "{:.4f}"),
     ("spearman", "Validation Spearman", "{:.4f}"), ("mse", "Validation mean squared error", "{:.4f}"),
@@ -47,6 +51,10 @@ METRIC_ROWS = (
 )
 
 
+CELL_WIDTH = (40, 96)  # a confusion-matrix column's least width and most width for its name, in pixels
+SHARES_UP_TO = 8  # classes whose confusion matrix shows each cell's share of its row under the count
+
+
 def _read_only_table(rows: int, columns: int) -> QTableWidget:
     table = QTableWidget(rows, columns)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -59,14 +67,15 @@ class ResultsPage(Page):
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None):
         super().__init__("Results", "How the run did on its validation data. Try it on your own sentence, then "
-                                    "export it: a small vector file, or a merged model that stock transformers "
-                                    "loads.", parent=parent)
+                                    "export it: a small vector file, or a merged model that a stock library runs "
+                                    "(transformers, sentence-transformers or ONNX Runtime).", parent=parent)
         self.settings = settings
         self.run: RunSummary | None = None
         self.trained: TrainedModel | None = None
         self.confusion: Confusion | None = None
         self.prediction: Prediction | None = None
         self.merge_problem = ""
+        self.forms: tuple[MergedForm, ...] = ()  # the merged-model forms this run can be saved in
         self.busy_with: set[str] = set()  # background work in flight: 'load', 'confusion', 'predict', 'export'
 
         header = QHBoxLayout()
@@ -76,6 +85,8 @@ class ResultsPage(Page):
         header.addWidget(self.run_label, 1)
         self.vector_button = QPushButton("Save vector file…")
         self.merged_button = QPushButton("Save merged model…")
+        self.merged_menu = QMenu(self.merged_button)
+        self.merged_menu.setObjectName("mergedForms")
         self.resume_button = QPushButton("Resume this run")
         for button in (self.vector_button, self.merged_button, self.resume_button):
             header.addWidget(button)
@@ -112,6 +123,12 @@ class ResultsPage(Page):
         self.confusion_note.setWordWrap(True)
         box.addWidget(self.confusion_note)
         grid.addWidget(confusion_box, 0, 1)
+        self.confusion_box = confusion_box
+        self.entity_box = QGroupBox("Entities by type (validation data, scored as seqeval scores them)")
+        self.entity_box.setLayout(QVBoxLayout())
+        self.entity_box.hide()  # a tagging run's per-type scores, in place of the confusion matrix
+        grid.addWidget(self.entity_box, 0, 1)
+        self.asked = ""  # the sentence last tried
 
         try_box = QGroupBox("Try it")
         form = QGridLayout(try_box)
@@ -132,12 +149,14 @@ class ResultsPage(Page):
         grid.addWidget(try_box, 1, 1)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
+        grid.setRowStretch(0, 2)  # the confusion matrix takes most of the height (it scrolls past a dozen classes)
+        grid.setRowStretch(1, 1)
 
         self.curves = CurvePanel(HISTORY_PLOTS, columns=3)
         self.tabs.addTab(self.curves, "Training curves")
 
         self.vector_button.clicked.connect(self._ask_vector_target)
-        self.merged_button.clicked.connect(self._ask_merged_target)
+        self.merged_button.clicked.connect(self.offer_merged_forms)
         self.resume_button.clicked.connect(lambda: self.resume_requested.emit(str(self.run.path)))
         self.try_button.clicked.connect(self.try_text)
         self.try_edit.returnPressed.connect(self.try_text)
@@ -150,6 +169,7 @@ class ResultsPage(Page):
     def open_run(self, run_dir: str | Path) -> None:
         """Show a run folder (read in the background); a finished run's model loads after that."""
         self.run, self.trained, self.confusion, self.prediction, self.merge_problem = None, None, None, None, ""
+        self.forms = ()
         self.busy_with.clear()
         self.run_label.setText(f"Opening {Path(run_dir).name}…")
         self.metrics_table.setRowCount(0)
@@ -173,6 +193,7 @@ class ResultsPage(Page):
         metric = f" · {run.metric_name} {run.metric:.4f}" if run.metric is not None else ""
         self.run_label.setText(f"<b>{run.name}</b><br>{run.method} on {run.data} · {run.status}{metric}")
         self._fill_metrics(run.metrics)
+        self._show_entity_scores(run.metrics.get("per_type"))
         self.curves.set_history(run.name, history, run.metric_name)
         if run.has_vector:
             self.status.show_text("Loading the trained model…")
@@ -208,11 +229,27 @@ class ResultsPage(Page):
 
     def _model_loaded(self, trained: TrainedModel) -> None:
         self.trained = trained
+        self.forms = trained.merged_forms()
         self.merge_problem = trained.merge_problem()
         self.try_pair_edit.setVisible(bool(trained.metadata["columns"].get("text_pair")))
         self.status.show_text(self.merge_problem, "info")
+        tagging = not self.entity_box.isHidden()
+        self.try_button.setText("Find entities" if tagging else "Classify")
+        if tagging:
+            return
         self.confusion_note.setText("Computing on the validation data…")
         self._start("confusion", trained.confusion, on_result=self._show_confusion)
+
+    def _show_entity_scores(self, per_type: dict | None) -> None:
+        """A tagging run's precision, recall and F1 per entity type (from metrics.json), instead of a confusion
+        matrix."""
+        layout = self.entity_box.layout()
+        while layout.count():
+            layout.takeAt(0).widget().deleteLater()
+        self.confusion_box.setVisible(per_type is None)
+        self.entity_box.setVisible(per_type is not None)
+        if per_type is not None:
+            layout.addWidget(per_type_table(per_type, run_types(per_type)))
 
     def _show_confusion(self, confusion: Confusion | None) -> None:
         self.confusion = confusion
@@ -220,20 +257,34 @@ class ResultsPage(Page):
             self.confusion_note.setText("This is a regression task: there are no classes to confuse.")
             return
         names = list(confusion.label_names)
-        self.confusion_table.setRowCount(len(names))
-        self.confusion_table.setColumnCount(len(names))
-        self.confusion_table.setHorizontalHeaderLabels([f"predicted {name}" for name in names])
-        self.confusion_table.setVerticalHeaderLabels([f"true {name}" for name in names])
+        table = self.confusion_table
+        table.setRowCount(len(names))
+        table.setColumnCount(len(names))
+        fonts = table.fontMetrics()
+        # Each column is as wide as its widest count and its name (within CELL_WIDTH), and the table scrolls once
+        # they do not all fit: never an elided count
+        counts = max(fonts.horizontalAdvance(f"{count:,}") for row in confusion.matrix for count in row)
+        label = min(max(fonts.horizontalAdvance(name) for name in names), CELL_WIDTH[1])
+        table.horizontalHeader().setMinimumSectionSize(max(CELL_WIDTH[0], counts, label) + 16)
+        shares = len(names) <= SHARES_UP_TO  # each cell's share of its row, under the count; past that in its tooltip
+        table.verticalHeader().setMinimumSectionSize((2 if shares else 1) * fonts.height() + 6)
+        for index, name in enumerate(names):
+            for set_header in (table.setHorizontalHeaderItem, table.setVerticalHeaderItem):
+                header = QTableWidgetItem(fonts.elidedText(name, Qt.TextElideMode.ElideRight, CELL_WIDTH[1]))
+                header.setToolTip(name)
+                set_header(index, header)
         for row, counts in enumerate(confusion.matrix):
             total = max(1, sum(counts))
             for column, count in enumerate(counts):
-                item = QTableWidgetItem(f"{count:,}\n{100 * count / total:.0f}%")
+                item = QTableWidgetItem(f"{count:,}\n{100 * count / total:.0f}%" if shares else f"{count:,}")
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                item.setToolTip(f"true {names[row]}, predicted {names[column]}: {count:,} "
+                                f"({100 * count / total:.1f}% of the row)")
                 share = count / total
                 color = QColor(46, 125, 50) if row == column else QColor(198, 40, 40)
                 color.setAlphaF(0.12 + 0.6 * share)
                 item.setBackground(color)
-                self.confusion_table.setItem(row, column, item)
+                table.setItem(row, column, item)
         total = sum(map(sum, confusion.matrix))
         self.confusion_note.setText(f"{total:,} validation examples, accuracy {confusion.accuracy:.4f}. Each row "
                                     "shows how the examples of one true label were classified.")
@@ -245,11 +296,19 @@ class ResultsPage(Page):
             return
         pair = self.try_pair_edit.text().strip() if not self.try_pair_edit.isHidden() else None
         self.answer_label.setText("…")
+        self.asked = text
         self._start("predict", self.trained.predict, text, pair, on_result=self._show_prediction)
 
     def _show_prediction(self, prediction: Prediction) -> None:
         self.prediction = prediction
         self._clear_bars()
+        if prediction.entities is not None:
+            kinds = run_types(self.run.metrics.get("per_type") or {}, self.trained.metadata["label_names"])
+            self.answer_label.setWordWrap(True)
+            found = f"{len(prediction.entities)} entit{'y' if len(prediction.entities) == 1 else 'ies'}"
+            self.answer_label.setText(f"{highlighted_html(self.asked, prediction.entities, kinds)}"
+                                      f"<span style='color:gray'>{found} · types: </span>{legend_html(kinds)}")
+            return
         if prediction.label is None:
             self.answer_label.setText(f"Predicted value: <b>{prediction.value:.4f}</b>")
             return
@@ -280,24 +339,30 @@ class ResultsPage(Page):
     def _vector_saved(self, files) -> None:
         self.status.show_text(f"Saved {files[0]} and {', '.join(file.name for file in files[1:])}.")
 
-    def _ask_merged_target(self) -> None:
-        if self.merge_problem:
-            dialogs.show_error(self, self.merge_problem, title="Cannot export a merged model")
-            return
-        suggested = str(Path(self.settings.folder(keys.EXPORT_FOLDER)) / f"{self.run.name}-merged")
-        target = dialogs.choose_save_file(self, "Save the merged model as a new folder", suggested, "Folders (*)")
+    def offer_merged_forms(self) -> None:
+        """A menu under the button: each form this run can be saved in, with a line on who loads it."""
+        self.merged_menu.clear()
+        for form in self.forms:
+            self.merged_menu.addAction(form.title).triggered.connect(
+                lambda _checked=False, form=form: self.ask_merged_target(form))
+            self.merged_menu.addAction(f"    {form.loads_with}").setEnabled(False)  # a caption, not a choice
+        corner = self.merged_button.mapToGlobal(self.merged_button.rect().bottomRight())
+        self.merged_menu.popup(corner - QPoint(self.merged_menu.sizeHint().width(), 0))  # under the button, right-aligned
+
+    def ask_merged_target(self, form: MergedForm) -> None:
+        suggested = str(Path(self.settings.folder(keys.EXPORT_FOLDER)) / f"{self.run.name}-{form.name}")
+        target = dialogs.choose_save_file(self, f"Save the {form.title.lower()} as a new folder", suggested,
+                                          "Folders (*)")
         if target:
             self.settings.remember_folder(keys.EXPORT_FOLDER, str(Path(target).parent))
-            self.export_merged(Path(target))
+            self.export_merged(Path(target), form)
 
-    def export_merged(self, target: Path) -> None:
-        """Write a stock transformers model folder (in the background: it copies the whole model)."""
-        self.status.show_text(f"Writing the merged model to {target}…")
-        self._start("export", self.trained.export_merged, target, on_result=self._merged_saved)
-
-    def _merged_saved(self, folder) -> None:
-        self.status.show_text(f"Saved the merged model to {folder}: AutoModelForSequenceClassification."
-                              "from_pretrained loads it without this app.")
+    def export_merged(self, target: Path, form: MergedForm) -> None:
+        """Write the merged model in `form` (in the background: it copies the whole model)."""
+        self.status.show_text(f"Writing the {form.title.lower()} to {target}…")
+        self._start("export", self.trained.export_merged, target, form.name,
+                    on_result=lambda folder: self.status.show_text(
+                        f"Saved the {form.title.lower()} to {folder}: {form.loads_with}."))
 
     # --- background work ----------------------------------------------------------------------------------
     def _start(self, task: str, function, *args, on_result) -> None:
@@ -326,8 +391,9 @@ class ResultsPage(Page):
         ready = self.trained is not None
         exporting = "export" in self.busy_with
         self.vector_button.setEnabled(run is not None and run.has_vector and not exporting)
-        self.merged_button.setEnabled(ready and not exporting)
-        self.merged_button.setToolTip(self.merge_problem)
+        self.merged_button.setEnabled(ready and bool(self.forms) and not exporting)
+        self.merged_button.setToolTip(self.merge_problem or "Folds the method into the weights; in the forms that "
+                                      "fit this run: " + ", ".join(form.title for form in self.forms))
         self.resume_button.setVisible(run is not None and run.resumable)
         self.try_button.setEnabled(ready and "predict" not in self.busy_with)
         self.try_edit.setEnabled(ready)

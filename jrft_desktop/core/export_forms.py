@@ -1,0 +1,100 @@
+"""The forms a merged model is written in, each loaded by a stock library, and which of them fits a run.
+
+Every form folds the method into the weights (so only methods that fold have any) and writes a folder atomically
+with `jrft_manifest.json`. `transformers` is the task's stock class (a classifier that reads the first token, or
+a decoder's last); `sentence-transformers` adds the Pooling and Dense modules that compute a mean- (or first-,
+last-token-) pooled head; `onnx` holds the whole read-out inside its graph, so it fits every pooling and task.
+Importing this module is cheap (torch loads when a form is checked or written)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ArtifactError
+from .registry import lookup
+
+AUTO = "auto"
+
+
+def _transformers():
+    from . import export
+
+    return export.check_transformers, export.export_merged
+
+
+def _sentence_transformers():
+    from . import export_st
+
+    return export_st.check, export_st.export_sentence_transformers
+
+
+def _onnx():
+    from . import export_onnx
+
+    return export_onnx.check, export_onnx.export_onnx
+
+
+@dataclass(frozen=True)
+class ExportForm:
+    name: str
+    title: str  # as a menu names it
+    loads_with: str  # one line: who loads it ({stock_class}: the task's transformers class)
+    # its module's (check, write), imported when first asked: check(model, method) raises an ArtifactError that
+    # says why the form cannot hold a run; write(model, method, tokenizer, metadata, out_dir) -> the folder
+    functions: Callable[[], tuple[Callable[..., None], Callable[..., Path]]]
+
+    def loader(self, model) -> str:
+        return self.loads_with.format(stock_class=model.task.stock_class)
+
+    def problem(self, model, method) -> str:
+        """Why this form cannot hold the run ('' when it can)."""
+        check, _write = self.functions()
+        try:
+            check(model, method)
+        except ArtifactError as error:
+            return str(error)
+        return ""
+
+    def write(self, model, method, tokenizer, metadata: dict, out_dir: Path) -> Path:
+        _check, write = self.functions()
+        return write(model, method, tokenizer, metadata, Path(out_dir))
+
+
+FORMS: dict[str, ExportForm] = {form.name: form for form in (  # the order `auto` tries them in
+    ExportForm("transformers", "Transformers folder",
+               "transformers' {stock_class}.from_pretrained(folder) loads it", _transformers),
+    ExportForm("sentence-transformers", "Sentence-transformers folder",
+               "SentenceTransformer(folder).encode(texts) returns the logits", _sentence_transformers),
+    ExportForm("onnx", "ONNX model", "onnxruntime runs it without PyTorch (model.onnx, tokenizer.json)", _onnx),
+)}
+FORM_CHOICES = (AUTO, *FORMS)
+
+
+def get_form(name: str) -> ExportForm:
+    return lookup(FORMS, name, "export format")
+
+
+def fitting(model, method) -> list[ExportForm]:
+    """The forms this run can be written in, in order (none when its method cannot be folded)."""
+    return [form for form in FORMS.values() if not form.problem(model, method)]
+
+
+def choose(model, method, name: str = AUTO) -> tuple[ExportForm, dict[str, str]]:
+    """The named form, or for `auto` the first that fits, with why each earlier one does not; an ArtifactError
+    saying why when the named form (or, for `auto`, every form) cannot hold the run."""
+    if name != AUTO:
+        form = get_form(name)
+        problem = form.problem(model, method)
+        if problem:
+            raise ArtifactError(problem)
+        return form, {}
+    passed_over = {}
+    for form in FORMS.values():
+        problem = form.problem(model, method)
+        if not problem:
+            return form, passed_over
+        passed_over[form.name] = problem
+    raise ArtifactError(next(iter(passed_over.values())))
+

