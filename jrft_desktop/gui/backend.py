@@ -86,6 +86,15 @@ def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: 
     return estimate_memory(info, plan, training.batch_size, max_length, training.gradient_checkpointing)
 
 
+def measure_run(config: RunConfig):
+    """The run's memory estimate and its step time measured on three real steps of a throwaway copy of the model
+    (core.estimate.RunEstimate); nothing is written."""
+    load_engine()
+    from ..core.estimate import measure_run as measure
+
+    return measure(config)
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     name: str

@@ -1,8 +1,8 @@
 """`jrft-desktop --self-test`: drive the real window through the whole path, as a user would click it.
 
-Bundled model and SST-2 sample, SLaSh with pooling 'cls' (its merged model is the stock transformers classifier), a short run; then the
-plots, the results, both exports, and the merged model reloaded with stock transformers. Exit 0 only if every
-step worked; otherwise one line says which step failed and why."""
+Bundled model and SST-2 sample, SLaSh with pooling 'cls' (its merged model is the stock transformers classifier), a
+short run; then the plots, the results, both exports, and the merged model reloaded with stock transformers. Exit 0
+only if every step worked; otherwise one line says which step failed and why."""
 
 from __future__ import annotations
 

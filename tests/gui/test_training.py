@@ -12,6 +12,7 @@ from gui_helpers import TINY_STEPS, choose_tiny_run, error_dialogs, train
 from PySide6.QtCore import Qt
 
 from jrft_desktop.core.events import FailedEvent, FinishedEvent, PreparedEvent, StepEvent
+from jrft_desktop.core.paths import runs_dir
 from jrft_desktop.gui import dialogs
 from jrft_desktop.gui.backend import predict_with_stock_model
 
@@ -186,3 +187,17 @@ def test_runs_take_their_objects_off_the_collector_and_still_free_them(qtbot, wi
         assert at_prepared and at_prepared[0] - before > 1000
     # The second run's model and data were freed; what stays is the app's own record of the run (a few hundred).
     assert gc.get_freeze_count() - before < (at_prepared[0] - before) / 4
+
+
+def test_a_step_is_measured_before_start_and_nothing_is_saved(qtbot, window, tiny_models, sst2_200):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200)
+    page = window.train_page
+    window.show_page(page)
+    assert page.measure_button.isVisible() and page.measure_button.isEnabled()
+    runs = runs_dir()
+    before = sorted(runs.glob("*")) if runs.exists() else []
+    page.measure_button.click()
+    qtbot.waitUntil(lambda: page.state_label.text().startswith(("Measured", "Could not")), timeout=120_000)
+    assert "a step takes" in page.state_label.text() and "at its peak" in page.state_label.text()
+    assert page.measure_button.isEnabled()
+    assert (sorted(runs.glob("*")) if runs.exists() else []) == before  # no run folder was made

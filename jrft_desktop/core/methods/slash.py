@@ -80,7 +80,8 @@ class SLaSh(ProjectedMethod):
         sum over its tokens of the gradient where s_l is added. A zero probe [B, 1, width] added to each shift
         collects exactly that per example (examples do not interact in the forward pass), and since s_l = z W_l,
         example i's gradient of z is sum_l W_l g_li. The head's is the outer product of its output gradient and its
-        input (summed over the tokens of a head on every token, a tagger's). This skips torch.func's per-example replay of the model, which cannot use fused attention."""
+        input (summed over the tokens of a head on every token, a tagger's). This skips torch.func's per-example
+        replay of the model, which cannot use fused attention."""
         import torch
 
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}

@@ -347,7 +347,8 @@ class ResultsPage(Page):
                 lambda _checked=False, form=form: self.ask_merged_target(form))
             self.merged_menu.addAction(f"    {form.loads_with}").setEnabled(False)  # a caption, not a choice
         corner = self.merged_button.mapToGlobal(self.merged_button.rect().bottomRight())
-        self.merged_menu.popup(corner - QPoint(self.merged_menu.sizeHint().width(), 0))  # under the button, right-aligned
+        # under the button, right-aligned
+        self.merged_menu.popup(corner - QPoint(self.merged_menu.sizeHint().width(), 0))
 
     def ask_merged_target(self, form: MergedForm) -> None:
         suggested = str(Path(self.settings.folder(keys.EXPORT_FOLDER)) / f"{self.run.name}-{form.name}")

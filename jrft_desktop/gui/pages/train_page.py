@@ -14,7 +14,7 @@ from ...core.events import EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
 from ...core.formatting import format_duration
 from ...core.paths import new_run_dir
 from .. import dialogs
-from ..backend import load_history
+from ..backend import load_history, measure_run
 from ..lag_probe import LagProbe
 from ..plots import LIVE_PLOTS, CurvePanel
 from ..worker import TrainingRun, run_in_background
@@ -55,10 +55,13 @@ class TrainPage(Page):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop after the current step and save a checkpoint; resume it later from "
                                       "History.")
+        self.measure_button = QPushButton("Measure a step")
+        self.measure_button.setToolTip("Before you start: train three steps of a throwaway copy on your data, to see "
+                                       "how long a step takes and how long the run will be (nothing is saved).")
         self.resume_button = QPushButton("Resume this run")
         self.results_button = QPushButton("See the results →")
-        for button in (self.start_button, self.pause_button, self.cancel_button, self.resume_button,
-                       self.results_button):
+        for button in (self.start_button, self.measure_button, self.pause_button, self.cancel_button,
+                       self.resume_button, self.results_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         grid.addLayout(buttons, 1, 0, 1, 2)
@@ -82,6 +85,7 @@ class TrainPage(Page):
         self.body.addWidget(self.plots, 1)
 
         self.start_button.clicked.connect(self.start)
+        self.measure_button.clicked.connect(self.measure)
         self.pause_button.toggled.connect(self._pause_toggled)
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button.clicked.connect(lambda: self.resume(self.last_run_dir))
@@ -101,9 +105,33 @@ class TrainPage(Page):
         except ValueError as problem:
             self.plan_label.setText(f"<b>Not ready:</b> {problem}")
             self.start_button.setEnabled(False)
+            self.measure_button.setEnabled(False)
         else:
             self.plan_label.setText(f"Ready to train: {description}")
             self.start_button.setEnabled(True)
+            self.measure_button.setEnabled(True)
+
+    def measure(self) -> None:
+        """Time a few real steps of the run Start would train, in the background."""
+        try:
+            config, _ = self.prepare()
+        except ValueError as problem:
+            dialogs.show_error(self, str(problem), title="Not ready to measure")
+            return
+        self.measure_button.setEnabled(False)
+        self.state_label.setText("Measuring a few steps on your data (a throwaway copy of the model)…")
+
+        def measured(estimate) -> None:
+            self.measure_button.setEnabled(True)
+            steps = config.training.max_steps
+            whole = f"; {steps:,} steps take about {format_duration(steps * estimate.step_s)}" if steps else ""
+            self.state_label.setText(f"Measured: {estimate.describe()}{whole}.")
+
+        def failed(failure) -> None:
+            self.measure_button.setEnabled(True)
+            self.state_label.setText(f"Could not measure: {failure.message}")
+
+        run_in_background(self, measure_run, config, on_result=measured, on_error=failed)
 
     # --- controls -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -223,6 +251,7 @@ class TrainPage(Page):
     def _show_buttons(self, result=None) -> None:
         running = self.running
         self.start_button.setVisible(not running)
+        self.measure_button.setVisible(not running)
         self.pause_button.setVisible(running)
         self.cancel_button.setVisible(running)
         self.pause_button.setText("Pause")
