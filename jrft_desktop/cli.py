@@ -9,13 +9,14 @@ import json
 import sys
 import time
 import traceback
+import typing
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
 from .core import methods
-from .core.config import (TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices, field_help,
-                          method_option_fields, optional_type)
+from .core.config import (Decoding, TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices,
+                          field_help, method_option_fields, optional_type)
 from .core.methods.base import option_flag
 from .core.errors import UserError
 from .core.export_forms import AUTO as AUTO_FORM, FORM_CHOICES
@@ -39,6 +40,7 @@ TRAIN_FLAGS = [
     ("--label-column", DataSpec, "label_column"), ("--validation-fraction", DataSpec, "validation_fraction"),
     ("--max-length", DataSpec, "max_length"), ("--max-train-rows", DataSpec, "max_train_rows"),
     ("--max-validation-rows", DataSpec, "max_validation_rows"),
+    ("--fill", DataSpec, "fill"), ("--train-on-prompts", DataSpec, "train_on_prompts"),
     ("--model", ModelSpec, "name_or_path"), ("--pooling", ModelSpec, "pooling"),
     ("--trust-remote-code", ModelSpec, "trust_remote_code"),
     ("--method", MethodSpec, "name"), ("--budget", MethodSpec, "budget"),
@@ -50,6 +52,7 @@ TRAIN_FLAGS = [
     ("--early-stopping", TrainingSpec, "early_stopping_patience"), ("--metric", TrainingSpec, "metric"),
     ("--device", TrainingSpec, "device"), ("--seed", TrainingSpec, "seed"), ("--dropout", TrainingSpec, "dropout"),
     ("--gradient-checkpointing", TrainingSpec, "gradient_checkpointing"),
+    ("--precision", TrainingSpec, "precision"), ("--group-by-length", TrainingSpec, "group_by_length"),
     ("--epsilon", Privacy, "epsilon"), ("--delta", Privacy, "delta"), ("--max-grad-norm", Privacy, "max_grad_norm"),
     ("--noise-multiplier", Privacy, "noise_multiplier"), ("--accountant", Privacy, "accountant"),
 ]
@@ -64,8 +67,11 @@ def _flag_options(cls, name: str) -> dict:
     """argparse options for one config field: its type, choices and help from the dataclass."""
     kind = optional_type(cls, name)
     options = {"dest": _dest(cls, name), "help": field_help(cls, name), "default": None}
-    if kind is bool:
-        options["action"] = "store_true"
+    if kind is bool:  # a setting that is on by default also gets its --no- flag
+        default_on = next(f.default for f in fields(cls) if f.name == name) is True
+        options["action"] = argparse.BooleanOptionalAction if default_on else "store_true"
+    elif typing.get_origin(kind) is tuple:  # repeated: --fill name=Ada --fill author=Lab
+        options.update(action="append", type=str, metavar="NAME=VALUE")
     else:
         options["type"] = kind
         options["metavar"] = name.upper()
@@ -146,6 +152,10 @@ class ProgressPrinter:
             self._print(f"eval at step {event.step}: {shown}{' (best so far)' if event.is_best else ''}")
         elif isinstance(event, events.FinishedEvent) and event.status == "stopped":
             self._print(f"stopped; continue with: jrft train --resume --output {event.run_dir}")
+        elif isinstance(event, events.FinishedEvent) and event.metrics.get("eval_time_s") is not None:
+            metrics = event.metrics
+            self._print(f"{event.status}: training {format_duration(metrics['train_time_s'])}, evaluation "
+                        f"{format_duration(metrics['eval_time_s'])}, in {metrics['precision']}")
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -247,9 +257,11 @@ def cmd_predict(args) -> int:
     elif args.texts:
         examples = task.examples_from_texts(args.texts)
     else:
-        raise UserError("Give texts to label, or --data FILE.")
-    for text, record in zip(examples.texts, Predictor.from_restored(restored, args.device).predict(examples)):
-        print(json.dumps({"text": text, **record}, ensure_ascii=False))
+        raise UserError("Give texts to label (or prompts to answer), or --data FILE.")
+    options = Decoding(**{f.name: getattr(args, f.name) for f in fields(Decoding) if getattr(args, f.name) is not None})
+    predictor = Predictor.from_restored(restored, args.device)
+    for text, record in zip(examples.texts, predictor.predict(examples, options)):
+        print(json.dumps({"text": text, **record}, ensure_ascii=False), flush=True)
     return 0
 
 
@@ -267,22 +279,30 @@ def _write_merged(restored, targets: dict[str, tuple[str, str]]) -> int:
         if key == MERGED_KEY:
             report.update({"format": form.name, "loads_with": form.loader(restored.model)},
                           **({"passed_over": passed_over} if passed_over else {}))
+        else:
+            report[f"{key}_loads_with"] = form.loader(restored.model)
     print(json.dumps(report))
     return 0
 
 
+SEPARATE_FORMS = ("onnx", "gguf")  # `jrft export --onnx OUT_DIR` / `--gguf OUT_DIR`: that form, beside --merged
+
+
 def cmd_export(args) -> int:
     targets = {MERGED_KEY: (args.merged, args.format)} if args.merged else {}
-    if args.onnx:
-        targets["onnx"] = (args.onnx, "onnx")
+    targets.update({flag: (getattr(args, flag), flag) for flag in SEPARATE_FORMS if getattr(args, flag)})
     if not targets:
-        raise UserError("jrft export needs --merged OUT_DIR (the form that fits the run, or --format) or --onnx "
-                        "OUT_DIR, or both.")
-    if args.merged and args.onnx and Path(args.merged).resolve() == Path(args.onnx).resolve():
-        raise UserError(f"--merged and --onnx name the same folder ({args.merged}); give each export its own.")
+        raise UserError("jrft export needs --merged OUT_DIR (the form that fits the run, or --format), --onnx "
+                        "OUT_DIR or --gguf OUT_DIR, or several.")
+    folders = {}
+    for key, (folder, _form) in targets.items():
+        flag = "--merged" if key == MERGED_KEY else f"--{key}"
+        same = folders.setdefault(Path(folder).resolve(), flag)
+        if same != flag:
+            raise UserError(f"{same} and {flag} name the same folder ({folder}); give each export its own.")
     if args.format != AUTO_FORM and not args.merged:
-        raise UserError(f"--format chooses the form of --merged OUT_DIR; --onnx always writes ONNX (drop --format "
-                        f"{args.format}, or give --merged).")
+        raise UserError(f"--format chooses the form of --merged OUT_DIR; --onnx always writes ONNX and --gguf GGUF "
+                        f"(drop --format {args.format}, or give --merged).")
     return _write_merged(_restore(args), targets)
 
 
@@ -409,7 +429,8 @@ def cmd_bench(args) -> int:
 def _add_format_flag(command) -> None:
     command.add_argument("--format", choices=FORM_CHOICES, default=AUTO_FORM,
                          help="The merged model's form: transformers (the stock classifier; pooling cls), "
-                              "sentence-transformers (mean, cls), onnx (every pooling); auto: the first that fits.")
+                              "sentence-transformers (mean, cls), onnx (every pooling), gguf / gguf-f16 (a generate "
+                              "run of a Llama-form decoder, for llama.cpp); auto: the first that fits.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -436,8 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
         if name == "predict":
-            command.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to label (classify, or tag).")
-            command.add_argument("--data", help="Label every row of this file instead.")
+            command.add_argument("texts", nargs="*", metavar="TEXT",
+                                 help="Texts to label (classify, tag), or prompts to answer (generate).")
+            command.add_argument("--data", help="Label (or answer) every row of this file instead; a generate run "
+                                                "ignores the file's answers.")
+            for option in fields(Decoding):
+                command.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, default=None,
+                                     type=optional_type(Decoding, option.name),
+                                     help=f"(generate runs) {field_help(Decoding, option.name)}")
         else:
             command.add_argument("--data", required=True, help="Labelled file with the run's columns.")
         command.add_argument("--model", help="Path of the base model, if it moved since training.")
@@ -445,12 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
 
     export = commands.add_parser("export", help="Write a merged model (the method folded into the weights) that a "
-                                                "stock library loads: transformers, sentence-transformers or ONNX.")
+                                                "stock library loads: transformers, sentence-transformers, ONNX or GGUF.")
     export.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
     export.add_argument("--merged", metavar="OUT_DIR", help="Folder for the merged model, in the form --format "
                                                             "names (by default the first that fits the run).")
     export.add_argument("--onnx", metavar="OUT_DIR", help="Folder for an ONNX export (model.onnx, tokenizer.json, "
                                                           "config.json): every pooling, run by onnxruntime.")
+    export.add_argument("--gguf", metavar="OUT_DIR", help="Folder for a GGUF export (model.gguf, f32; --merged "
+                        "OUT_DIR --format gguf-f16 for f16) of a generate run of a Llama-form decoder, for llama.cpp "
+                        "and Ollama.")
     _add_format_flag(export)
     export.add_argument("--model", help="Path of the base model, if it moved since training.")
     export.set_defaults(handler=cmd_export)

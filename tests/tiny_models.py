@@ -64,7 +64,7 @@ def _decoder_config(family: str, vocab: int):
 
 
 def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
-    from transformers import AutoModel, BertConfig, DistilBertConfig, RobertaConfig
+    from transformers import AutoModel, AutoModelForCausalLM, BertConfig, DistilBertConfig, RobertaConfig
 
     torch.manual_seed(seed)
     if family in DECODERS:
@@ -89,7 +89,8 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
             tokenizer.model_input_names = ["input_ids", "attention_mask"]
             config = DistilBertConfig(vocab_size=len(tokenizer), dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
                                       hidden_dim=INTERMEDIATE, max_position_embeddings=128)
-    model = AutoModel.from_config(config)
+    # decoders keep their language-model head (generation reads it; AutoModel loads them without it)
+    model = (AutoModelForCausalLM if family in DECODERS else AutoModel).from_config(config)
     with torch.no_grad():  # non-trivial biases and LayerNorm weights, so folding mistakes show in the logits
         for name, parameter in model.named_parameters():
             if name.endswith("bias") or any(norm in name for norm in ("LayerNorm", "layer_norm", "norm", "ln_")):

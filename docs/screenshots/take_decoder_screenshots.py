@@ -14,7 +14,7 @@ import tempfile
 
 os.environ.setdefault("JRFT_HOME", tempfile.mkdtemp(prefix="jrft-screenshots-"))
 
-from take_screenshots import open_window, save
+from take_screenshots import open_window, read_sample, save
 
 from jrft_desktop.gui.self_test import wait_until
 
@@ -25,13 +25,8 @@ def main() -> int:
     model.choose_bundled_decoder()
     wait_until(window, lambda: model.info is not None and model.info.causal, 180, "describe the bundled decoder")
     save(window, "16-model-decoder")
-    data = window.data_page
-    window.show_page(data)
-    data.use_sample()
-    wait_until(window, lambda: data.summary is not None and not data.busy, 120, "read the sample")
+    read_sample(window)
     method = window.method_page
-    window.show_page(method)
-    wait_until(window, lambda: method.ready, 120, "load the methods")
     method.choose_preset("SLaSh d=1024 (paper)")
     method.training.set_steps(150)
     method.training.max_length_spin.setValue(64)

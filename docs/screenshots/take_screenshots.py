@@ -52,6 +52,17 @@ def save(window: MainWindow, name: str) -> None:
     print(f"saved {name}.png after {time.perf_counter() - STARTED:.0f} s", flush=True)
 
 
+def read_sample(window: MainWindow) -> None:
+    """The bundled SST-2 sample on the Data page, then the Method page with its methods listed."""
+    data = window.data_page
+    window.show_page(data)
+    data.use_sample()
+    wait_until(window, lambda: data.summary is not None and not data.busy, 120, "read the sample")
+    method = window.method_page
+    window.show_page(method)
+    wait_until(window, lambda: method.ready, 120, "load the methods")
+
+
 def choose(window: MainWindow, preset: str, steps: int, eval_every: int) -> None:
     """Choose a preset and a short schedule on the Method page, and wait for its parameter count."""
     method = window.method_page

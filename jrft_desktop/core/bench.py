@@ -52,7 +52,13 @@ SPEED_PNG = "speed.png"
 RUNS_DIR = "runs"
 DEFAULT_BUDGET = 5000
 DEFAULT_CURVE = (64, 256, 1024, 4096)
-ACCURACY_COLUMNS = ("method", "size", "trainable (with head)", "{metric}", "Δ vs full")
+# The Compare page: each method trains until its validation metric stops improving (PATIENCE evaluations without a
+# better one), at most COMPARE_STEPS steps, evaluated COMPARE_EVALUATIONS times; a run whose best evaluation was its
+# last is marked "not converged" (its score was still rising).
+COMPARE_STEPS = 300
+COMPARE_EVALUATIONS = 10
+COMPARE_PATIENCE = 2
+ACCURACY_COLUMNS = ("method", "size", "trainable (with head)", "{metric}", "Δ vs full", "converged")
 SPEED_COLUMNS = ("method", "step s", "step ÷ full", "CPU s ÷ full", "peak MB", "memory ÷ full", "training MB",
                  "training ÷ full", "GFLOP / step", "GFLOP/s", "% of matmul peak", "inference ÷ base", "merged ÷ base",
                  "vector", "vector ÷ full")
@@ -130,9 +136,33 @@ class BenchSettings:
     latency_batches: int = 4
     measure_memory: bool = True
     device: str = "auto"
+    evaluations: int = 1  # validation evaluations per run (evenly spaced; the last at its end)
+    patience: int | None = None  # stop a run after this many evaluations without improvement
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def eval_every(self) -> int:
+        return max(1, self.steps // max(1, self.evaluations))
+
+
+def compare_settings(model: ModelSpec, data: DataSpec, cases: tuple[BenchCase, ...], **overrides) -> BenchSettings:
+    """The Compare page's bench: quick-sized timing, but every method trains until its validation metric stops
+    improving (at most COMPARE_STEPS steps), so that a slow starter is not read as a worse method."""
+    values = dict(steps=COMPARE_STEPS, evaluations=COMPARE_EVALUATIONS, patience=COMPARE_PATIENCE)
+    return quick_settings(model, data, cases, **{**values, **overrides})
+
+
+def run_converged(metrics: dict, evaluations: int) -> bool | None:
+    """Whether a run's validation metric had stopped improving by its end (metrics.json): early-stopped, or its best
+    evaluation came before its last. False: the last evaluation was the best, so the curve was still rising. None:
+    a single evaluation cannot tell."""
+    if metrics.get("status") == "early-stopped":
+        return True
+    if evaluations < 2 or metrics.get("best_step") is None:
+        return None
+    return metrics["best_step"] < metrics["train_steps"]
 
 
 def quick_settings(model: ModelSpec, data: DataSpec, cases: tuple[BenchCase, ...], **overrides) -> BenchSettings:
@@ -185,6 +215,8 @@ class CaseResult(_Scored):
     flops_per_step: float | None = None
     peak_memory_mb: float | None = None
     training_memory_mb: float | None = None  # the peak above the loaded model and data
+    converged: tuple[bool | None, ...] = ()  # per seed: run_converged
+    train_steps: tuple[int, ...] = ()  # per seed: the steps it trained (fewer than the budget when early-stopped)
     latency_ratio: float | None = None  # inference as trained ÷ base model
     merged_latency_ratio: float | None = None  # merged into the weights ÷ base model; None: cannot be merged
     vector_bytes: int | None = None
@@ -192,6 +224,19 @@ class CaseResult(_Scored):
     @property
     def size_text(self) -> str:
         return f"{self.size_name} {self.size:,}" if self.size_name else "–"
+
+    @property
+    def not_converged(self) -> bool:
+        """Some seed's curve was still rising at the end of its steps."""
+        return any(converged is False for converged in self.converged)
+
+    @property
+    def converged_text(self) -> str:
+        if self.not_converged:
+            return f"not converged (still rising at step {max(self.train_steps):,})"
+        if self.converged and all(self.converged):
+            return f"yes (stopped improving; {max(self.train_steps):,} steps)"
+        return "–"
 
 
 @dataclass(frozen=True)
@@ -444,8 +489,8 @@ def _train(settings: BenchSettings, spec: MethodSpec, seed: int, run_dir: Path, 
 
     config = RunConfig(model=settings.model, data=settings.data, method=spec,
                        training=TrainingSpec(max_steps=settings.steps, batch_size=settings.batch_size,
-                                     eval_every=settings.steps, metric=settings.metric, seed=seed,
-                                     device=settings.device))
+                                             eval_every=settings.eval_every, metric=settings.metric, seed=seed,
+                                             device=settings.device, early_stopping_patience=settings.patience))
     metrics_file, config_file = run_dir / runs.METRICS_FILE, run_dir / runs.CONFIG_FILE
     if metrics_file.is_file() and config_file.is_file() and _same_config(config_file, config):
         reporter.advance(f"{title}: reused the finished run in {run_dir.name}")
@@ -665,6 +710,9 @@ def _case_results(settings: BenchSettings, accuracy: _Accuracy, speed: _Speed, m
             method_params=plan.method_params, trainable_params=plan.trainable_params,
             foldable=methods.get_method(plan.method).foldable, seeds=tuple(settings.seeds),
             scores=tuple(float(m[accuracy.metric]) for m in accuracy.runs[case.label]),
+            converged=tuple(run_converged(m, settings.steps // settings.eval_every)
+                            for m in accuracy.runs[case.label]),
+            train_steps=tuple(int(m["train_steps"]) for m in accuracy.runs[case.label]),
             step_time_s=statistics.median(speed.times[case.label].wall),
             step_cpu_s=statistics.median(speed.times[case.label].cpu), flops_per_step=speed.flops[case.label],
             peak_memory_mb=memory.get(case.label, {}).get("peak_memory_mb"),
@@ -756,7 +804,8 @@ def accuracy_rows(result: BenchResult) -> list[tuple[str, ...]]:
         delta = None if full is None or case is full else case.mean - full.mean
         delta_text = "–" if delta is None else f"{'+' if delta >= 0 else '−'}{_score(abs(delta), result.metric)}"
         rows.append((case.label, case.size_text, f"{case.method_params:,} ({case.trainable_params:,})",
-                     score_text(case.mean, case.std, len(case.scores), result.metric), delta_text))
+                     score_text(case.mean, case.std, len(case.scores), result.metric), delta_text,
+                     case.converged_text))
     return rows
 
 
@@ -798,8 +847,10 @@ def markdown(result: BenchResult) -> str:
         f"# Methods side by side: {settings['model']['name_or_path']} on {'/'.join(Path(data['train']).parts[-2:])}",
         "",
         f"{result.train_examples:,} training examples (`{data['train']}`), {result.validation_examples:,} validation "
-        f"examples ({result.validation_source}); {settings['steps']} steps of batch {settings['batch_size']}, longest "
-        f"input {data['max_length']} tokens; seeds {', '.join(map(str, seeds))}; pooling "
+        f"examples ({result.validation_source}); {settings['steps']} steps of batch {settings['batch_size']}"
+        + (f" at most, a run stopping after {settings['patience']} evaluations without improvement (every "
+           f"{max(1, settings['steps'] // settings['evaluations'])} steps)" if settings.get("patience") else "")
+        + f", longest input {data['max_length']} tokens; seeds {', '.join(map(str, seeds))}; pooling "
         f"{settings['model']['pooling']}.",
         f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch "
         f"thread{'' if machine['torch_threads'] == 1 else 's'}, "
@@ -808,6 +859,9 @@ def markdown(result: BenchResult) -> str:
         f"{result.matmul_peak_flops / 1e9:,.1f} GFLOP/s. Wall time {result.wall_time_s / 60:.1f} min.",
         "",
         f"## {metric} on the validation data (mean ± std over seeds; points × 100)",
+        "",
+        ("converged: 'not converged' where a run's best evaluation was its last (its curve was still rising when its "
+         "steps ran out: more steps would score higher); '–' where it was evaluated once, which cannot tell."),
         "",
         *_table([c.format(metric=metric) for c in ACCURACY_COLUMNS], accuracy_rows(result)),
         "",

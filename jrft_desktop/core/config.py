@@ -1,7 +1,9 @@
 """What a run is made of, as frozen dataclasses.
 
 Each field's `metadata["help"]` is the one explanation of that setting: the CLI shows it as `--help` text and
-the desktop app as a tooltip. Configs round-trip through JSON (`to_dict` / `from_dict`)."""
+the desktop app as a tooltip. A numeric field's metadata also holds its valid range (`_help(..., minimum=...)`,
+see ranges.py), which ends its help and which every dataclass here checks when it is made (`__post_init__`).
+Configs round-trip through JSON (`to_dict` / `from_dict`)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import methods  # the registry (no torch): MethodSpec's fields are the methods' options
-from .errors import UserError
+from . import methods, ranges  # the registry (no torch): MethodSpec's fields are the methods' options
+from .errors import DataError, PrivacyError, UserError
+from .ranges import SEED_MAX, between
+
+PRECISIONS = ("auto", "fp32", "bf16")  # TrainingSpec.precision (see precision.py)
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_DECODER = "bundled:SmolLM2-135M-Instruct"  # a small chat decoder that ships with the app too
@@ -23,7 +28,9 @@ DEFAULT_DELTA = 1e-5
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
+    """A field's metadata: its help, and for a numeric setting its valid range (the keys of `ranges.between`)."""
+    return {"help": text, **{key: value for key, value in extra.items() if key not in ranges.KEYS},
+            **between(**{key: value for key, value in extra.items() if key in ranges.KEYS})}
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,10 @@ class DataSpec:
     task: str = field(
         default="auto",
         metadata=_help("What the model learns: 'classify' (a class or a number for each text or text pair), 'tag' "
-                       "(a BIO or IOBES tag for each word: named entities), or 'auto' (guessed from the data: a "
-                       "CoNLL file or columns of token and tag lists are 'tag', anything else 'classify')."),
+                       "(a BIO or IOBES tag for each word: named entities), 'generate' (answers to instructions, chats "
+                       "or plain text: a decoder's language modelling), or 'auto' (guessed from the data: instruction, "
+                       "chat or text-only data is 'generate', a CoNLL file or columns of token and tag lists 'tag', "
+                       "anything else 'classify')."),
     )
     train: str = field(
         default="",
@@ -68,7 +77,8 @@ class DataSpec:
         metadata=_help("Validation data in the same format. Without it a seeded, stratified split is held out."),
     )
     text_column: str | None = field(
-        default=None, metadata=_help("Column with the text, or for 'tag' the token lists (guessed when empty).")
+        default=None, metadata=_help("Column with the text, or for 'tag' the token lists, or for 'generate' plain-text "
+                     "documents (guessed when empty; instruction and chat columns are found by their names).")
     )
     text_pair_column: str | None = field(
         default=None, metadata=_help("Optional second text column for sentence-pair tasks (e.g. entailment).")
@@ -79,23 +89,39 @@ class DataSpec:
                        "fractional numbers make it a regression task. For 'tag': the tag lists."),
     )
     validation_fraction: float = field(
-        default=0.1, metadata=_help("Share of the training rows held out for validation when no file is given.")
+        default=0.1, metadata=_help("Share of the training rows held out for validation when no file is given.",
+                                    minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
     )
     max_length: int = field(
-        default=128, metadata=_help("Longest input in tokens; longer texts are truncated (and counted).")
+        default=128, metadata=_help("Longest input in tokens; longer texts are truncated (and counted).",
+                                    minimum=8)
     )
     max_train_rows: int | None = field(
-        default=None, metadata=_help("Use at most this many training rows (a seeded random sample).")
+        default=None, metadata=_help("Use at most this many training rows (a seeded random sample).", minimum=1)
     )
     max_validation_rows: int | None = field(
         default=None,
         metadata=_help("Score on at most this many validation rows (a seeded random sample): faster evaluation "
-                       "on a big validation set."),
+                       "on a big validation set.", minimum=1),
     )
+    fill: tuple[str, ...] = field(
+        default=(),
+        metadata=_help("Values for placeholders such as {{name}} in generation data, as name=value (repeat for each "
+                       "placeholder)."),
+    )
+    train_on_prompts: bool = field(
+        default=False,
+        metadata=_help("Generation: let the loss count every token, the prompts too, not only the answers."),
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "fill", tuple(self.fill))  # a JSON list
+        ranges.check(self, DataError)
 
 
 def _check_method_spec(spec) -> None:
     methods.get_method(spec.name)  # an unknown name is refused with the nearest known one
+    ranges.check(spec)
     for option in dataclasses.fields(spec):
         choices, value = option.metadata.get("choices"), getattr(spec, option.name)
         if choices and value is not None and value not in choices:
@@ -124,7 +150,8 @@ def _make_method_spec() -> type:
         ("name", str, field(default=registered[0].name, metadata=_help("Finetuning method (see `jrft methods`)."))),
         ("budget", int | None, field(default=None, metadata=_help(
             "Trainable parameters the method may use, not counting the head: sets "
-            + ", ".join(f"{size} for {'/'.join(names)}" for size, names in sized.items()) + "."))),
+            + ", ".join(f"{size} for {'/'.join(names)}" for size, names in sized.items()) + ".",
+            minimum=0, exclusive_minimum=True))),
     ]
     options = [(name, kind, field(default=option.default, metadata=option.metadata))
                for name, (option, kind) in methods.spec_option_fields().items()]
@@ -153,32 +180,38 @@ def method_presets() -> tuple:
 class TrainingSpec:
     """How to train: schedule, batch, stopping rules, device and seed."""
 
-    epochs: float | None = field(default=None, metadata=_help("Passes over the training data (default 3)."))
-    max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps."))
-    batch_size: int = field(default=32, metadata=_help("Examples per optimizer step (before accumulation)."))
+    epochs: float | None = field(default=None, metadata=_help("Passes over the training data (default 3).",
+                                                              minimum=0, exclusive_minimum=True))
+    max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps.", minimum=1))
+    batch_size: int = field(default=32, metadata=_help("Examples per optimizer step (before accumulation).",
+                                                       minimum=1))
     gradient_accumulation: int = field(
-        default=1, metadata=_help("Batches whose gradients are summed into one optimizer step.")
+        default=1, metadata=_help("Batches whose gradients are summed into one optimizer step.", minimum=1)
     )
     lr: float | None = field(
         default=None,
         metadata=_help("Learning rate. Empty picks the method's default: a few-thousand-parameter method wants "
-                       "1e-2 to 1e-1, full finetuning 5e-5."),
+                       "1e-2 to 1e-1, full finetuning 5e-5.", minimum=0, exclusive_minimum=True,
+                       called="The learning rate", advice="leave it unset for the method's default"),
     )
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay.", minimum=0))
     schedule: str = field(
         default="linear",
         metadata=_help("'linear': warmup then linear decay to zero; 'constant': warmup then flat.",
                        choices=("linear", "constant")),
     )
-    warmup_ratio: float = field(default=0.06, metadata=_help("Share of the steps spent warming up the rate."))
+    warmup_ratio: float = field(default=0.06, metadata=_help("Share of the steps spent warming up the rate.",
+                                                             minimum=0, maximum=1))
     eval_every: int | None = field(
-        default=None, metadata=_help("Evaluate on the validation set every N steps (default: 10 times a run).")
+        default=None, metadata=_help("Evaluate on the validation set every N steps (default: 10 times a run).",
+                                     minimum=1)
     )
     checkpoint_every: int | None = field(
-        default=None, metadata=_help("Save a resumable checkpoint every N steps (default: at every evaluation).")
+        default=None, metadata=_help("Save a resumable checkpoint every N steps (default: at every evaluation).",
+                                     minimum=1)
     )
     early_stopping_patience: int | None = field(
-        default=None, metadata=_help("Stop after this many evaluations without improvement.")
+        default=None, metadata=_help("Stop after this many evaluations without improvement.", minimum=1)
     )
     metric: str = field(
         default="auto",
@@ -187,7 +220,8 @@ class TrainingSpec:
                        "(tag); 'auto' = accuracy (classification), pearson (regression) or entity_f1 (tag)."),
     )
     device: str = field(default="auto", metadata=_help("'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda:0', ..."))
-    seed: int = field(default=0, metadata=_help("Seed for the data order, the split and the initialisation."))
+    seed: int = field(default=0, metadata=_help("Seed for the data order, the split and the initialisation.",
+                                                minimum=0, maximum=SEED_MAX))
     gradient_checkpointing: bool = field(
         default=False,
         metadata=_help("Recompute each layer's activations in the backward pass instead of keeping them: much less "
@@ -198,6 +232,21 @@ class TrainingSpec:
         metadata=_help("Keep the model's dropout on while training (off by default: small methods train "
                        "better and reproducibly without it)."),
     )
+    precision: str = field(
+        default="auto",
+        metadata=_help("What the model computes in: 'bf16' (bf16 autocast; the trainable tensors and the optimizer "
+                       "state stay fp32), 'fp32', or 'auto' (bf16 on a CPU with AVX512-BF16 or AMX and on a GPU that "
+                       "has it, fp32 elsewhere: never an emulated, slower bf16). Evaluation uses the same. bf16 on a "
+                       "device without it is refused.", choices=PRECISIONS),
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata=_help("Batch examples of similar length together (a shuffled order of shuffled groups, like the "
+                       "Hugging Face Trainer's group_by_length), so less padding is computed."),
+    )
+
+    def __post_init__(self):
+        ranges.check(self)
 
 
 @dataclass(frozen=True)
@@ -207,28 +256,38 @@ class Privacy:
     epsilon: float | None = field(
         default=None,
         metadata=_help("Privacy budget ε for the whole run (smaller is more private; 1 to 8 is common). Setting "
-                       "it trains with DP-SGD, the noise calibrated so the planned steps spend at most this ε."),
+                       "it trains with DP-SGD, the noise calibrated so the planned steps spend at most this ε.",
+                       minimum=0, exclusive_minimum=True, called="ε",
+                       advice="smaller is more private, 1 to 8 is common"),
     )
     delta: float | None = field(
         default=None,
         metadata=_help("Privacy parameter δ, the chance the ε guarantee fails; it must be below 1/N for N training "
-                       f"examples. Empty picks min({DEFAULT_DELTA:g}, 1/(10 N)), recorded with the run."),
+                       f"examples. Empty picks min({DEFAULT_DELTA:g}, 1/(10 N)), recorded with the run.",
+                       minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True, called="δ",
+                       advice=f"leave it unset for min({DEFAULT_DELTA:g}, 1/(10 N)) with N training examples"),
     )
     max_grad_norm: float = field(
         default=1.0,
         metadata=_help("Clipping norm C: every example's gradient is scaled down to at most this length before "
-                       "the noise is added."),
+                       "the noise is added.", minimum=0, exclusive_minimum=True, called="The clipping norm C",
+                       advice="1.0 is a good start"),
     )
     noise_multiplier: float | None = field(
         default=None,
         metadata=_help("Noise standard deviation σ as a multiple of C. Empty: calibrated from ε. Given with ε: "
-                       "checked to stay within ε; given alone: the ε it spends is only reported."),
+                       "checked to stay within ε; given alone: the ε it spends is only reported.",
+                       minimum=0, exclusive_minimum=True, called="The noise multiplier σ",
+                       advice="leave it unset to calibrate it from ε"),
     )
     accountant: str = field(
         default="prv",
         metadata=_help("How ε is computed: 'prv' (privacy random variables: tight, as in the paper) or 'rdp' "
                        "(Rényi DP: a looser, classic bound).", choices=ACCOUNTANTS),
     )
+
+    def __post_init__(self):
+        ranges.check(self, PrivacyError)
 
     @property
     def enabled(self) -> bool:
@@ -280,8 +339,19 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def field_help(cls: type, name: str) -> str:
-    """The help text of one setting (for the CLI and the GUI tooltips)."""
-    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+    """The help text of one setting (for the CLI and the GUI tooltips), ending with its valid range if numeric."""
+    text = next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+    return " ".join(filter(None, (text, ranges.describe(cls, name))))
+
+
+def field_bounds(cls: type, name: str, step: float = 1, ceiling: float | None = None) -> tuple[float, float]:
+    """The lowest and highest value of a setting that a number box with this `step` offers (`ceiling` caps it)."""
+    return ranges.bounds(cls, name, step, ceiling)
+
+
+def setting_problem(cls: type, name: str, value: Any) -> str | None:
+    """Why `value` is not valid for the setting (one sentence), None when it is: for a box that is being typed."""
+    return ranges.problem(cls, name, value)
 
 
 def field_choices(cls: type, name: str) -> tuple[str, ...] | None:
@@ -294,3 +364,21 @@ def optional_type(cls: type, name: str) -> type:
     if isinstance(hint, types.UnionType):
         return next(arg for arg in typing.get_args(hint) if arg is not type(None))
     return hint
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a generate run's model answers (`jrft predict`, the app's chat box)."""
+
+    max_new_tokens: int = field(default=128, metadata=_help("The longest answer, in tokens.", minimum=1))
+    temperature: float = field(
+        default=0.0, metadata=_help("0 answers greedily (the likeliest token each time, the same answer every time); "
+                                    "higher values sample more varied answers.", minimum=0.0))
+    top_p: float = field(
+        default=1.0, metadata=_help("Sample only from the likeliest tokens whose probabilities add up to this share "
+                                    "(1: from all); used when the temperature is above 0.", minimum=0.0,
+                                    exclusive_minimum=True, maximum=1.0))
+    seed: int = field(default=0, metadata=_help("Seed of the sampling (answers repeat for the same seed).", minimum=0))
+
+    def __post_init__(self):
+        ranges.check(self)

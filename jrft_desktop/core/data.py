@@ -33,8 +33,10 @@ from .limits import memory_limit
 
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 CONLL_SUFFIX = ".conll"
-SUPPORTED_SUFFIXES = (*DELIMITERS, ".json", ".jsonl", ".ndjson", ".parquet", CONLL_SUFFIX)
+TEXT_SUFFIX = ".txt"  # plain text, one document per non-empty line (continued pretraining)
+SUPPORTED_SUFFIXES = (*DELIMITERS, ".json", ".jsonl", ".ndjson", ".parquet", CONLL_SUFFIX, TEXT_SUFFIX)
 TOKENS_COLUMN, TAGS_COLUMN = "tokens", "tags"  # the columns of a CoNLL file's table
+TEXT_COLUMN = "text"  # the column of a plain-text file's table
 _DOCSTART = "-DOCSTART-"
 _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
@@ -119,6 +121,9 @@ def _read_file(path: Path, limit: int | None, sample: Sample | None = None) -> T
         frame = _read_parquet(path, limit)
     elif suffix == CONLL_SUFFIX:
         frame = _with_encoding_fallback(lambda encoding: _read_conll(path, encoding, limit), path.name, notes)
+    elif suffix == TEXT_SUFFIX:
+        lines = [line.strip() for line in _decode(path, notes).splitlines()]
+        frame = pd.DataFrame({TEXT_COLUMN: [line for line in lines if line][:limit]})
     elif suffix == ".json":
         frame = _json_frame(_decode(path, notes), path, notes)
         if limit is not None:
@@ -192,9 +197,10 @@ def _chunks(path: Path, notes: list[str]) -> Callable[[str], Iterator[pd.DataFra
                     yield pd.DataFrame(chunk)
 
         return conll
-    if suffix == ".json":
-        raise DataError(f"{path.name} ({format_bytes(path.stat().st_size)}) is too big to load whole, and one JSON "
-                        "document cannot be read in pieces; convert it to JSON Lines (one object per line) or CSV.")
+    if suffix in (".json", TEXT_SUFFIX):
+        kind = "one JSON document" if suffix == ".json" else "a text file"
+        raise DataError(f"{path.name} ({format_bytes(path.stat().st_size)}) is too big to load whole, and {kind} "
+                        "cannot be read in pieces; convert it to JSON Lines (one object per line) or CSV.")
 
     def json_lines(encoding: str) -> Iterator[pd.DataFrame]:
         with open(path, encoding=encoding) as handle:

@@ -17,6 +17,10 @@ class ArtifactError(UserError):
     """A vector file, checkpoint or run folder is missing, foreign, tampered with or unusable."""
 
 
+class PrivacyError(UserError):
+    """A privacy request that cannot be honoured (said before training starts)."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for one-line messages."""
     text = str(error).strip()

@@ -42,9 +42,11 @@ class MemoryEstimate:
         return f"about {format_bytes(self.total)} at its peak ({parts}) of the {format_bytes(self.limit)} a run may use"
 
 
-def estimate_memory(info, plan, batch_size: int, max_length: int,
-                    gradient_checkpointing: bool = False) -> MemoryEstimate:
-    """Peak memory of training `plan` on a model described by `info` (models.ModelInfo)."""
+def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_checkpointing: bool = False,
+                    outputs_per_token: int = 0) -> MemoryEstimate:
+    """Peak memory of training `plan` on a model described by `info` (models.ModelInfo); `outputs_per_token`, the
+    width of a head that reads every token (`Task.outputs_per_token`: a language model's vocabulary), whose outputs,
+    their float copy and their gradient are held at once."""
     weights = FLOAT * info.parameters
     optimizer = 3 * FLOAT * plan.trainable_params
     projections = 0
@@ -59,6 +61,7 @@ def estimate_memory(info, plan, batch_size: int, max_length: int,
             + batch_size * info.attention_heads * max_length ** 2
         layers = 1 if gradient_checkpointing else info.layers  # one layer's worth, recomputed in backward
         activations = FLOAT * per_layer * layers + FLOAT * tokens * info.hidden_size * info.layers
+    activations += 3 * FLOAT * batch_size * max_length * outputs_per_token
     return MemoryEstimate(weights, optimizer, projections, activations, memory_limit())
 
 
@@ -104,16 +107,18 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
     training = config.training
     task = task_for(config.data.task, config.data.train)
     data = task.load_data(config.data, training.seed)
-    loaded = load_backbone(config.model)
+    loaded = load_backbone(config.model, task)
     model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method, task)
-    encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model)
-    memory = estimate_memory(model.info, plan, training.batch_size, encoder.max_length, training.gradient_checkpointing)
+    encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model, config.data)
+    memory = estimate_memory(model.info, plan, training.batch_size, encoder.max_length, training.gradient_checkpointing,
+                             task.outputs_per_token(model))
     require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
     device = pick_device(training.device)
     model.to(device).train(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=method.default_lr_for(model.family))
-    optimization = Optimization.create(model, optimizer, task.loss_function(data.task), device)
+    optimization = Optimization.create(model, optimizer, task.loss_function(data.task), device,
+                                       precision=training.precision)
     times = []
     for index, (inputs, labels) in enumerate(first_batches(task, encoder, data.train, training.batch_size,
                                                            steps + 1, device)):

@@ -159,7 +159,8 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
     tensors, metadata = read_vector(path)
     base = metadata["base_model"]
     model_spec = ModelSpec(name_or_path=model_override or base["id"], trust_remote_code=trust_remote_code)
-    loaded = load_backbone(model_spec)
+    task = get_task(metadata.get("task_name", DEFAULT_TASK))
+    loaded = load_backbone(model_spec, task)
     if loaded.fingerprint != base["fingerprint"]:
         raise ArtifactError(
             f"This vector was trained on another base model ({base['id']}, fingerprint {base['fingerprint'][:12]}); "
@@ -168,7 +169,6 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
         )
     spec = MethodSpec(**metadata["method_spec"])
     labels = metadata["label_names"]
-    task = get_task(metadata.get("task_name", DEFAULT_TASK))
     model, method, _ = methods.build(loaded, metadata["pooling"], len(labels) if labels else 1, spec, task)
     projection = metadata.get("projection")
     if projection:
@@ -246,15 +246,22 @@ def check_transformers(model: JrftModel, method) -> None:
     model.task.check_stock_compatible(model)
 
 
+def merged_stock(model: JrftModel, method, metadata: dict) -> torch.nn.Module:
+    """The task's stock transformers model holding the run with its method folded in, its head written (the
+    trained model is left as it was: the merge works on a copy)."""
+    work, base = merged_copy(model, method)
+    stock = stock_model(work, base, metadata["label_names"], model.task.stock_class)
+    with torch.no_grad():
+        work.family.stock_head(model.task.name).write(stock, base, work.head, work.layers()[-1], work.family)
+    return stock
+
+
 def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: Path) -> Path:
     """A stock transformers folder of the task's class (e.g. `AutoModelForSequenceClassification`) with the method
     folded in (atomic)."""
     check_transformers(model, method)
     out_dir = check_target(out_dir)
-    work, base = merged_copy(model, method)
-    stock = stock_model(work, base, metadata["label_names"], model.task.stock_class)
-    with torch.no_grad():
-        work.family.stock_head(model.task.name).write(stock, base, work.head, work.layers()[-1], work.family)
+    stock = merged_stock(model, method, metadata)
     with atomic_directory(out_dir) as temp:
         stock.save_pretrained(temp)
         tokenizer.save_pretrained(temp)

@@ -3,7 +3,8 @@
 Every form folds the method into the weights (so only methods that fold have any) and writes a folder atomically
 with `jrft_manifest.json`. `transformers` is the task's stock class (a classifier that reads the first token, or
 a decoder's last); `sentence-transformers` adds the Pooling and Dense modules that compute a mean- (or first-,
-last-token-) pooled head; `onnx` holds the whole read-out inside its graph, so it fits every pooling and task.
+last-token-) pooled head; `onnx` holds the whole read-out inside its graph, so it fits every pooling and task;
+`gguf` (and `gguf-f16`) is a generated-text run of a Llama-form decoder as one file for llama.cpp and Ollama.
 Importing this module is cheap (torch loads when a form is checked or written)."""
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ def _onnx():
     from . import export_onnx
 
     return export_onnx.check, export_onnx.export_onnx
+
+
+def _gguf():
+    from . import export_gguf
+
+    return export_gguf.check, export_gguf.export_gguf
+
+
+def _gguf_f16():
+    from . import export_gguf
+
+    return export_gguf.check, export_gguf.export_gguf_f16
+
+
+# who reads the biases a SLaSh merge folds in (llama.cpp's llama graph and Ollama add them; transformers drops them)
+_GGUF_BIASES = "they add SLaSh's folded biases, which transformers' GGUF loader drops (use the transformers folder there)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,10 @@ FORMS: dict[str, ExportForm] = {form.name: form for form in (  # the order `auto
     ExportForm("sentence-transformers", "Sentence-transformers folder",
                "SentenceTransformer(folder).encode(texts) returns the logits", _sentence_transformers),
     ExportForm("onnx", "ONNX model", "onnxruntime runs it without PyTorch (model.onnx, tokenizer.json)", _onnx),
+    ExportForm("gguf", "GGUF file (llama.cpp, Ollama)", f"llama.cpp / Ollama run model.gguf (f32); {_GGUF_BIASES}",
+               _gguf),
+    ExportForm("gguf-f16", "GGUF file, f16 (llama.cpp, Ollama)",
+               f"llama.cpp / Ollama run model.gguf (f16 matrices, half the size); {_GGUF_BIASES}", _gguf_f16),
 )}
 FORM_CHOICES = (AUTO, *FORMS)
 

@@ -102,6 +102,14 @@ class ScoreHead(StockHead):
         stock.score.weight.copy_(head.weight)
 
 
+class LanguageModelHead(StockHead):
+    """Decoders generating text: the model's own output layer, frozen in training, copied as it is (a tied one is the
+    input embeddings, already in place)."""
+
+    def write(self, stock, base, head, last_layer, family):
+        stock.get_output_embeddings().weight.copy_(head.weight)
+
+
 @dataclass(frozen=True)
 class ShiftSite:
     """Where one SLaSh position adds its constant shift inside a layer, and which biases it folds into.
@@ -139,6 +147,8 @@ class Family:
     merged_model_type: str | None = None  # a merge that turned a switch on is written as this model type
     native_bias_flags: tuple[str, ...] = ()  # switches of merged_model_type that this family's weights already need
     method_lrs: dict[str, float] = field(default_factory=dict)  # learning rates measured on this family
+    # the llama.cpp architecture its merged language model is written as in GGUF (None: no GGUF form)
+    gguf_architecture: str | None = None
 
     @property
     def prompt_position(self) -> int:
@@ -241,12 +251,14 @@ _LLAMA_BIASES = {
         f"mlp.{name}" for name in ("gate_proj", "up_proj", "down_proj")))),
 }
 # SmolLM2-135M, sentiment, 150 steps of 16 (../shared/reference/method.md): SLaSh at the down projection reached 81.5%
-# at lr 1e-2, 79.0% at 3e-2 and 73.0% at 1e-1, so decoders want a tenth of the encoders' rate.
+# at lr 1e-2, 79.0% at 3e-2 and 73.0% at 1e-1 (measured when the encoders' default was 3e-2; it is 1e-2 for SLaSh
+# now too), so decoders keep 1e-2 for both projected methods.
 _DECODER_LRS = {"slash": 1e-2, "jr-warp": 1e-2}
 _LLAMA_LIKE = dict(layers="layers", shift_sites=_pre_norm_sites("self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"),
                    lora_targets=("q_proj", "v_proj"),
-                   stock_heads={"classify": ScoreHead(), "tag": LinearClassifier("score")}, norm="pre", causal=True,
-                   bias_switches=_LLAMA_BIASES, method_lrs=_DECODER_LRS)
+                   stock_heads={"classify": ScoreHead(), "tag": LinearClassifier("score"),
+                                "generate": LanguageModelHead()}, norm="pre", causal=True,
+                   bias_switches=_LLAMA_BIASES, method_lrs=_DECODER_LRS, gguf_architecture="llama")
 FAMILIES: dict[str, Family] = {  # keyed by the config's model_type
     "bert": Family("encoder.layer", _BERT_SITES, ("query", "value"),
                    {"classify": LinearClassifier(), "tag": _TOKENS}),
@@ -260,7 +272,7 @@ FAMILIES: dict[str, Family] = {  # keyed by the config's model_type
     ),
     "gpt2": Family(
         "h", _pre_norm_sites("attn.c_proj", "mlp.c_fc", "mlp.c_proj"), ("c_attn",),
-        {"classify": ScoreHead(), "tag": _TOKENS},
+        {"classify": ScoreHead(), "tag": _TOKENS, "generate": LanguageModelHead()},
         norm="pre", causal=True, sizes=ConfigSizes(layers="n_layer", hidden="n_embd", intermediate="n_inner",
                                                    intermediate_per_hidden=4, heads="n_head"),
         method_lrs=_DECODER_LRS,

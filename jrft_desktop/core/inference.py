@@ -5,6 +5,7 @@ The trainer, `jrft eval` / `jrft predict` / `jrft demo`, the desktop app and the
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from . import precision as precisions
 from .errors import UserError
 from .models import JrftModel
 
@@ -48,27 +50,37 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def predict_logits(model: JrftModel, encoder, rows: Sequence[dict], device: torch.device, batch_size: int = 64):
+def predict_logits(model: JrftModel, encoder, rows: Sequence[dict], device: torch.device, batch_size: int = 64,
+                   precision: str = "fp32"):
     """The model's outputs for the rows, in order, as its task joins them (`Task.join_outputs`; a pooled head's: one
-    [rows, labels] array)."""
+    [rows, labels] array); computed in `precision` (a resolved one: 'fp32', 'bf16' or 'fp16', see precision.py)."""
     model.eval()
     task = model.task
     outputs: list = [None] * len(rows)
     # Batches of similar length pad far less (dev sets mix short and long sentences); results go back in order.
-    order = sorted(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
+    lengths = task.row_lengths(rows)
+    order = sorted(range(len(rows)), key=lengths.__getitem__)
+    autocast = precisions.autocast(precision, device)
     for start in range(0, len(order), batch_size):
         picked = order[start:start + batch_size]
         batch = [rows[i] for i in picked]
         inputs = {k: v.to(device) for k, v in encoder.collate(batch).items()}
-        for index, output in zip(picked, task.row_outputs(model(**inputs).float().cpu().numpy(), batch)):
+        with autocast or contextlib.nullcontext():
+            computed = model(**inputs)
+        for index, output in zip(picked, task.row_outputs(computed.float().cpu().numpy(), batch)):
             outputs[index] = output
     return task.join_outputs(outputs, model.head.out_features)
 
 
 def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: Sequence, task: str, device: torch.device,
-             processes: distributed.Processes = distributed.Processes(), label_names=None) -> dict:
-    """Metrics on the labelled rows; the processes of a data-parallel run each score their part."""
-    logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device))
+             processes: distributed.Processes = distributed.Processes(), label_names=None,
+             precision: str = "fp32") -> dict:
+    """Metrics on the labelled rows, computed in `precision` (resolved); the processes of a data-parallel run each
+    score their part."""
+    scored = model.task.score_rows(model, encoder, rows, device, processes, precision)
+    if scored is not None:
+        return scored
+    logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device, precision=precision))
     return model.task.metrics(task, labels, logits, label_names)
 
 
@@ -89,6 +101,9 @@ class Predictor:
                  batch_size: int = 64):
         self.model, self.encoder, self.metadata, self.batch_size = model, encoder, metadata, batch_size
         self.device = device if isinstance(device, torch.device) else pick_device(device)
+        # scores reproduce the run's own (computed in its precision); predictions are exact float32, as every merged
+        # form computes them
+        self.precision = precisions.replay(metadata.get("precision", "fp32"), self.device)
         model.to(self.device)
 
     @classmethod
@@ -110,13 +125,18 @@ class Predictor:
         rows, _ = self.model.task.encode(self.encoder, examples)
         return predict_logits(self.model, self.encoder, rows, self.device, self.batch_size)
 
-    def predict(self, examples) -> list[dict]:
-        """The task's record (`Task.prediction_records`) for each example, in order."""
+    def predict(self, examples, options=None, on_text=None) -> list[dict]:
+        """The task's record for each example, in order: generated (`Task.predict_records`, with `options`, a
+        `config.Decoding`, and `on_text(new text)` as an answer grows) or from the outputs
+        (`Task.prediction_records`)."""
+        generated = self.model.task.predict_records(self, examples, options, on_text)
+        if generated is not None:
+            return generated
         return self.model.task.prediction_records(self.logits(examples), self.label_names, examples)
 
     def evaluate(self, examples) -> Evaluation:
         """The run's metrics on labelled examples."""
         rows, truncated = self.model.task.encode(self.encoder, examples)
         scores = evaluate(self.model, self.encoder, rows, examples.labels, self.problem, self.device,
-                          label_names=self.label_names)
+                          label_names=self.label_names, precision=self.precision)
         return Evaluation(scores, len(rows), truncated)

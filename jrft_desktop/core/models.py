@@ -218,6 +218,26 @@ class LoadedBackbone:
     info: ModelInfo
     family: Family
     fingerprint: str
+    output_head: nn.Module | None = None  # the model's own output layer, when the task loaded it (a language model's)
+
+
+def _split(loaded: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """(the base model, its output layer) of a model loaded with a head class (AutoModelForCausalLM); the base model
+    alone of an AutoModel."""
+    base = getattr(loaded, loaded.base_model_prefix, None)
+    if base is None or base is loaded:
+        return loaded, None
+    return base, loaded.get_output_embeddings()
+
+
+def _head_name(loaded: nn.Module, head: nn.Module) -> str:
+    return next(name for name, module in loaded.named_modules() if module is head)
+
+
+def _auto_class(task) -> type:
+    import transformers
+
+    return getattr(transformers, task.backbone_class if task is not None else "AutoModel")
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -229,8 +249,10 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_backbone(spec: ModelSpec) -> LoadedBackbone:
-    from transformers import AutoModel, AutoTokenizer
+def load_backbone(spec: ModelSpec, task=None) -> LoadedBackbone:
+    """The base model (as `task.backbone_class` loads it: a language model keeps its output layer), its tokenizer,
+    what it is, and the fingerprint of the base model's weights (the same for every task)."""
+    from transformers import AutoTokenizer
 
     source, config = load_config(spec)
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", spec)
@@ -244,22 +266,35 @@ def load_backbone(spec: ModelSpec) -> LoadedBackbone:
         if tokenizer.pad_token is None:
             raise ModelError(f"{spec.name_or_path}'s tokenizer has no padding, end or unknown token to pad with.")
     config.pad_token_id = tokenizer.pad_token_id  # a merged stock classifier finds the last token by it
-    model = _from_pretrained(AutoModel.from_pretrained, source, "weights", spec, config=config)
+    auto = _auto_class(task)
+    if auto.__name__ != "AutoModel" and not family_of(config.model_type, spec.name_or_path).causal:
+        auto = _auto_class(None)  # an encoder has no language-model head: the task refuses it, with its reason
+    if auto.__name__ == "AutoModel":
+        model, output_head = _from_pretrained(auto.from_pretrained, source, "weights", spec, config=config), None
+    else:
+        loaded, loading = _from_pretrained(auto.from_pretrained, source, "weights", spec, config=config,
+                                           output_loading_info=True)
+        model, output_head = _split(loaded)
+        if output_head is not None and any(key.startswith(_head_name(loaded, output_head))
+                                           for key in loading["missing_keys"]):
+            raise ModelError(f"{spec.name_or_path} has no weights for its output layer (it was saved without its "
+                             "language-model head, as an AutoModel); generation needs the whole causal language "
+                             "model, saved with AutoModelForCausalLM.save_pretrained.")
     model.eval()
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
     family = family_of(config.model_type, spec.name_or_path)
-    return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model))
+    return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model), output_head)
 
 
-def load_skeleton(spec: ModelSpec) -> LoadedBackbone:
+def load_skeleton(spec: ModelSpec, task=None) -> LoadedBackbone:
     """The model's structure on the meta device, without weights or tokenizer: for counting parameters."""
-    from transformers import AutoModel
-
     source, config = load_config(spec)
+    family = family_of(config.model_type, spec.name_or_path)
+    auto = _auto_class(task if family.causal else None)
     with torch.device("meta"):
-        model = AutoModel.from_config(config)
+        model, output_head = _split(auto.from_config(config))
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
-    return LoadedBackbone(model, None, info, family_of(config.model_type, spec.name_or_path), fingerprint="")
+    return LoadedBackbone(model, None, info, family, fingerprint="", output_head=output_head)
 
 
 class JrftModel(nn.Module):
@@ -280,8 +315,9 @@ class JrftModel(nn.Module):
         if self.family.causal and self.pooling == "cls":
             raise ModelError("A decoder's first token sees nothing of the text after it; choose pooling 'last' (the "
                              "last token, the default for decoders) or 'mean'.")
-        self.head = self.task.make_head(loaded.info.hidden_size, num_labels, bias=self.family.head_bias)
+        self.head = self.task.head_for(loaded, num_labels, bias=self.family.head_bias)
         self.prompts: nn.Module | None = None  # set by prompt methods: a module whose forward() gives (P, H)
+        self.prompts_cached = False  # generating token by token: the prompt tokens are in the cache, not the input
         self.uses_token_types = "token_type_ids" in inspect.signature(loaded.model.forward).parameters
 
     def base(self) -> nn.Module:

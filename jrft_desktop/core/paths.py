@@ -51,10 +51,7 @@ def new_run_dir(label: str) -> Path:
         except FileExistsError:
             candidate, number = base.with_name(f"{base.name}-{number}"), number + 1
         except OSError as error:
-            problem = disk_problem(error)
-            if problem is None:
-                raise
-            raise ArtifactError(f"Cannot make a run folder in {base.parent}: {problem}.") from None
+            raise ArtifactError(f"Cannot make a run folder in {base.parent}: {folder_problem(error)}.") from None
 
 
 def cache_dir() -> Path:
@@ -161,6 +158,21 @@ def disk_problem(error: BaseException) -> str | None:
     return None
 
 
+def folder_problem(error: OSError) -> str:
+    """Why a folder could not be made, in words a user can act on: `disk_problem`'s, or the file system's refusal
+    (a virtual file system such as /proc answers 'No such file or directory')."""
+    return disk_problem(error) or (f"the folder cannot be made there ({error.strerror or error}); choose a folder "
+                                   "on a disk you can write to")
+
+
+def make_folder(path: Path, what: str = "the output folder") -> None:
+    """Make `path` and its parents (nothing when they exist); any failure is one ArtifactError naming `what`."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ArtifactError(f"Cannot write to {what} {path}: {folder_problem(error)}.") from None
+
+
 def _write_error(path: Path, error: BaseException) -> ArtifactError | None:
     problem = disk_problem(error)
     return ArtifactError(f"Cannot write {path}: {problem}.") if problem else None
@@ -170,8 +182,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(temp_path)`, fsync it, then rename over `path`: readers see the old file or the new one."""
     path = Path(path)
     temp = None
+    make_folder(path.parent, "the folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(path)
         fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -221,8 +233,8 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     crash between them."""
     path = Path(path)
     temp = None
+    make_folder(path.parent, "the folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         recover_directory(path)
         _remove_stale_temps(path)
         temp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))

@@ -28,7 +28,7 @@ import torch
 
 from .config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
 from .distributed import Processes
-from .errors import UserError, first_line
+from .errors import PrivacyError, first_line  # PrivacyError: also config's refusal of ε, δ, C or σ
 from .paths import atomic_write_text
 
 REPORT_NAME = "privacy_report.md"
@@ -48,10 +48,6 @@ RDP_ORDERS = tuple(float(order) for order in range(2, 257))
 # Refused as "unreachable": a calibrated σ above the logical batch size L. The noise on the averaged gradient
 # (σ·C / L per coordinate) would then exceed the largest gradient any example may contribute (C).
 MAX_NOISE_PER_EXAMPLE = 1.0
-
-
-class PrivacyError(UserError):
-    """A privacy request that cannot be honoured (said before training starts)."""
 
 
 @contextlib.contextmanager
@@ -186,16 +182,8 @@ def _most_steps_within(epsilon: float, noise_multiplier: float, sample_rate: flo
 def plan_privacy(privacy: Privacy, train_examples: int, logical_batch: int, steps: int) -> PrivacyPlan:
     """Check the request and resolve δ and σ; every refusal is a PrivacyError that says what would work."""
     n = train_examples
-    if privacy.epsilon is not None and not privacy.epsilon > 0:
-        raise PrivacyError(f"ε must be a positive number (got {privacy.epsilon}); smaller is more private, 1 to 8 "
-                           "is common.")
     if privacy.accountant not in ACCOUNTANTS:
         raise PrivacyError(f"Unknown privacy accountant {privacy.accountant!r}; choose {' or '.join(ACCOUNTANTS)}.")
-    if not privacy.max_grad_norm > 0:
-        raise PrivacyError(f"The clipping norm C must be positive (got {privacy.max_grad_norm}); 1.0 is a good start.")
-    if privacy.noise_multiplier is not None and not privacy.noise_multiplier > 0:
-        raise PrivacyError(f"The noise multiplier σ must be positive (got {privacy.noise_multiplier}); leave it "
-                           "empty to calibrate it from ε.")
     if logical_batch > n:
         raise PrivacyError(f"The logical batch (batch size x gradient accumulation = {logical_batch}) is larger than "
                            f"the {n} training examples; private training samples each step from the data, so use "
@@ -203,10 +191,7 @@ def plan_privacy(privacy: Privacy, train_examples: int, logical_batch: int, step
     if privacy.delta is None:
         delta, delta_source = default_delta(n), f"default: min({DEFAULT_DELTA:g}, 1/(10 N)) for N = {n}"
     else:
-        delta, delta_source = float(privacy.delta), "given"
-        if not 0 < delta < 1:
-            raise PrivacyError(f"δ must be between 0 and 1 (got {privacy.delta}); leave it empty for "
-                               f"{default_delta(n):.3g}.")
+        delta, delta_source = float(privacy.delta), "given"  # within (0, 1): Privacy checks its ranges
         if delta >= 1 / n:
             raise PrivacyError(f"δ = {delta:g} is not below 1/N = 1/{n} = {1 / n:.3g} for the {n} training examples: "
                                "a δ that large allows the guarantee to fail for a whole example; use a δ below "

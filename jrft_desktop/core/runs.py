@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .config import RunConfig
 from .errors import ArtifactError, UserError
-from .paths import (atomic_directory, atomic_write, atomic_write_text, disk_problem, process_alive,
+from .paths import (atomic_directory, atomic_write, atomic_write_text, disk_problem, make_folder, process_alive,
                     recover_directory)
 
 try:
@@ -95,8 +95,8 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         require_folder(self.path.parent)
+        make_folder(self.path.parent)  # the first write of a run: a folder that cannot be made is refused here
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             while self.fd is None:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 taken = _try_os_lock(fd)

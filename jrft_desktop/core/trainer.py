@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import distributed, methods, runs
+from . import precision as precisions
 from .config import RunConfig, TrainingSpec
 from .errors import UserError
 from .estimate import estimate_memory, require_fits
@@ -38,26 +39,61 @@ from .tasks import Task, task_for
 from .tasks.base import TaskData
 
 
+MEGA_BATCH = 50  # batches per length-sorted group when batches are grouped by length (as the HF Trainer's)
+
+
 @dataclass
 class Batches:
-    """Tokenised examples, batched in a seeded order that depends only on (seed, epoch)."""
+    """Tokenised examples, batched in a seeded order that depends only on (seed, epoch).
+
+    Grouped by length (TrainingSpec.group_by_length), an epoch is the HF Trainer's `group_by_length` order with the
+    batches shuffled too: a random permutation cut into groups of MEGA_BATCH steps, each group sorted by length and
+    cut into steps (`accumulation` batches each), and those steps in a random order (a short last step stays last,
+    so that steps keep their batches together). Every example is still in exactly one batch of an epoch, and far
+    fewer padding tokens are computed."""
 
     rows: list[dict]
     labels: Sequence  # each row's example's labels, as the task holds them; the task's encoder collates a batch's
     batch_size: int
     seed: int
+    lengths: Sequence[int] | None = None  # each row's padded length (Task.row_lengths); None: all alike
+    group_by_length: bool = False
+    accumulation: int = 1  # batches per optimizer step: a step's batches come from one length group
 
     def __post_init__(self):
         self.per_epoch = math.ceil(len(self.rows) / self.batch_size)
-        self._order: tuple[int, torch.Tensor] | None = None
+        self._order: tuple[int, list[list[int]]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The examples of every batch of one epoch, in order."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.rows), generator=generator).tolist()
+        size = self.batch_size
+        if not self.group_by_length or self.lengths is None:
+            return [order[start:start + size] for start in range(0, len(order), size)]
+        step = size * self.accumulation
+        steps = []
+        for start in range(0, len(order), step * MEGA_BATCH):
+            group = sorted(order[start:start + step * MEGA_BATCH], key=self.lengths.__getitem__, reverse=True)
+            steps += [group[first:first + step] for first in range(0, len(group), step)]
+        short = [steps.pop()] if steps and len(steps[-1]) < step else []
+        steps = [steps[i] for i in torch.randperm(len(steps), generator=generator).tolist()] + short
+        return [picked[first:first + size] for picked in steps for first in range(0, len(picked), size)]
 
     def indices(self, index: int) -> list[int]:
         """The examples of batch `index` (counted across epochs)."""
         epoch, within = divmod(index, self.per_epoch)
         if self._order is None or self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.rows), generator=generator))
-        return self._order[1][within * self.batch_size:(within + 1) * self.batch_size].tolist()
+            self._order = (epoch, self.epoch_batches(epoch))
+        return self._order[1][within]
+
+    def padded_share(self, epoch: int = 0) -> float | None:
+        """The share of padding among the tokens that one epoch's batches compute (None without lengths)."""
+        if self.lengths is None or not self.rows:
+            return None
+        batches = self.epoch_batches(epoch)
+        computed = sum(len(batch) * max(self.lengths[i] for i in batch) for batch in batches)
+        return 1 - sum(self.lengths) / computed
 
     def batch(self, index: int, encoder) -> tuple[dict, torch.Tensor]:
         return self.gather(self.indices(index), encoder)
@@ -81,12 +117,16 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def autocast_for(device: torch.device):
-    """Mixed precision where it is fast: bf16 (or fp16 with a GradScaler) on CUDA; None (fp32) elsewhere."""
-    if device.type != "cuda":
-        return None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """The autocast of `precision` (TrainingSpec.precision, or a resolved 'fp16') on `device`: bf16 where the
+    device has it natively (or fp16 with a GradScaler on an older CUDA GPU); None for fp32 (precision.py)."""
+    resolved = precision if precision == "fp16" else precisions.resolve(precision, device)
+    return precisions.autocast(resolved, device)
+
+
+def _full(outputs):
+    """Outputs computed under autocast, in fp32 for the loss."""
+    return outputs.float() if isinstance(outputs, torch.Tensor) and outputs.is_floating_point() else outputs
 
 
 @dataclass
@@ -103,8 +143,8 @@ class Optimization:
 
     @classmethod
     def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, device: torch.device,
-               full_precision: bool = False) -> Optimization:
-        autocast = None if full_precision else autocast_for(device)
+               full_precision: bool = False, precision: str = "auto") -> Optimization:
+        autocast = None if full_precision else autocast_for(device, precision)
         scaler = torch.amp.GradScaler("cuda") if autocast is not None and autocast.fast_dtype == torch.float16 \
             else None
         return cls(model, optimizer, loss_fn, autocast, scaler)
@@ -113,7 +153,7 @@ class Optimization:
         """Accumulate the gradient of `weight` x the batch's mean loss; returns that mean loss (detached)."""
         with self.autocast or contextlib.nullcontext():
             outputs = self.model(**inputs)
-        mean_loss = self.loss_fn(outputs, labels)
+        mean_loss = self.loss_fn(_full(outputs), labels)
         loss = mean_loss * weight
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         return mean_loss.detach()
@@ -168,6 +208,7 @@ class TrainingState:
     history: list[dict] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     privacy: dict | None = None  # the privacy accountant's state (private runs)
+    eval_time_s: float = 0.0  # seconds spent evaluating, all evaluations together
     last_eval_s: float = 0.0  # how long the last evaluation took, for the ETA; not saved
 
     def to_dict(self) -> dict:
@@ -202,6 +243,7 @@ class PreparedRun:
     optimization: Optimization
     private: object | None  # privacy.PrivateTraining of a private run
     notes: list[str]
+    precision: str = "fp32"  # what the model computes in, resolved on the device (precision.py)
 
 
 class Trainer:
@@ -324,10 +366,10 @@ class Trainer:
         torch.manual_seed(training.seed)  # head and prompt initialisation
         task = task_for(config.data.task, config.data.train)
         data = task.load_data(config.data, training.seed)
-        loaded = load_backbone(config.model)
+        loaded = load_backbone(config.model, task)
         model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method, task)
-        encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model)
-        notes = [*data.notes, *([plan.note] if plan.note else []), *task.model_notes(model)]
+        encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model, config.data)
+        notes = [*data.notes, *([plan.note] if plan.note else []), *task.model_notes(model), *encoder.notes]
         train_rows, truncated = task.encode(encoder, data.train)
         validation_rows, truncated_val = task.encode(encoder, data.validation)
         if encoder.max_length < config.data.max_length:
@@ -339,14 +381,15 @@ class Trainer:
             raise UserError(f"The batch size {training.batch_size} is larger than the {len(train_rows)} training "
                             f"examples; use a batch size of at most {len(train_rows)}.")
         memory = estimate_memory(model.info, plan, training.batch_size, encoder.max_length,
-                                 training.gradient_checkpointing)
+                                 training.gradient_checkpointing, task.outputs_per_token(model))
         require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
         notes.append(f"memory: {memory.describe()}")
         if training.gradient_checkpointing:
             model.base().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         device = distributed.device_for(processes, pick_device(training.device))
         model.to(device)
-        batches = Batches(train_rows, data.train.labels, training.batch_size, training.seed)
+        batches = Batches(train_rows, data.train.labels, training.batch_size, training.seed,
+                          task.row_lengths(train_rows), training.group_by_length, training.gradient_accumulation)
         schedule = Schedule.plan(training, len(train_rows), plan.default_lr)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=schedule.lr,
                                       weight_decay=training.weight_decay)
@@ -360,11 +403,14 @@ class Trainer:
         # Private steps take per-example gradients of the bare model (in float32) and Opacus adds up the processes'
         # parts.
         trained = distributed.data_parallel(model, device) if processes.parallel and private is None else model
+        precision = "fp32" if private is not None else precisions.resolve(training.precision, device)
+        if private is not None and training.precision == "bf16":
+            notes.append("private training computes in fp32 (per-example gradients), not bf16")
         optimization = Optimization.create(trained, optimizer, task.loss_function(data.task), device,
-                                           full_precision=private is not None)
+                                           precision=precision)
         metric_name = task.default_metric(data.task) if training.metric == "auto" else training.metric
         return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows, data.validation.labels,
-                           device, schedule, metric_name, optimization, private, notes)
+                           device, schedule, metric_name, optimization, private, notes, precision)
 
     def _restore_state(self, run: PreparedRun) -> TrainingState:
         """A fresh state, or a resumed run's checkpoint (trainable tensors, optimizer, privacy accountant)."""
@@ -439,8 +485,9 @@ class Trainer:
         if state.step % schedule.eval_every == 0 or last:
             tick = time.perf_counter()
             scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
-                              run.device, self.processes, label_names=run.data.label_names)
+                              run.device, self.processes, label_names=run.data.label_names, precision=run.precision)
             state.last_eval_s = time.perf_counter() - tick
+            state.eval_time_s += state.last_eval_s
             score = scores[run.metric_name]
             improved = state.best is None or (score < state.best if run.task.lower_is_better(run.metric_name)
                                               else score > state.best)
@@ -471,6 +518,7 @@ class Trainer:
             label_names=run.data.label_names, columns=run.task.columns(run.data), seed=config.training.seed,
             metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
         )
+        metadata["precision"] = run.precision  # what it trained and was evaluated in
         report: tuple[Path, ...] = ()
         if run.private is not None:
             from .privacy import write_report
@@ -495,8 +543,10 @@ class Trainer:
             best_file = self.run_dir / runs.BEST_FILE
             if best_file.is_file():
                 load_trainable_state(run.model, runs.load_state_file(best_file))
+            tick = time.perf_counter()
             scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
-                              run.device, label_names=run.data.label_names)
+                              run.device, label_names=run.data.label_names, precision=run.precision)
+            state.eval_time_s += time.perf_counter() - tick
         training, plan = run.config.training, run.plan
         timed = state.step_times[1:] or state.step_times  # the first step pays for warm-up
         step_time = statistics.median(timed) if timed else None
@@ -512,7 +562,9 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(run.device), "device": str(run.device),
             "processes": self.processes.world_size, "train_examples": len(run.batches.rows),
             "validation_examples": len(run.validation_rows), "validation_source": run.data.validation_source,
-            "wall_time_s": wall_time_s, **scores,
+            "wall_time_s": wall_time_s, "train_time_s": sum(state.step_times), "eval_time_s": state.eval_time_s,
+            "precision": run.precision, "group_by_length": training.group_by_length,
+            "padded_share": run.batches.padded_share(), **scores,
         }
         if run.private is not None:
             summary["privacy"] = run.private.record()

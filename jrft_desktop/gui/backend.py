@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..core import paths, runs
-from ..core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
+from ..core.config import DataSpec, Decoding, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec
 from ..core.errors import ArtifactError, UserError
 from ..core.runs import RunSummary, load_history  # the pages take them from here
 
@@ -60,30 +60,44 @@ def describe_model(spec: ModelSpec):
     return describe(spec)
 
 
+def _task(name: str | None):
+    """The registered task called `name` (None: the default one)."""
+    from ..core.tasks import DEFAULT_TASK, get_task
+
+    return get_task(name or DEFAULT_TASK)
+
+
 @lru_cache(maxsize=4)
-def _skeleton(name_or_path: str, trust_remote_code: bool):
+def _skeleton(name_or_path: str, trust_remote_code: bool, task_name: str | None = None):
     from ..core.models import load_skeleton
 
-    return load_skeleton(ModelSpec(name_or_path=name_or_path, trust_remote_code=trust_remote_code))
+    return load_skeleton(ModelSpec(name_or_path=name_or_path, trust_remote_code=trust_remote_code), _task(task_name))
 
 
-def plan_method(model: ModelSpec, method: MethodSpec, num_labels: int):
-    """The MethodPlan (parameter counts, size) of `method` on `model`, from its structure alone (no weights)."""
+def plan_method(model: ModelSpec, method: MethodSpec, num_labels: int, task_name: str | None = None):
+    """The MethodPlan (parameter counts, size) of `method` on `model` for the task called `task_name` (None: the
+    default one), from its structure alone (no weights)."""
     load_engine()
     from ..core import methods
     from ..core.models import JrftModel
 
-    skeleton = _skeleton(model.name_or_path, model.trust_remote_code)
-    return methods.get_method(method.name).plan(method, JrftModel(skeleton, model.pooling, num_labels))
+    skeleton = _skeleton(model.name_or_path, model.trust_remote_code, task_name)
+    return methods.get_method(method.name).plan(method, JrftModel(skeleton, model.pooling, num_labels,
+                                                                  _task(task_name)))
 
 
-def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: int):
-    """The estimated peak memory (core.estimate.MemoryEstimate) of training `plan` on `model` with these settings,
-    from the model's structure (no weights are loaded)."""
+def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: int, task_name: str | None = None):
+    """The estimated peak memory (core.estimate.MemoryEstimate) of training `plan` on `model` with these settings
+    for the task called `task_name` (a language model's vocabulary-wide outputs count), from the model's structure
+    (no weights are loaded)."""
     from ..core.estimate import estimate_memory
+    from ..core.models import JrftModel
 
-    info = _skeleton(model.name_or_path, model.trust_remote_code).info
-    return estimate_memory(info, plan, training.batch_size, max_length, training.gradient_checkpointing)
+    skeleton = _skeleton(model.name_or_path, model.trust_remote_code, task_name)
+    task = _task(task_name)
+    outputs = task.outputs_per_token(JrftModel(skeleton, model.pooling, 1, task))
+    return estimate_memory(skeleton.info, plan, training.batch_size, max_length, training.gradient_checkpointing,
+                           outputs)
 
 
 def measure_run(config: RunConfig):
@@ -147,6 +161,26 @@ def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpe
     return plan_privacy(privacy, train_examples, training.batch_size * training.gradient_accumulation, steps)
 
 
+# --- tasks --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    summary: str
+
+
+def task_catalog() -> tuple[TaskInfo, ...]:
+    """Every registered task, in the registry's order (the Data page offers them next to 'auto')."""
+    load_engine()
+    from ..core.tasks import all_tasks
+
+    return tuple(TaskInfo(task.name, task.summary) for task in all_tasks())
+
+
+def generates(task) -> bool:
+    """Whether a task answers by generating text: a chat box, not a try-it box."""
+    return task.generates
+
+
 # --- data ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preview:
@@ -157,6 +191,7 @@ class Preview:
     task: str = DataSpec().task  # the task the data is for (DataSpec.task 'auto': the one that recognises it)
     roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")  # the columns' names
     tagged: tuple[tuple[tuple[str, str], ...], ...] | None = None  # token data: each row's words with their tags
+    placeholders: tuple[str, ...] = ()  # names such as {{name}} in the data, whose values the user gives (fill)
 
 
 def data_file_suffixes() -> tuple[str, ...]:
@@ -176,10 +211,14 @@ def preview_table(source: str, task: str = DataSpec().task) -> Preview:
         guessed, tagged = chosen.guess_columns(frame), chosen.tagged_preview(frame)
     except UserError:
         guessed = tagged = None
+    try:
+        found = tuple(chosen.placeholders(source))  # names such as {{name}} to fill in (generation data)
+    except UserError:  # the summary says what is wrong with the file
+        found = ()
     rows = tuple(tuple("" if value is None else str(value) for value in row) for row in frame.itertuples(index=False))
     return Preview(tuple(str(c) for c in frame.columns), rows, guessed, tuple(frame.attrs.get("notes", ())),
                    chosen.name, chosen.column_roles,
-                   tuple(tuple(sentence) for sentence in tagged) if tagged is not None else None)
+                   tuple(tuple(sentence) for sentence in tagged) if tagged is not None else None, found)
 
 
 @dataclass(frozen=True)
@@ -193,6 +232,9 @@ class DataSummary:
     validation_rows: int
     validation_source: str
     notes: tuple[str, ...]
+    task_name: str | None = None  # the task that read the data (None: the default one)
+    trains_head: bool = True  # False: the model's own output layer answers, frozen (generation)
+    stock_class: str = ""  # the transformers class a merged model of this task loads with
 
     @property
     def num_labels(self) -> int:
@@ -208,7 +250,15 @@ def summarize_data(spec: DataSpec, seed: int = 0) -> DataSummary:
     return DataSummary(data.task, task.describe_data(data), data.label_names,
                        task.label_distribution(data.train, data.label_names),
                        task.label_distribution(data.validation, data.label_names), len(data.train),
-                       len(data.validation), data.validation_source, data.notes)
+                       len(data.validation), data.validation_source, data.notes, task.name, task.trains_head,
+                       task.stock_class)
+
+
+def samples_by_step(history) -> list[tuple[int, list[dict]]]:
+    """(step, samples) of every evaluation that answered validation prompts (a generate run: each sample's prompt,
+    expected and generated answer), in order."""
+    return [(entry["step"], list(entry["eval"]["samples"])) for entry in history
+            if isinstance(entry.get("eval"), dict) and entry["eval"].get("samples")]
 
 
 # --- runs (core.runs reads them; RunSummary and load_history are imported above) --------------------------------
@@ -277,6 +327,25 @@ class MergedForm:
 
 
 @dataclass(frozen=True)
+class ChatAnswer:
+    """A generated answer: its whole text, and whether Stop ended it early (the text so far)."""
+
+    text: str
+    stopped: bool = False
+
+
+class _Stopped(Exception):
+    """Raised from the streaming callback to end a generation when the user pressed Stop."""
+
+
+def decoding_fields() -> tuple[str, ...]:
+    """The generation settings the chat box offers (config.Decoding's fields, whose metadata hold help and range)."""
+    import dataclasses
+
+    return tuple(option.name for option in dataclasses.fields(Decoding))
+
+
+@dataclass(frozen=True)
 class Confusion:
     label_names: tuple[str, ...]
     matrix: tuple[tuple[int, ...], ...]  # rows: true label, columns: predicted label
@@ -297,6 +366,12 @@ class TrainedModel:
         self._lock = threading.Lock()
         self.restored = restore(self.run_dir / runs.VECTOR_FILE)
         self.predictor = Predictor.from_restored(self.restored)
+        self._base_predictor = None  # the base model with no method applied (generate runs), loaded when asked
+
+    @property
+    def generates(self) -> bool:
+        """Whether this run answers by generating text (its Results page is a chat box)."""
+        return generates(self.restored.model.task)
 
     @property
     def metadata(self) -> dict:
@@ -322,6 +397,44 @@ class TrainedModel:
             examples = self.restored.model.task.examples_from_texts([text], [pair] if pair is not None else None)
             record, = self.predictor.predict(examples)
         return Prediction.from_record(record)
+
+    def answer(self, turns, options: Decoding | None = None, on_text=None, stop: threading.Event | None = None,
+               base: bool = False) -> ChatAnswer:
+        """The tuned model's answer to a conversation (`turns`: (role, content) pairs, the user's last), or with
+        `base` the base model's (the same model with no method applied); `on_text(new text)` as it grows, from this
+        thread; `stop` set ends it after the current token, with the text so far."""
+        from ..core.tasks.generate import Conversations
+
+        shown: list[str] = []
+
+        def stream(text: str) -> None:
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            shown.append(text)
+            if on_text is not None:
+                on_text(text)
+
+        examples = Conversations.of([tuple((str(role), str(content)) for role, content in turns)], labelled=False)
+        with self._lock:
+            predictor = self._base() if base else self.predictor
+            try:
+                record, = predictor.predict(examples, options or Decoding(), stream)
+            except _Stopped:
+                return ChatAnswer("".join(shown), stopped=True)
+        return ChatAnswer(record["generated"])
+
+    def _base(self):
+        """The run's base model with no method applied, on the tuned model's device (loaded once; under the lock)."""
+        if self._base_predictor is None:
+            from ..core.inference import Predictor
+            from ..core.models import JrftModel, load_backbone
+
+            task, metadata = self.restored.model.task, self.restored.metadata
+            loaded = load_backbone(ModelSpec(name_or_path=metadata["base_model"]["id"]), task)
+            model = JrftModel(loaded, self.restored.model.pooling, 1, task).eval()
+            encoder = task.make_encoder(loaded.tokenizer, int(metadata["max_length"]), model)
+            self._base_predictor = Predictor(model, encoder, metadata, self.predictor.device)
+        return self._base_predictor
 
     def merged_forms(self) -> tuple[MergedForm, ...]:
         """The forms this run's merged model can be saved in, in order (none when its method cannot be folded)."""
@@ -384,9 +497,9 @@ def bench_choices() -> BenchChoices:
     load_engine()
     from ..core import bench
 
-    quick = bench.quick_settings(ModelSpec(), DataSpec(), ())
+    compare = bench.compare_settings(ModelSpec(), DataSpec(), ())
     return BenchChoices(tuple(case.label for case in bench.default_cases()), bench.QUICK_LABELS,
-                        bench.DEFAULT_BUDGET, quick.curve, quick.steps)
+                        bench.DEFAULT_BUDGET, compare.curve, compare.steps)
 
 
 @dataclass(frozen=True)
@@ -405,7 +518,7 @@ def run_comparison(request: ComparisonRequest, on_progress, stop_event: threadin
     from ..core import bench
 
     config = request.config
-    settings = bench.quick_settings(
+    settings = bench.compare_settings(
         config.model, config.data, bench.pick_cases(request.labels, request.budget), steps=request.steps,
         batch_size=config.training.batch_size, metric=config.training.metric, device=config.training.device,
         curve=request.curve, measure_memory=request.measure_memory)

@@ -178,7 +178,8 @@ class MainWindow(QMainWindow):
             data=replace(data.data_spec(), max_length=method.training.max_length()),
             method=method.method_spec(), training=training, privacy=privacy,
         )
-        task = f"{summary.num_labels} classes" if summary.task == "classification" else "regression"
+        task = f"{summary.num_labels} classes" if summary.task == "classification" else \
+            summary.description.partition(" (")[0].partition(":")[0].lower()  # regression, token tagging, generation
         trainable = f" · {thousands(method.plan.trainable_params)} trainable parameters" if method.plan else ""
         if method.privacy.active:
             plan = method.privacy.plan
@@ -223,7 +224,10 @@ class MainWindow(QMainWindow):
         model, summary = self.model_page, self.data_page.summary
         self.method_page.set_context(model.model_spec() if model.info else None,
                                      model.info.parameters if model.info else None,
-                                     summary.num_labels if summary else 2, summary.train_rows if summary else None)
+                                     summary.num_labels if summary else 2, summary.train_rows if summary else None,
+                                     summary.task_name if summary else None,
+                                     summary.trains_head if summary else True,
+                                     summary.stock_class if summary else "")
         self.summary_label.setText(f"Model: {model.short_name() or '–'}   ·   Data: {self.data_page.short_name()}"
                                    f"   ·   Method: {self.method_page.describe_choice()}")
         self.train_page.refresh_plan()

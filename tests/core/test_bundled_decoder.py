@@ -86,3 +86,47 @@ def test_slash_on_the_bundled_decoder_merges_into_a_stock_llama(decoder_cache, t
     assert (torch.tensor(stock["logits"]) - unmerged).abs().max().item() < 1e-4
     assert unmerged.abs().max().item() > 0.01
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["mlp_bias"] is True
+
+
+def test_an_instruction_tuned_slash_merge_answers_as_the_run(decoder_cache, tmp_path):
+    """Generation on the real chat model: the SLaSh merge (biases in a stock LlamaForCausalLM) answers greedily with
+    the same tokens as the run's own decoding, through SmolLM2's chat template, in a clean process."""
+    from clean_process import run_clean
+    from jrft_desktop.core.config import Decoding
+    from jrft_desktop.core.tasks import get_task
+    from jrft_desktop.core.tasks.generate import generate_ids
+
+    task = get_task("generate")
+    loaded = models.load_backbone(ModelSpec(BUNDLED_DECODER), task)
+    spec = MethodSpec(name="slash", d=256, position="output")
+    model, method, plan = methods.build(loaded, "auto", 1, spec, task)
+    assert plan.trainable_params == 256  # the language-model head stays frozen and out of the vector
+    with torch.no_grad():
+        model.projected.z.normal_(0, 0.3)
+    encoder = task.make_encoder(loaded.tokenizer, 128, model)
+    assert encoder.templated and loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in encoder.stop_ids
+    prompts = ["Who are you?", "Name a colour."]
+    ours = [generate_ids(model, encoder.prompt_ids((("user", prompt),)), encoder.stop_ids,
+                         Decoding(max_new_tokens=12), torch.device("cpu")) for prompt in prompts]
+    metadata = export.vector_metadata(
+        model=model, plan=plan, method_spec=spec, model_spec=ModelSpec(BUNDLED_DECODER), max_length=128,
+        task="generation", label_names=None, columns={"text": "instruction", "layout": "alpaca"}, seed=0, metrics={})
+    out = export.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
+    script = textwrap.dedent("""
+        import json, sys, torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        job = json.load(sys.stdin)
+        tokenizer = AutoTokenizer.from_pretrained(job["folder"])
+        model = AutoModelForCausalLM.from_pretrained(job["folder"]).eval()
+        answers = []
+        for prompt in job["prompts"]:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                return_dict=True, return_tensors="pt")["input_ids"]
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12)
+            answer = out[0, ids.shape[1]:].tolist()
+            answers.append(answer[:-1] if answer[-1] == tokenizer.eos_token_id else answer)  # the stop token
+        print(json.dumps({"answers": answers, "class": type(model).__name__,
+                          "jrft_desktop_imported": "jrft_desktop" in sys.modules}))
+    """)
+    stock = run_clean(script, {"folder": str(out), "prompts": prompts}, tmp_path)
+    assert stock["class"] == "LlamaForCausalLM" and stock["answers"] == ours

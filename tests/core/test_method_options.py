@@ -49,7 +49,7 @@ def test_method_spec_is_the_union_of_the_methods_options():
     assert list(spec_fields) == ["name", "budget", *union]
     assert set(spec_fields) == STORED_FIELDS
     for name, item in union.items():  # the declaration is the field: one help text, one default
-        assert field_help(MethodSpec, name) == item.metadata["help"]
+        assert field_help(MethodSpec, name).startswith(item.metadata["help"])  # then a number's valid range
         assert spec_fields[name].default == item.default
     assert {item.name for item in method_option_fields() if item.metadata.get("size")} == {"d", "rank",
                                                                                             "prompt_tokens"}
@@ -168,15 +168,19 @@ def test_a_late_method_reusing_options_gets_their_flags_and_checks(registry):
 def test_a_method_must_declare_its_options_consistently(registry):
     @dataclasses.dataclass(frozen=True)
     class Other:
-        rank: int | None = dataclasses.field(default=None, metadata=option("Another rank.", size=True))
+        rank: int | None = dataclasses.field(default=None, metadata=option("Another rank.", size=True, minimum=1))
 
     @dataclasses.dataclass(frozen=True)
     class New:
-        alpha: float = dataclasses.field(default=1.0, metadata=option("A new setting."))
+        alpha: float = dataclasses.field(default=1.0, metadata=option("A new setting.", minimum=0))
 
     @dataclasses.dataclass(frozen=True)
     class Undocumented:
         beta: int = 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Unbounded:
+        gamma: int = dataclasses.field(default=2, metadata=option("A number without a range."))
 
     def method(name, options, size=None):
         return type(name, (Method,), {"name": name, "options": options, "default_size": size})()
@@ -187,6 +191,8 @@ def test_a_method_must_declare_its_options_consistently(registry):
         registry.register(method("new", New))
     with pytest.raises(TypeError, match="option 'beta' needs .* metadata=option"):
         registry.register(method("bare", Undocumented))
+    with pytest.raises(TypeError, match="option 'gamma' is a number: declare its valid range"):
+        registry.register(method("unbounded", Unbounded))
     with pytest.raises(TypeError, match="needs one size option .* and a default_size"):
         registry.register(method("unsized", NoOptions, 8))
     assert [m.name for m in registry.all_methods()][-1] == "full"
@@ -201,7 +207,7 @@ NEW_METHOD = textwrap.dedent('''
     @dataclasses.dataclass(frozen=True)
     class ScaleOptions:
         scale: float | None = dataclasses.field(default=None, metadata=option(
-            "How far the toy method scales the head.", cli="--scale-by"))
+            "How far the toy method scales the head.", cli="--scale-by", minimum=0, exclusive_minimum=True))
         mode: str = dataclasses.field(default="soft", metadata=option("Toy mode.", choices=("soft", "hard")))
 
     class Scale(Method):
@@ -226,10 +232,11 @@ NEW_METHOD = textwrap.dedent('''
             cli.config_from_args(parser.parse_args(["train", "--data", "x", "--output", "o", *flags]))
         except UserError as error:
             refused.append(str(error))
-    try:
-        MethodSpec(name="scale", mode="medium")
-    except UserError as error:
-        refused.append(str(error))
+    for values in ({"mode": "medium"}, {"scale": -1.0}):
+        try:
+            MethodSpec(name="scale", **values)
+        except UserError as error:
+            refused.append(str(error))
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     print(json.dumps({
         "spec": dataclasses.asdict(spec), "refused": refused, "help": field_help(MethodSpec, "scale"),
@@ -250,8 +257,10 @@ def test_a_new_method_is_its_module_plus_its_registration(tmp_path):
     assert found["refused"] == [
         "--scale-by does not apply to slash (its options: --d, --position, --projection-seed, --on-the-fly).",
         "--rank does not apply to scale (its options: --scale-by, --mode).",
-        "The method's mode must be one of soft, hard (got 'medium')."]
-    assert found["help"] == "How far the toy method scales the head." and found["in_help"] and found["round_trip"]
+        "The method's mode must be one of soft, hard (got 'medium').",
+        "scale must be a positive number (got -1.0)."]  # its declared range, checked like every other
+    assert found["help"] == "How far the toy method scales the head. Must be a positive number."
+    assert found["in_help"] and found["round_trip"]
     assert (found["preset"]["name"], found["preset"]["scale"], found["preset"]["mode"]) == ("scale", 2.0, "hard")
     assert not found["torch"]  # the registry, the config and the parser load without torch
 

@@ -32,11 +32,15 @@ def test_compare_runs_in_the_background_and_shows_table_and_curve(qtbot, window,
     assert page.running and page.stop_button.isEnabled() and not page.run_button.isEnabled()
     qtbot.waitUntil(lambda: not page.running, timeout=300_000)
 
-    assert page.status.kind == "info" and "results.md" in page.status.text()
+    rising = [case.label for case in page.result.cases if case.not_converged]
+    assert page.status.kind == ("warning" if rising else "info") and "results.md" in page.status.text()
+    assert all(label in page.status.text() for label in rising)
     assert progress and progress[-1].done == progress[-1].total == page.progress.maximum() == page.progress.value()
     headers = [page.table.horizontalHeaderItem(column).text() for column in range(page.table.columnCount())]
     assert headers[:4] == ["method", "size", "trainable (with head)", "accuracy"]
-    assert {"step ÷ full", "merged ÷ base", "vector ÷ full"} <= set(headers)
+    assert {"step ÷ full", "merged ÷ base", "vector ÷ full", "converged"} <= set(headers)
+    marks = [page.table.item(row, headers.index("converged")).text() for row in range(page.table.rowCount())]
+    assert [mark.startswith("not converged") for mark in marks] == [label in rising for label in LABELS]
     assert [page.table.item(row, 0).text() for row in range(page.table.rowCount())] == list(LABELS)
     assert page.table.viewport().height() >= page.table.verticalHeader().length()  # every row in view again
     vera_row = [page.table.item(2, column).text() for column in range(page.table.columnCount())]

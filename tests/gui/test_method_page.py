@@ -60,7 +60,7 @@ def test_presets_and_method_defaults(qtbot, page):
     page.choose_preset(PRESETS[0].label)
     assert (page.method.name, page.size_spin.value()) == ("slash", 1024)
     assert page.preset_combo.currentText() == PRESETS[0].label
-    assert "0.03" in page.training.lr_edit.placeholderText()
+    assert "0.01" in page.training.lr_edit.placeholderText()
     page.size_spin.setValue(999)
     assert page.preset_combo.currentText() == "Custom"
 

@@ -31,6 +31,9 @@ def register(method: Method) -> Method:
         if option.name in RESERVED or "help" not in option.metadata or option.default is dataclasses.MISSING:
             raise TypeError(f"{where} needs a name other than {' or '.join(RESERVED)}, a default and "
                             "metadata=option(help, ...).")
+        numeric = hints[option.name] in (int, float, int | None, float | None)
+        if numeric and not {"minimum", "maximum"} & set(option.metadata):
+            raise TypeError(f"{where} is a number: declare its valid range, option(..., minimum=..., maximum=...).")
         if option.name in known and _declaration(*known[option.name]) != _declaration(option, hints[option.name]):
             raise TypeError(f"{where} differs from the one another method declares; share one declaration.")
     sizes = [option.name for option in dataclasses.fields(method.options) if option.metadata.get("size")]

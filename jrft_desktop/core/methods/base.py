@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ArtifactError, UserError
+from ..errors import ArtifactError
 from ..limits import require_memory
+from ..ranges import SEED_MAX, between
 
 if TYPE_CHECKING:
     import torch
@@ -23,20 +24,24 @@ if TYPE_CHECKING:
 
 # --- options: the MethodSpec settings a method reads ----------------------------------------------------------------
 def option(help: str, *, size: bool = False, cli: str | None = None, aliases: tuple[str, ...] = (),
-           choices: tuple | None = None, label: str | None = None, maximum: int | None = None) -> dict[str, Any]:
+           choices: tuple | None = None, label: str | None = None, box_maximum: int | None = None,
+           **valid: Any) -> dict[str, Any]:
     """The metadata of one option field. `help` is its only explanation (`jrft train --help`, the app's tooltip);
     `size`: it sizes the method (a budget sets it instead: `--budget` excludes its flag; at most one per method);
     `cli` its flag (default: --the-name-with-dashes) and `aliases` more flags; `choices` the values it takes; `label`
-    its name in the app (a checkbox's text for a bool); `maximum` the largest value the app's box offers."""
+    its name in the app (a checkbox's text for a bool); `box_maximum` the largest value the app's box offers where
+    the valid range has no top; `valid` a number's valid range (`ranges.between`: minimum=..., maximum=...,
+    exclusive_minimum=True, ...), checked whenever a MethodSpec is made and shown in the help."""
     extra = {"size": size, "cli": cli, "aliases": tuple(aliases), "choices": choices, "label": label,
-             "maximum": maximum}
-    return {"help": help, **{key: value for key, value in extra.items() if value}}
+             "box_maximum": box_maximum}
+    return {"help": help, **{key: value for key, value in extra.items() if value}, **between(**valid)}
 
 
 def projection_seed_option():
     return field(default=0, metadata=option(
         "Seed of the method's fixed random draws (the projections W_l of slash and jr-warp, VeRA's shared matrices, "
-        "WARP's first prompt tokens); recorded in every export.", label="Projection seed", maximum=2**31 - 1))
+        "WARP's first prompt tokens); recorded in every export.", label="Projection seed", minimum=0,
+        maximum=SEED_MAX))
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class Method:
         return ""
 
     def plan(self, spec: MethodSpec, model: JrftModel) -> MethodPlan:
-        head_params = sum(p.numel() for p in model.head.parameters())
+        head_params = sum(p.numel() for p in model.head.parameters() if p.requires_grad)  # a frozen one: none
         size = getattr(spec, self.size_name) if self.size_name else None
         note = ""
         if size is None and self.size_name and spec.budget is not None:
@@ -151,10 +156,8 @@ class Method:
             note = self.budget_note(spec, model)
         elif spec.budget is not None and not self.size_name:
             note = f"{self.name} has no size to fit a budget; the budget of {spec.budget} is ignored"
-        if size is None:
+        if size is None:  # (a size or budget given is a positive whole number: MethodSpec checks its ranges)
             size = self.default_size
-        if self.size_name and (size is None or size < 1):
-            raise UserError(f"{self.name}: {self.size_name} must be a positive whole number (got {size}).")
         position = spec.position if self.has_position else None
         params = self.params_for_size(size, model, spec)
         if self.size_name:  # each trainable value also has a gradient and two AdamW moments: 16 bytes in all
@@ -195,7 +198,8 @@ def vector_size_option():
     # `--vector-size` says the same under torchrun.
     return field(default=None, metadata=option(
         "Size of the trainable vector z for slash / jr-warp (default 1024).", size=True, cli="--d",
-        aliases=("--vector-size",), label="d (size of the vector z)", maximum=1_000_000))
+        aliases=("--vector-size",), label="d (size of the vector z)", box_maximum=1_000_000, minimum=0,
+        exclusive_minimum=True))
 
 
 def on_the_fly_option():

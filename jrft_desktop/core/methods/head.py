@@ -1,5 +1,6 @@
 """Linear probe: the pretrained model stays frozen, only the head trains."""
 
+from ..errors import UserError
 from . import register
 from .base import Method, Preset, freeze
 
@@ -12,6 +13,10 @@ class HeadOnly(Method):
     leaves_base_unchanged = True
 
     def params_for_size(self, size, model, spec):
+        if not model.task.trains_head:
+            raise UserError(f"The linear probe trains a new head only; a {model.task.name} run reads the model's own "
+                            "output layer, which stays frozen, so nothing would train. Choose slash, jr-warp, lora, "
+                            "vera, warp or full.")
         return 0
 
     def apply(self, model, plan, spec):

@@ -31,6 +31,8 @@ class JRWarp(ProjectedMethod):
         projected, position = model.projected, model.family.prompt_position
         for index, layer in enumerate(layers[:-1]):
             def shift_prompt(module, args, output, next_layer=index + 1):
+                if model.prompts_cached:  # decoding over the key-value cache: the prompt is not in this input
+                    return output
                 hidden = output[0] if isinstance(output, tuple) else output
                 hidden = hidden.clone()
                 hidden[:, position] += projected.shift(next_layer).to(hidden.dtype)

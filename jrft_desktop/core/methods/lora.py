@@ -11,7 +11,8 @@ from .base import Method, Preset, freeze, option
 
 def rank_option():
     return field(default=None, metadata=option("Rank of lora (default 8) or vera (default 256).", size=True,
-                                               label="Rank", maximum=65_536))
+                                               label="Rank", box_maximum=65_536, minimum=0,
+                                               exclusive_minimum=True))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ def _through(module, shift):
 class SLaSh(ProjectedMethod):
     name = "slash"
     summary = "SLaSh: one trainable vector z mapped by fixed random projections into a shift in every layer."
-    default_lr = 3e-2
+    # swept on held-out parts of the SST-2 and AG News training files (docs/benchmarks.md): 1e-2 reached both targets
+    # in the fewest steps (3e-2 took twice as many on AG News, 1e-1 was unstable)
+    default_lr = 1e-2
     options = SLaShOptions
     presets = (Preset("SLaSh d=1024 (paper)", {"d": 1024}), Preset("SLaSh d=4096", {"d": 4096}))
     budget_curve = True

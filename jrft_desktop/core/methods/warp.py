@@ -11,7 +11,7 @@ from .base import Method, Preset, freeze, option, projection_seed_option
 class WarpOptions:
     prompt_tokens: int | None = field(default=None, metadata=option(
         "Number of trainable prompt tokens for warp (default 8).", size=True, label="Prompt tokens",
-        maximum=4096))
+        box_maximum=4096, minimum=0, exclusive_minimum=True))
     projection_seed: int = projection_seed_option()
 
 

@@ -42,6 +42,6 @@ def task_for(name: str, source: str = "", frame=None) -> Task:
     return next((task for task in all_tasks() if task.recognises(frame)), get_task(DEFAULT_TASK))
 
 
-from . import classify, tag  # noqa: E402,F401
+from . import classify, generate, tag  # noqa: E402,F401  (generate before tag: chat turns are lists too)
 
 __all__ = ["AUTO", "DEFAULT_TASK", "Task", "all_tasks", "get_task", "register", "task_for"]

@@ -32,6 +32,9 @@ class Task:
     name: str = ""
     summary: str = ""  # one line, shown in the app and `jrft --help`
     stock_class: str = ""  # the transformers Auto class a merged model of this task loads with
+    backbone_class: str = "AutoModel"  # the transformers Auto class the base model loads as (its head left out)
+    trains_head: bool = True  # a new head trains with the method (False: the model's own output layer, frozen)
+    generates: bool = False  # answers by generating text (`predict_records`), not from its outputs
     # How the app names the text, text-pair and label columns this task reads (None: it reads no such column)
     column_roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")
 
@@ -40,6 +43,10 @@ class Task:
         """Whether a table (the first rows of the data, pandas) is this task's kind of data: DataSpec.task 'auto'
         takes the first task that recognises the data, and the default task when none does."""
         return False
+
+    def placeholders(self, source: str) -> list[str]:
+        """Names such as {{name}} in a data file whose values the user gives (`DataSpec.fill`); none by default."""
+        return []
 
     def describe_data(self, data) -> str:
         """One line for the Data page: what the model will learn from `data` (a `TaskData`)."""
@@ -74,15 +81,26 @@ class Task:
         """The columns a run read, by role, as recorded with the run and its exports."""
         raise NotImplementedError
 
-    def make_encoder(self, tokenizer, max_length: int, model: nn.Module):
-        """An object with `encode(examples) -> (rows, truncated count)`, `collate(rows) -> input tensors` and
-        `collate_labels(rows, labels) -> the loss's label tensor` (the labels of those rows' examples)."""
+    def make_encoder(self, tokenizer, max_length: int, model: nn.Module, data: DataSpec | None = None):
+        """An object with `encode(examples) -> (rows, truncated count)`, `collate(rows) -> input tensors`,
+        `collate_labels(rows, labels) -> the loss's label tensor` (the labels of those rows' examples) and `notes`;
+        `data`, the run's data settings when training (None: a restored run's defaults)."""
         raise NotImplementedError
 
     @staticmethod
     def encode(encoder, examples) -> tuple[list[dict], int]:
         """Token rows of `examples` (a `data.Examples`) and how many were truncated."""
         raise NotImplementedError
+
+    def row_lengths(self, rows: Sequence[dict]) -> list[int]:
+        """The length each encoded row is padded to in a batch (the trainer groups batches by it, evaluation sorts
+        by it): its token count."""
+        return [len(row["input_ids"]) for row in rows]
+
+    def outputs_per_token(self, model: nn.Module) -> int:
+        """The width of the head's output at every token, for the memory estimate (0: a pooled head, one output per
+        example)."""
+        return 0
 
     def model_notes(self, model: nn.Module) -> tuple[str, ...]:
         """What the user should know about training this task on this model (shown with the run's notes)."""
@@ -106,6 +124,11 @@ class Task:
         """The trainable head; `bias` is false where the family's stock head has none (decoders' `score`)."""
         raise NotImplementedError
 
+    def head_for(self, loaded, outputs: int, bias: bool) -> nn.Module:
+        """The head of a model built on `loaded` (a `models.LoadedBackbone`): a new one (`make_head`), or for a task
+        that reads the model's own output layer, that layer."""
+        return self.make_head(loaded.info.hidden_size, outputs, bias=bias)
+
     def read_out(self, model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
                  input_ids: torch.Tensor) -> torch.Tensor:
         """The head's output from the last hidden states (prompt positions already removed)."""
@@ -114,6 +137,17 @@ class Task:
     def loss_function(self, problem: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The mean loss of a batch, (outputs, labels) -> scalar; the trainer optimises it."""
         raise NotImplementedError
+
+    def score_rows(self, model: nn.Module, encoder, rows: Sequence[dict], device: torch.device, processes,
+                   precision: str) -> dict | None:
+        """The validation scores of encoded rows when the task computes them itself (a language model's token
+        losses: its outputs are too big to gather); None: from the outputs, by `metrics`."""
+        return None
+
+    def predict_records(self, predictor, examples, options=None, on_text=None) -> list[dict] | None:
+        """The records of a task that answers by generating (`options`: a `config.Decoding`; `on_text(new text)` as
+        an answer grows); None: from the outputs, by `prediction_records`."""
+        return None
 
     def metrics(self, problem: str, labels, outputs, label_names: Sequence[str] | None) -> dict:
         """The validation scores by name (numbers; a task may add one nested table, e.g. per entity type)."""

@@ -98,12 +98,8 @@ def guess_columns(frame: pd.DataFrame) -> tuple[str, str | None, str]:
 def open_training_data(spec: DataSpec, seed: int) -> tuple[Table, Table | None, list[str]]:
     """What every task reads first: the checks of `spec`, the training table (for a file too big to read whole when
     the run caps its rows, a seeded sample) and the validation table (the given file, or one found beside the
-    training data; None: the task splits one off), with the notes of reading them."""
-    if not 0 < spec.validation_fraction < 1:
-        raise DataError(f"validation_fraction must be between 0 and 1 (exclusive), not {spec.validation_fraction}.")
-    for name in ("max_train_rows", "max_validation_rows"):
-        if getattr(spec, name) is not None and getattr(spec, name) < 1:
-            raise DataError(f"{name} must be at least 1, not {getattr(spec, name)}.")
+    training data; None: the task splits one off), with the notes of reading them. (DataSpec checked its numbers'
+    ranges when it was made.)"""
     if not spec.train:
         raise DataError("No training data given; choose a file, a folder or a dataset name.")
 
@@ -132,6 +128,26 @@ def sample_rows(count: int, limit: int | None, what: str, rng: np.random.Generat
         return None
     notes.append(f"Sampled {limit} of {count} {what} rows at random (seed {seed}).")
     return np.sort(rng.choice(count, size=limit, replace=False))
+
+
+def split_and_sample(train, validation, validation_source: str, spec: DataSpec, seed: int, rng: np.random.Generator,
+                     notes: list[str], name: str, unit: str) -> tuple[Any, Any, str]:
+    """(train, validation, where validation came from) for a task whose examples have `select(rows)`: a seeded
+    random split of `train` when `validation` is None, then the seeded samples the row limits ask for."""
+    if validation is None:
+        if len(train) < 2:
+            raise DataError(f"{name} has a single {unit}; a validation split needs at least two.")
+        order = rng.permutation(len(train))
+        held = np.sort(order[:min(max(round(spec.validation_fraction * len(train)), 1), len(train) - 1)])
+        train, validation = train.select(np.setdiff1d(np.arange(len(train)), held)), train.select(held)
+        validation_source = f"seeded random {spec.validation_fraction * 100:g}% split of train (seed {seed})"
+    picked = sample_rows(len(train), spec.max_train_rows, "training", rng, seed, notes)
+    train = train.select(picked) if picked is not None else train
+    picked = sample_rows(len(validation), spec.max_validation_rows, "validation", rng, seed, notes)
+    if picked is not None:
+        validation = validation.select(picked)
+        validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
+    return train, validation, validation_source
 
 
 def load_task_data(spec: DataSpec, seed: int) -> TaskData:
@@ -445,6 +461,8 @@ LOWER_IS_BETTER = frozenset({"loss", "mse"})
 class Encoder:
     """Texts (or text pairs) to padded token batches, with the mask token appended when the head reads it."""
 
+    notes: tuple[str, ...] = ()  # what the user should know about how this encoder encodes (the run's notes)
+
     def __init__(self, tokenizer, max_length: int, model):
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -540,7 +558,7 @@ class Classify(Task):
     def columns(self, data):
         return {"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column}
 
-    def make_encoder(self, tokenizer, max_length, model):
+    def make_encoder(self, tokenizer, max_length, model, data=None):
         return Encoder(tokenizer, max_length, model)
 
     @staticmethod

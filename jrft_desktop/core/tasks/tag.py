@@ -33,7 +33,7 @@ from ..errors import DataError
 from ..metrics import softmax
 from . import register
 from .base import Task
-from .classify import ENCODE_CHUNK, LOWER_IS_BETTER, Classify, Encoder, open_training_data, sample_rows
+from .classify import ENCODE_CHUNK, LOWER_IS_BETTER, Classify, Encoder, open_training_data, split_and_sample
 
 TAGGING = "tagging"  # the problem a tag run records (vector metadata `task`)
 IGNORED = -100  # the label of sub-tokens the loss leaves out (cross-entropy's ignore_index)
@@ -261,18 +261,9 @@ def load_tag_data(spec: DataSpec, seed: int) -> TagData:
         validation = TagExamples.from_words(val_words, encode_tags(val_names, label_names, held_out.name))
         validation_source = held_out.origin
     else:
-        if len(train) < 2:
-            raise DataError(f"{table.name} has a single sentence; a validation split needs at least two.")
-        order = rng.permutation(len(train))
-        held = np.sort(order[:min(max(round(spec.validation_fraction * len(train)), 1), len(train) - 1)])
-        train, validation = train.select(np.setdiff1d(np.arange(len(train)), held)), train.select(held)
-        validation_source = f"seeded random {spec.validation_fraction * 100:g}% split of train (seed {seed})"
-    picked = sample_rows(len(train), spec.max_train_rows, "training", rng, seed, notes)
-    train = train.select(picked) if picked is not None else train
-    picked = sample_rows(len(validation), spec.max_validation_rows, "validation", rng, seed, notes)
-    if picked is not None:
-        validation = validation.select(picked)
-        validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
+        validation, validation_source = None, ""
+    train, validation, validation_source = split_and_sample(train, validation, validation_source, spec, seed, rng,
+                                                            notes, table.name, "sentence")
     return TagData(train, validation, tokens, tags, label_names, validation_source, tuple(notes))
 
 
@@ -446,7 +437,7 @@ class Tag(Task):
     def columns(self, data):
         return {"text": data.tokens_column, "text_pair": None, "label": data.tags_column}
 
-    def make_encoder(self, tokenizer, max_length, model):
+    def make_encoder(self, tokenizer, max_length, model, data=None):
         return TagEncoder(tokenizer, max_length, model)
 
     @staticmethod
@@ -476,6 +467,9 @@ class Tag(Task):
 
     def join_outputs(self, outputs, width):
         return outputs
+
+    def outputs_per_token(self, model):
+        return model.head.out_features
 
     def read_out(self, model, hidden, attention_mask, input_ids):
         return model.head(hidden)

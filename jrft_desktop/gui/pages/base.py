@@ -5,7 +5,9 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from ...core.config import field_help
+from ...core.config import field_bounds, field_help
+
+INT_BOX_MAX = 2**31 - 1  # the most a QSpinBox holds (a C int)
 
 
 class Page(QWidget):
@@ -38,6 +40,18 @@ def with_help(widget: QWidget, cls: type, name: str) -> QWidget:
     """Give `widget` the setting's explanation from the config dataclass as its tooltip."""
     widget.setToolTip(field_help(cls, name))
     return widget
+
+
+def valid_range(box, cls: type, name: str, ceiling: float | None = None, special: str = ""):
+    """Give a number box (QSpinBox, QDoubleSpinBox) the setting's valid range from the config's metadata, the same
+    range `jrft train` checks; `ceiling` caps a range without a top (or a higher one); with `special`, one step
+    below the range reads as that word (the setting left empty)."""
+    step = 1 if not hasattr(box, "decimals") else 10 ** -box.decimals()
+    low, high = field_bounds(cls, name, step, ceiling if ceiling is not None else INT_BOX_MAX)
+    box.setRange(max(low - step if special else low, -INT_BOX_MAX), min(high, INT_BOX_MAX))
+    if special:
+        box.setSpecialValueText(special)
+    return box
 
 
 def compact_form(parent: QWidget | None = None) -> QFormLayout:

@@ -77,9 +77,10 @@ class ComparePage(Page):
         form.addRow("Budget", self.budget_spin)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 100_000)
-        self.steps_spin.setToolTip("Training steps per method (batch size, input length and device come from the "
-                                   "Method page).")
-        form.addRow("Steps each", self.steps_spin)
+        self.steps_spin.setToolTip("The most training steps per method: each trains until its validation metric "
+                                   "stops improving, and one still improving when these run out is marked \"not "
+                                   "converged\" (batch size, input length and device come from the Method page).")
+        form.addRow("At most, steps each", self.steps_spin)
         self.curve_edit = QLineEdit()
         self.curve_edit.setToolTip("Values of d for SLaSh's budget curve, separated by spaces (empty: no curve).")
         form.addRow("SLaSh d values", self.curve_edit)
@@ -203,8 +204,11 @@ class ComparePage(Page):
             for column, value in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(value))
         self.curve_plot.show_result(result, table.scale)
+        rising = [case.label for case in result.cases if case.not_converged]
+        warning = (f" Not converged (still improving when their steps ran out, so their scores understate them): "
+                   f"{', '.join(rising)}." if rising else "")
         self.status.show_text(f"Done in {result.wall_time_s / 60:.1f} min; results.md, results.json and the plots are "
-                              f"in {self.output}.")
+                              f"in {self.output}.{warning}", "warning" if rising else "info")
         self._show_every_row()
 
     def _show_every_row(self) -> None:

@@ -28,15 +28,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import DataSpec
+from ...core.config import DataSpec, field_bounds, field_help
 from ...core.paths import sample_data_dir
 from .. import dialogs
 from .. import settings as keys
-from ..backend import PREVIEW_ROWS, DataSummary, Preview, data_file_suffixes, preview_table, summarize_data
+from ..backend import (
+    PREVIEW_ROWS,
+    DataSummary,
+    Preview,
+    data_file_suffixes,
+    preview_table,
+    summarize_data,
+    task_catalog,
+)
 from ..entities import tagged_html
 from ..settings import AppSettings
-from ..worker import LatestRequest
-from .base import Note, Page, compact_form, thousands, with_help
+from ..worker import LatestRequest, run_in_background
+from .base import Note, Page, compact_form, thousands, valid_range, with_help
 
 NO_PAIR = "(none: single texts)"
 SUMMARY_DELAY_MS = 250  # typing or spinning settles before the data is reloaded
@@ -83,7 +91,9 @@ class DataPage(Page):
     def __init__(self, settings: AppSettings, parent: QWidget | None = None):
         super().__init__("Data", "A table of labelled texts: a CSV, TSV, JSON, JSON Lines or Parquet file with a "
                                  "text column and a label column; or words with their tags (named entities): a "
-                                 "CoNLL file, or token-list and tag-list columns. Drop a file here or choose one.",
+                                 "CoNLL file, or token-list and tag-list columns; or instructions, chats or plain "
+                                 "text to teach a decoder (Alpaca JSON, messages / ShareGPT JSON Lines, .txt). Drop "
+                                 "a file here or choose one.",
                          parent=parent)
         self.settings = settings
         self.preview: Preview | None = None
@@ -120,8 +130,25 @@ class DataPage(Page):
         grid.addWidget(QLabel("File:"), 1, 0)
         grid.addWidget(self.train_edit, 1, 1)
         grid.addWidget(self.browse_train_button, 1, 2)
+        self.task_combo = with_help(QComboBox(), DataSpec, "task")
+        self.task_combo.addItem("auto: guessed from the data", DataSpec().task)  # the tasks follow once they load
+        self.task_combo.currentIndexChanged.connect(self._task_changed)
+        grid.addWidget(QLabel("Task:"), 2, 0)
+        grid.addWidget(self.task_combo, 2, 1, 1, 2)
         grid.setColumnStretch(1, 1)
         left.addWidget(source)
+
+        self.fill_box = QGroupBox("Placeholders to fill in")
+        self.fill_box.setToolTip("The data holds placeholders such as {{name}}; every one is replaced by the value "
+                                 "you give here before training (the command line's --fill name=value).")
+        self.fill_form = compact_form(self.fill_box)
+        fill_note = QLabel("The answers mention these; give each the value the model should learn.")
+        fill_note.setObjectName("detail")
+        fill_note.setWordWrap(True)
+        self.fill_form.addRow(fill_note)
+        self.fill_edits: dict[str, QLineEdit] = {}  # placeholder name -> its value box
+        self.fill_box.hide()
+        left.addWidget(self.fill_box)
 
         validation = QGroupBox("Validation")
         validation.setToolTip("The validation data scores the model during training and picks the best checkpoint.")
@@ -134,8 +161,9 @@ class DataPage(Page):
         for radio in (self.split_radio, self.file_radio):
             self.validation_kinds.addButton(radio)
         self.fraction_spin = with_help(QDoubleSpinBox(), DataSpec, "validation_fraction")
-        self.fraction_spin.setRange(1, 50)
         self.fraction_spin.setDecimals(0)
+        low, high = field_bounds(DataSpec, "validation_fraction", 0.01)  # shown in percent, at most half
+        self.fraction_spin.setRange(round(low * 100), min(50, round(high * 100)))
         self.fraction_spin.setSuffix(" %")
         self.fraction_spin.setValue(DataSpec().validation_fraction * 100)
         self.fraction_spin.setMaximumWidth(90)
@@ -218,6 +246,7 @@ class DataPage(Page):
 
     def load(self) -> None:
         """Reopen the remembered data (in the background; called once the window shows)."""
+        run_in_background(self, task_catalog, on_result=self._show_tasks)
         remembered = self.settings.text(keys.TRAIN_DATA)
         if remembered:
             self.set_validation(self.settings.text(keys.VALIDATION_DATA))
@@ -226,22 +255,30 @@ class DataPage(Page):
     # --- what the rest of the app reads -------------------------------------------------------------------
     def data_spec(self) -> DataSpec:
         validation = self.validation_edit.text().strip() if self.file_radio.isChecked() else ""
+        guessed = self.preview.guessed[0] if self.preview is not None and self.preview.guessed else None
+        text = self.text_combo.currentText() or None
         return DataSpec(
+            task=self.task_combo.currentData(),
             train=self.train_edit.text().strip(), validation=validation or None,
-            text_column=self.text_combo.currentText() or None,
+            # the guessed text column is the core's own guess: named only when changed (a generate task reads a
+            # named column as plain text, not as the instructions of its layout)
+            text_column=text if text != guessed else None,
             text_pair_column=self.pair_combo.currentText() if self.pair_combo.currentIndex() > 0 else None,
             label_column=self.label_combo.currentText() or None,
             validation_fraction=self.fraction_spin.value() / 100,
             max_train_rows=self.rows_spin.value() or None,
             max_validation_rows=self.validation_rows_spin.value() or None,
+            fill=tuple(f"{name}={edit.text()}" for name, edit in self.fill_edits.items() if edit.text().strip()),
         )
+
+    def set_fill(self, name: str, value: str) -> None:
+        """Type the value of the placeholder `name` (as a user would)."""
+        self.fill_edits[name].setText(value)  # the summary reloads once typing settles
 
     @staticmethod
     def _row_limit_spin(name: str) -> QSpinBox:
-        spin = with_help(QSpinBox(), DataSpec, name)
-        spin.setRange(0, 100_000_000)
+        spin = valid_range(with_help(QSpinBox(), DataSpec, name), DataSpec, name, 100_000_000, "all rows")
         spin.setSingleStep(1000)
-        spin.setSpecialValueText("all rows")
         return spin
 
     @property
@@ -274,7 +311,7 @@ class DataPage(Page):
             return
         self.error = ""
         self.status.show_text("Reading the file…")
-        self._preview_request.request(source)
+        self._preview_request.request(source, self.task_combo.currentData())
         self.changed.emit()
 
     def set_validation(self, source: str) -> None:
@@ -317,6 +354,39 @@ class DataPage(Page):
         if self.validation_edit.text().strip() != self.settings.text(keys.VALIDATION_DATA):
             self.set_validation(self.validation_edit.text().strip())
 
+    def choose_task(self, name: str) -> None:
+        """Read the data for the task called `name` ('auto': the one that recognises it)."""
+        self.task_combo.setCurrentIndex(max(0, self.task_combo.findData(name)))
+
+    def _show_tasks(self, tasks) -> None:
+        self.task_combo.blockSignals(True)
+        for task in tasks:
+            if self.task_combo.findData(task.name) < 0:
+                self.task_combo.addItem(f"{task.name}: {task.summary.partition(':')[0]}", task.name)
+                self.task_combo.setItemData(self.task_combo.count() - 1, task.summary, Qt.ItemDataRole.ToolTipRole)
+        self.task_combo.blockSignals(False)
+
+    def _task_changed(self) -> None:
+        if self.train_edit.text().strip():
+            self.set_train(self.train_edit.text().strip())
+
+    def _show_placeholders(self, names) -> None:
+        """One box per placeholder of the data (values kept for names seen before)."""
+        kept = {name: edit.text() for name, edit in self.fill_edits.items()}
+        for edit in self.fill_edits.values():
+            self.fill_form.removeRow(edit)
+        self.fill_edits = {}
+        for name in names:
+            edit = QLineEdit(kept.get(name, ""))
+            edit.setObjectName(f"fill_{name}")
+            edit.setPlaceholderText(f"the value of {{{{{name}}}}}")
+            edit.setToolTip(f"Replaces every {{{{{name}}}}} in the data. {field_help(DataSpec, 'fill')}")
+            edit.setMinimumWidth(220)
+            edit.textChanged.connect(self._settings_changed)  # the summary reloads once typing settles
+            self.fill_form.addRow("{{" + name + "}}", edit)
+            self.fill_edits[name] = edit
+        self.fill_box.setVisible(bool(names))
+
     def _settings_changed(self) -> None:
         if not self.file_radio.isChecked():
             self.settings.set_text(keys.VALIDATION_DATA, "")
@@ -333,6 +403,7 @@ class DataPage(Page):
         self.preview_view.setModel(RowsModel(preview))
         self.preview_view.resizeColumnsToContents()
         self._show_roles(preview)
+        self._show_placeholders(preview.placeholders)
         for column in range(len(preview.columns)):
             self.preview_view.setColumnWidth(column, min(self.preview_view.columnWidth(column), 600))
         self._fill_columns(preview.columns, preview.guessed)
@@ -341,6 +412,7 @@ class DataPage(Page):
 
     def _fill_columns(self, columns, guessed=None) -> None:
         text, pair, label = guessed or (columns[0] if columns else "", None, columns[-1] if columns else "")
+        text, label = text or "", label or ""  # a generate task's plain text has no answer column
         for combo, chosen, first in ((self.text_combo, text, ()), (self.pair_combo, pair or NO_PAIR, (NO_PAIR,)),
                                      (self.label_combo, label, ())):
             combo.blockSignals(True)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from ...core.config import POOLINGS, MethodSpec, ModelSpec, method_option_fields, method_presets, optional_type
 from ..backend import MethodInfo, compute_devices, memory_estimate, method_catalog, plan_method
 from ..worker import LatestRequest, run_in_background
-from .base import Note, Page, compact_form, thousands, with_help
+from .base import Note, Page, compact_form, thousands, valid_range, with_help
 from .privacy_settings import PrivacySettings
 from .training_settings import TrainingSettings
 
@@ -54,8 +54,7 @@ def _option_control(option: Field) -> QWidget:
         control = QComboBox()
         control.addItems([str(choice) for choice in option.metadata["choices"]])
     else:
-        control = QSpinBox()
-        control.setRange(0, option.metadata.get("maximum", 1_000_000))
+        control = valid_range(QSpinBox(), MethodSpec, option.name, option.metadata.get("box_maximum"))
     _set_value(control, option.default)
     return with_help(control, MethodSpec, option.name)
 
@@ -92,6 +91,9 @@ class MethodPage(Page):
         self._model_spec: ModelSpec | None = None
         self._model_parameters: int | None = None
         self._num_labels = 2
+        self._task_name: str | None = None  # the task the data is for (None: the default one)
+        self._trains_head = True  # False: the model's own output layer answers, frozen (generation)
+        self._stock_class = ""  # the transformers class the task's merged model loads with
         self._train_examples: int | None = None
         self._planner = LatestRequest(self, plan_method, self._show_plan, self._show_plan_failure)
 
@@ -236,11 +238,17 @@ class MethodPage(Page):
                     **{name: getattr(spec, name) for name in spec.method_options() if name in self.option_controls})
 
     def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int,
-                    train_examples: int | None = None) -> None:
-        """The chosen model and number of classes, which the parameter counts depend on, and the number of training
-        examples, which the noise of private training depends on."""
-        if (model_spec, model_parameters, num_labels) != (self._model_spec, self._model_parameters, self._num_labels):
+                    train_examples: int | None = None, task_name: str | None = None,
+                    trains_head: bool = True, stock_class: str = "") -> None:
+        """The chosen model, number of classes and task, which the parameter counts depend on, and the number of
+        training examples, which the noise of private training depends on."""
+        if (model_spec, model_parameters, num_labels, task_name) != (
+                self._model_spec, self._model_parameters, self._num_labels, self._task_name):
             self._model_spec, self._model_parameters, self._num_labels = model_spec, model_parameters, num_labels
+            self._task_name, self._trains_head, self._stock_class = task_name, trains_head, stock_class
+            self.placement_form.setRowVisible(self.pooling_combo, trains_head)  # the model's own head reads every token
+            if self.method is not None:
+                self._show_merge_note()
             self._request_plan()
         self._train_examples = train_examples
         self._update_privacy_context()
@@ -287,7 +295,7 @@ class MethodPage(Page):
         if method.size_name:
             size = _option(method.size_name)
             self.size_label.setText(size.metadata.get("label", method.size_name))
-            self.size_spin.setRange(1, size.metadata.get("maximum", 1_000_000))
+            valid_range(self.size_spin, MethodSpec, method.size_name, size.metadata.get("box_maximum"))
             with_help(self.size_spin, MethodSpec, method.size_name)
             self.size_spin.setValue(method.default_size or 1)
             self.size_spin.setSpecialValueText("")
@@ -320,6 +328,11 @@ class MethodPage(Page):
         if not method.foldable:
             self.merge_note.show_text(f"{method.title} adds a prompt to the input, so it cannot become a stock "
                                       "merged model; you export and use its vector file.", "warning")
+        elif not self._trains_head:
+            stock = f" (transformers' {self._stock_class})" if self._stock_class else ""
+            self.merge_note.show_text(f"It exports a merged model: the stock model{stock} with the tokenizer and its "
+                                      "chat template; the model's own output layer answers, so pooling does not "
+                                      "apply.", "info")
         else:
             self.merge_note.show_text("Every pooling exports a merged model (cls: the stock transformers classifier; "
                                       "mean: a sentence-transformers folder; any: ONNX). On SST-2, 400 SLaSh steps, "
@@ -337,7 +350,7 @@ class MethodPage(Page):
         self.count_label.setText("counting…")
         self.plan_note.show_text("")
         model = ModelSpec(self._model_spec.name_or_path, self.pooling(), self._model_spec.trust_remote_code)
-        self._planner.request(model, self.method_spec(), self._num_labels)
+        self._planner.request(model, self.method_spec(), self._num_labels, self._task_name)
 
     def _show_plan(self, plan) -> None:
         self.plan = plan
@@ -345,8 +358,9 @@ class MethodPage(Page):
         share = f" · {100 * plan.trainable_params / self._model_parameters:.3g}% of the model's " \
                 f"{self._model_parameters / 1e6:.1f} M" if self._model_parameters else ""
         size = f" · {plan.size_name} = {thousands(plan.size)}" if plan.size_name else ""
-        self.count_detail.setText(f"{thousands(plan.method_params)} in the method + {thousands(plan.head_params)} in "
-                                  f"the head ({self._num_labels} outputs){size}{share}")
+        head = f"{thousands(plan.head_params)} in the head ({self._num_labels} outputs)" if self._trains_head else \
+            "the model's own output layer, frozen (not in the vector file)"
+        self.count_detail.setText(f"{thousands(plan.method_params)} in the method + {head}{size}{share}")
         self.plan_note.show_text(plan.note, "warning" if plan.note else "info")
         self.training.set_default_lr(plan.default_lr)  # the method's, as measured on this model's family
         self._show_memory()
@@ -361,7 +375,7 @@ class MethodPage(Page):
             training = self.training.training_spec()
         except ValueError:
             return
-        estimate = memory_estimate(self._model_spec, self.plan, training, self.training.max_length())
+        estimate = memory_estimate(self._model_spec, self.plan, training, self.training.max_length(), self._task_name)
         text = f"Memory: {estimate.describe()}."
         if not estimate.fits:
             text += " It will not fit: use a smaller batch, gradient checkpointing or a shorter maximum length."

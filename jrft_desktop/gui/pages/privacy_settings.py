@@ -7,9 +7,10 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from ...core.config import TrainingSpec, Privacy, field_choices, field_help
+from ...core.errors import UserError
 from ..backend import preview_privacy
 from ..worker import LatestRequest
-from .base import Note, compact_form, with_help
+from .base import Note, compact_form, valid_range, with_help
 
 DEFAULT_EPSILON = 3.0  # the paper's stricter budget
 
@@ -34,8 +35,8 @@ class PrivacySettings(QGroupBox):
         form = compact_form(self.form)
         form.setContentsMargins(0, 0, 0, 0)
         self.epsilon_spin = with_help(QDoubleSpinBox(), Privacy, "epsilon")
-        self.epsilon_spin.setRange(0.01, 1000)
         self.epsilon_spin.setDecimals(2)
+        valid_range(self.epsilon_spin, Privacy, "epsilon", 1000)
         self.epsilon_spin.setSingleStep(0.5)
         self.epsilon_spin.setValue(DEFAULT_EPSILON)
         form.addRow("Budget ε", self.epsilon_spin)
@@ -44,8 +45,8 @@ class PrivacySettings(QGroupBox):
         self.delta_edit.setMinimumWidth(260)  # the whole hint, as the learning rate's
         form.addRow("δ", self.delta_edit)
         self.clip_spin = with_help(QDoubleSpinBox(), Privacy, "max_grad_norm")
-        self.clip_spin.setRange(0.001, 1000)
         self.clip_spin.setDecimals(3)
+        valid_range(self.clip_spin, Privacy, "max_grad_norm", 1000)
         self.clip_spin.setSingleStep(0.1)
         self.clip_spin.setValue(defaults.max_grad_norm)
         form.addRow("Clipping norm C", self.clip_spin)
@@ -86,8 +87,11 @@ class PrivacySettings(QGroupBox):
         except ValueError:
             raise ValueError(f"δ {text!r} is not a number (e.g. 1e-6); leave it empty to choose one below 1/N.") \
                 from None
-        return Privacy(epsilon=self.epsilon_spin.value(), delta=delta, max_grad_norm=self.clip_spin.value(),
-                       accountant=self.accountant_combo.currentText())
+        try:
+            return Privacy(epsilon=self.epsilon_spin.value(), delta=delta, max_grad_norm=self.clip_spin.value(),
+                           accountant=self.accountant_combo.currentText())
+        except UserError as error:  # e.g. a δ of 1 or more: the core's one line
+            raise ValueError(str(error)) from None
 
     # --- updating -----------------------------------------------------------------------------------------
     def set_enabled(self, enabled: bool, epsilon: float | None = None) -> None:

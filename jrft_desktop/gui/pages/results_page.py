@@ -26,7 +26,17 @@ from PySide6.QtWidgets import (
 
 from .. import dialogs
 from .. import settings as keys
-from ..backend import Confusion, MergedForm, Prediction, RunSummary, TrainedModel, copy_vector, read_run
+from ..backend import (
+    Confusion,
+    MergedForm,
+    Prediction,
+    RunSummary,
+    TrainedModel,
+    copy_vector,
+    read_run,
+    samples_by_step,
+)
+from ..chat import ChatBox, SamplesView
 from ..entities import highlighted_html, legend_html, per_type_table, run_types
 from ..plots import HISTORY_PLOTS, CurvePanel
 from ..settings import AppSettings
@@ -40,14 +50,17 @@ METRIC_ROWS = (
     ("accuracy", "Validation accuracy", "{:.4f}"), ("macro_f1", "Validation macro-F1", "{:.4f}"),
     ("matthews", "Validation Matthews corr.", "{:.4f}"), ("pearson", "Validation Pearson", "{:.4f}"),
     ("spearman", "Validation Spearman", "{:.4f}"), ("mse", "Validation mean squared error", "{:.4f}"),
-    ("loss", "Validation loss", "{:.4f}"), ("trainable_params", "Trainable parameters", "{:,}"),
+    ("loss", "Validation loss", "{:.4f}"), ("perplexity", "Validation perplexity", "{:,.2f}"),
+    ("trainable_params", "Trainable parameters", "{:,}"),
     ("trainable_params_without_head", "… without the head", "{:,}"), ("size", "Size (d, rank or prompts)", "{:,}"),
     ("position", "SLaSh position", "{}"), ("pooling", "Pooling", "{}"), ("train_steps", "Steps", "{:,}"),
     ("best_step", "Best step", "{:,}"), ("lr", "Learning rate", "{:g}"),
     ("step_time_s", "Median step time", "{:.3f} s"), ("examples_per_s", "Throughput", "{:,.1f} examples/s"),
     ("peak_memory_mb", "Peak memory", "{:,.0f} MB"), ("device", "Device", "{}"),
     ("train_examples", "Training examples", "{:,}"), ("validation_examples", "Validation examples", "{:,}"),
-    ("validation_source", "Validation data", "{}"), ("wall_time_s", "Wall time", "{:,.1f} s"),
+    ("validation_source", "Validation data", "{}"), ("train_time_s", "Training time", "{:,.1f} s"),
+    ("eval_time_s", "Evaluation time", "{:,.1f} s"), ("wall_time_s", "Wall time", "{:,.1f} s"),
+    ("precision", "Precision", "{}"), ("padded_share", "Padding in the batches", "{:.1%}"),
 )
 
 
@@ -147,6 +160,15 @@ class ResultsPage(Page):
         form.addLayout(self.bars, 3, 0, 1, 2)
         form.setRowStretch(4, 1)
         grid.addWidget(try_box, 1, 1)
+        self.try_box = try_box
+        self.chat_box = QGroupBox("Chat with the tuned model")  # a generate run's, in place of the two boxes above
+        self.chat_box.setObjectName("chatBox")
+        box = QVBoxLayout(self.chat_box)
+        self.chat = ChatBox()
+        box.addWidget(self.chat)
+        self.chat_box.hide()
+        grid.addWidget(self.chat_box, 0, 1, 2, 1)
+        self.summary_grid = grid
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         grid.setRowStretch(0, 2)  # the confusion matrix takes most of the height (it scrolls past a dozen classes)
@@ -154,6 +176,9 @@ class ResultsPage(Page):
 
         self.curves = CurvePanel(HISTORY_PLOTS, columns=3)
         self.tabs.addTab(self.curves, "Training curves")
+        self.samples = SamplesView()  # a generate run's answers to its validation prompts at each evaluation
+        self.samples_tab = self.tabs.addTab(self.samples, "Samples")
+        self.tabs.setTabVisible(self.samples_tab, False)
 
         self.vector_button.clicked.connect(self._ask_vector_target)
         self.merged_button.clicked.connect(self.offer_merged_forms)
@@ -179,6 +204,9 @@ class ResultsPage(Page):
         self.answer_label.setText("")
         self._clear_bars()
         self.curves.clear()
+        self.samples.clear_samples()
+        self.chat.set_model(None, "", "Loading the trained model…")
+        self._show_generation(False)
         self.status.show_text("")
         self._show_controls()
         self._opener.request(Path(run_dir))
@@ -195,6 +223,9 @@ class ResultsPage(Page):
         self._fill_metrics(run.metrics)
         self._show_entity_scores(run.metrics.get("per_type"))
         self.curves.set_history(run.name, history, run.metric_name)
+        samples = samples_by_step(history)
+        self.samples.set_samples(samples)
+        self._show_generation(bool(samples))  # a generate run (its evaluations answered prompts): a chat box
         if run.has_vector:
             self.status.show_text("Loading the trained model…")
             self._start("load", TrainedModel, run.path, on_result=self._model_loaded)
@@ -233,12 +264,28 @@ class ResultsPage(Page):
         self.merge_problem = trained.merge_problem()
         self.try_pair_edit.setVisible(bool(trained.metadata["columns"].get("text_pair")))
         self.status.show_text(self.merge_problem, "info")
+        self._show_generation(trained.generates)
+        if trained.generates:
+            self.chat.set_model(trained, self.run.method)
+            return
         tagging = not self.entity_box.isHidden()
         self.try_button.setText("Find entities" if tagging else "Classify")
         if tagging:
             return
         self.confusion_note.setText("Computing on the validation data…")
         self._start("confusion", trained.confusion, on_result=self._show_confusion)
+
+    def _show_generation(self, generates: bool) -> None:
+        """A generate run: the chat box and the samples tab, in place of the confusion matrix and the try-it box."""
+        self.chat_box.setVisible(generates)
+        self.try_box.setVisible(not generates)
+        self.tabs.setTabVisible(self.samples_tab, generates)
+        if generates:
+            self.confusion_box.hide()
+            self.entity_box.hide()
+        elif self.entity_box.isHidden():
+            self.confusion_box.show()
+        self.summary_grid.setColumnStretch(1, 2 if generates else 1)
 
     def _show_entity_scores(self, per_type: dict | None) -> None:
         """A tagging run's precision, recall and F1 per entity type (from metrics.json), instead of a confusion
@@ -404,4 +451,4 @@ class ResultsPage(Page):
 
     @property
     def busy(self) -> bool:
-        return bool(self.busy_with) or self._opener.busy
+        return bool(self.busy_with) or self._opener.busy or self.chat.busy

@@ -6,7 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.config import RunConfig
 from ...core.errors import UserError
@@ -14,7 +23,8 @@ from ...core.events import EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
 from ...core.formatting import format_duration
 from ...core.paths import new_run_dir
 from .. import dialogs
-from ..backend import load_history, measure_run
+from ..backend import load_history, measure_run, samples_by_step
+from ..chat import SamplesView
 from ..lag_probe import LagProbe
 from ..plots import LIVE_PLOTS, CurvePanel
 from ..worker import TrainingRun, run_in_background
@@ -82,7 +92,18 @@ class TrainPage(Page):
         self.body.addWidget(top)
         self.plots = CurvePanel(LIVE_PLOTS, live=True)
         self.plots.show_kind("epsilon", False)  # until a private run starts
-        self.body.addWidget(self.plots, 1)
+        watched = QHBoxLayout()
+        watched.addWidget(self.plots, 3)
+        self.samples_box = QGroupBox("Answers to validation prompts, at each evaluation (greedy)")
+        self.samples_box.setToolTip("A generate run answers its first validation prompts at every evaluation, so you "
+                                    "see the answers change as training goes; they are kept in the run's "
+                                    "history.json and on the Results page.")
+        box = QVBoxLayout(self.samples_box)
+        self.samples = SamplesView()
+        box.addWidget(self.samples)
+        self.samples_box.hide()  # until an evaluation answers prompts
+        watched.addWidget(self.samples_box, 2)
+        self.body.addLayout(watched, 1)
 
         self.start_button.clicked.connect(self.start)
         self.measure_button.clicked.connect(self.measure)
@@ -155,8 +176,15 @@ class TrainPage(Page):
             return
         run_dir = Path(run_dir)
         self._launch(TrainingRun(None, run_dir, resume=True, parent=self), f"Resuming the stopped run {run_dir.name}.")
-        run_in_background(self, load_history, run_dir, on_result=lambda history: self.plots.set_history(
-            run_dir.name, history, None))
+        run_in_background(self, load_history, run_dir, on_result=lambda history: self._show_history(run_dir, history))
+
+    def _show_history(self, run_dir: Path, history) -> None:
+        """A resumed run's curves and samples so far (history.json)."""
+        self.plots.set_history(run_dir.name, history, None)
+        samples = samples_by_step(history)
+        if samples:
+            self.samples.set_samples(samples)
+            self.samples_box.show()
 
     def set_paused(self, paused: bool) -> None:
         self.pause_button.setChecked(paused)
@@ -180,6 +208,8 @@ class TrainPage(Page):
         self.run = run
         self.last_run_dir = run.run_dir
         self.plots.clear()
+        self.samples.clear_samples()
+        self.samples_box.hide()
         self.progress.setRange(0, 0)  # busy until the trainer knows its steps
         self.progress.setFormat("")
         self.eta_label.setText("")
@@ -221,6 +251,9 @@ class TrainPage(Page):
             self.plots.add_step(name, event)
         elif isinstance(event, EvalEvent):
             self.plots.add_eval(name, event)
+            if event.metrics.get("samples"):
+                self.samples.add(event.step, event.metrics["samples"])
+                self.samples_box.show()
 
     def _on_ended(self, result) -> None:
         self.max_lag_ms = self.probe.stop()
@@ -242,7 +275,11 @@ class TrainPage(Page):
             if result.metrics.get("privacy"):
                 score += f", privacy spent ε = {result.metrics['privacy']['epsilon_spent']:.2f}"
             self.progress.setValue(self.progress.maximum())
-            self.eta_label.setText(f"took {format_duration(result.metrics.get('wall_time_s', 0))}")
+            took = f"took {format_duration(result.metrics.get('wall_time_s', 0))}"
+            if result.metrics.get("eval_time_s") is not None:
+                took += (f" (training {format_duration(result.metrics['train_time_s'])}, evaluation "
+                         f"{format_duration(result.metrics['eval_time_s'])})")
+            self.eta_label.setText(took)
             self.state_label.setText(f"Finished ({result.status}){score}.")
         self._show_buttons(result)
         self.running_changed.emit(False)

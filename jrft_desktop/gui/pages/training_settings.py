@@ -17,29 +17,29 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import TrainingSpec, DataSpec, field_choices
-from .base import Note, compact_form, with_help
+from ...core.config import TrainingSpec, DataSpec, field_choices, setting_problem
+from ...core.errors import UserError
+from .base import Note, compact_form, valid_range, with_help
 
 METRICS = ("auto", "accuracy", "macro_f1", "matthews", "pearson", "spearman")
+PRECISION_LABELS = ("Automatic (bf16 where the CPU or GPU has it)", "fp32", "bf16")  # TrainingSpec's choices
 
 
-def _spin(low: int, high: int, value: int, special: str = "") -> QSpinBox:
-    """An integer box; with `special`, its lowest value reads as that word (meaning 'not set')."""
-    spin = QSpinBox()
-    spin.setRange(low, high)
+def _spin(cls: type, name: str, ceiling: int | None, value: int, special: str = "") -> QSpinBox:
+    """An integer box over the setting's valid range (up to `ceiling`), its help as tooltip; with `special`, one
+    below the range reads as that word (meaning 'not set')."""
+    spin = valid_range(QSpinBox(), cls, name, ceiling, special)
     spin.setValue(value)
-    if special:
-        spin.setSpecialValueText(special)
-    return spin
+    return with_help(spin, cls, name)
 
 
-def _real(low: float, high: float, value: float, decimals: int, step: float) -> QDoubleSpinBox:
+def _real(cls: type, name: str, ceiling: float | None, value: float, decimals: int, step: float) -> QDoubleSpinBox:
     spin = QDoubleSpinBox()
-    spin.setRange(low, high)
     spin.setDecimals(decimals)
+    valid_range(spin, cls, name, ceiling)
     spin.setSingleStep(step)
     spin.setValue(value)
-    return spin
+    return with_help(spin, cls, name)
 
 
 class TrainingSettings(QGroupBox):
@@ -55,15 +55,15 @@ class TrainingSettings(QGroupBox):
 
         self.epochs_radio = with_help(QRadioButton("Epochs"), TrainingSpec, "epochs")
         self.steps_radio = with_help(QRadioButton("Steps"), TrainingSpec, "max_steps")
-        self.epochs_spin = with_help(_real(0.1, 1000, 3.0, 1, 0.5), TrainingSpec, "epochs")
-        self.steps_spin = with_help(_spin(1, 10_000_000, 500), TrainingSpec, "max_steps")
+        self.epochs_spin = _real(TrainingSpec, "epochs", 1000, 3.0, 1, 0.5)
+        self.steps_spin = _spin(TrainingSpec, "max_steps", 10_000_000, 500)
         self.epochs_radio.setChecked(True)
         length = QHBoxLayout()
         for widget in (self.epochs_radio, self.epochs_spin, self.steps_radio, self.steps_spin):
             length.addWidget(widget)
         length.addStretch(1)
         main.addRow("Train for", length)
-        self.batch_spin = with_help(_spin(1, 65_536, defaults.batch_size), TrainingSpec, "batch_size")
+        self.batch_spin = _spin(TrainingSpec, "batch_size", 65_536, defaults.batch_size)
         main.addRow("Batch size", self.batch_spin)
         self.lr_edit = with_help(QLineEdit(), TrainingSpec, "lr")
         self.lr_edit.setMinimumWidth(260)
@@ -71,19 +71,23 @@ class TrainingSettings(QGroupBox):
         self.lr_note = Note()
         self.lr_note.setWordWrap(False)
         main.addRow("", self.lr_note)
-        self.max_length_spin = with_help(_spin(8, 8192, DataSpec().max_length), DataSpec, "max_length")
+        self.max_length_spin = _spin(DataSpec, "max_length", 8192, DataSpec().max_length)
         self.max_length_spin.setSuffix(" tokens")
         main.addRow("Longest input", self.max_length_spin)
 
-        self.eval_spin = with_help(_spin(0, 10_000_000, 0, "auto (10 times a run)"), TrainingSpec, "eval_every")
+        self.eval_spin = _spin(TrainingSpec, "eval_every", 10_000_000, 0, "auto (10 times a run)")
         self.eval_spin.setSuffix(" steps")
         main.addRow("Evaluate every", self.eval_spin)
-        self.seed_spin = with_help(_spin(0, 2**31 - 1, defaults.seed), TrainingSpec, "seed")
+        self.seed_spin = _spin(TrainingSpec, "seed", None, defaults.seed)
         main.addRow("Seed", self.seed_spin)
         self.device_combo = with_help(QComboBox(), TrainingSpec, "device")
         self.device_combo.addItem("Automatic (CUDA, then MPS, then CPU)", "auto")
         self.device_combo.addItem("CPU", "cpu")
         main.addRow("Device", self.device_combo)
+        self.precision_combo = with_help(QComboBox(), TrainingSpec, "precision")
+        for value, label in zip(field_choices(TrainingSpec, "precision"), PRECISION_LABELS):
+            self.precision_combo.addItem(label, value)
+        main.addRow("Precision", self.precision_combo)
 
         self.more_button = QToolButton()
         self.more_button.setText("More settings")
@@ -93,26 +97,28 @@ class TrainingSettings(QGroupBox):
         self.more = QWidget()
         more = compact_form(self.more)
         more.setContentsMargins(0, 0, 0, 0)
-        self.accumulation_spin = with_help(_spin(1, 4096, defaults.gradient_accumulation), TrainingSpec,
-                                           "gradient_accumulation")
+        self.accumulation_spin = _spin(TrainingSpec, "gradient_accumulation", 4096, defaults.gradient_accumulation)
         more.addRow("Gradient accumulation", self.accumulation_spin)
-        self.decay_spin = with_help(_real(0, 10, defaults.weight_decay, 4, 0.01), TrainingSpec, "weight_decay")
+        self.decay_spin = _real(TrainingSpec, "weight_decay", 10, defaults.weight_decay, 4, 0.01)
         more.addRow("Weight decay", self.decay_spin)
         self.schedule_combo = with_help(QComboBox(), TrainingSpec, "schedule")
         self.schedule_combo.addItems(field_choices(TrainingSpec, "schedule"))
         more.addRow("Schedule", self.schedule_combo)
-        self.warmup_spin = with_help(_real(0, 0.9, defaults.warmup_ratio, 3, 0.01), TrainingSpec, "warmup_ratio")
+        self.warmup_spin = _real(TrainingSpec, "warmup_ratio", 0.9, defaults.warmup_ratio, 3, 0.01)
         more.addRow("Warmup share", self.warmup_spin)
-        self.checkpoint_spin = with_help(_spin(0, 10_000_000, 0, "at every evaluation"), TrainingSpec,
-                                         "checkpoint_every")
+        self.checkpoint_spin = _spin(TrainingSpec, "checkpoint_every", 10_000_000, 0, "at every evaluation")
         more.addRow("Checkpoint every", self.checkpoint_spin)
-        self.patience_spin = with_help(_spin(0, 1000, 0, "off"), TrainingSpec, "early_stopping_patience")
+        self.patience_spin = _spin(TrainingSpec, "early_stopping_patience", 1000, 0, "off")
         more.addRow("Early stopping after", self.patience_spin)
         self.metric_combo = with_help(QComboBox(), TrainingSpec, "metric")
         self.metric_combo.addItems(METRICS)
         more.addRow("Metric", self.metric_combo)
         self.dropout_box = with_help(QCheckBox("Keep the model's dropout on"), TrainingSpec, "dropout")
         more.addRow("", self.dropout_box)
+        self.group_box = with_help(QCheckBox("Batch texts of similar length together"), TrainingSpec,
+                                   "group_by_length")
+        self.group_box.setChecked(defaults.group_by_length)
+        more.addRow("", self.group_box)
         box.addWidget(self.more_button)
         box.addWidget(self.more)
         self.more.setVisible(False)
@@ -124,30 +130,38 @@ class TrainingSettings(QGroupBox):
                      self.seed_spin, self.accumulation_spin, self.decay_spin, self.warmup_spin, self.checkpoint_spin,
                      self.patience_spin):
             spin.valueChanged.connect(self.changed)
-        for combo in (self.device_combo, self.schedule_combo, self.metric_combo):
+        for combo in (self.device_combo, self.precision_combo, self.schedule_combo, self.metric_combo):
             combo.currentIndexChanged.connect(self.changed)
         self.lr_edit.textChanged.connect(self._check_lr)
         self.dropout_box.toggled.connect(self.changed)
+        self.group_box.toggled.connect(self.changed)
 
     # --- reading ------------------------------------------------------------------------------------------
     def learning_rate(self) -> float | None:
-        """The typed rate, None when empty (the method's default); ValueError when it is not a positive number."""
+        """The typed rate, None when empty (the method's default); ValueError with the core's one line (the range
+        `jrft train --lr` checks) when it is not valid."""
         text = self.lr_edit.text().strip()
         if not text:
             return None
-        value = float(text)
-        if not value > 0:
-            raise ValueError(text)
+        try:
+            value = float(text)
+        except ValueError:
+            value = text  # the core says it is not a number
+        problem = setting_problem(TrainingSpec, "lr", value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     def training_spec(self) -> TrainingSpec:
-        """The settings as a TrainingSpec; a ValueError names a setting that is not valid."""
-        try:
-            lr = self.learning_rate()
-        except ValueError:
-            raise ValueError(f"The learning rate {self.lr_edit.text()!r} is not a positive number "
-                             "(e.g. 0.03 or 3e-2); leave it empty for the method's default.") from None
+        """The settings as a TrainingSpec; a ValueError names a setting that is not valid (in the core's words)."""
+        lr = self.learning_rate()
         by_steps = self.steps_radio.isChecked()
+        try:
+            return self._training_spec(lr, by_steps)
+        except UserError as error:  # a value outside its range: the boxes offer none, the core has the last word
+            raise ValueError(str(error)) from None
+
+    def _training_spec(self, lr: float | None, by_steps: bool) -> TrainingSpec:
         return TrainingSpec(
             epochs=None if by_steps else self.epochs_spin.value(),
             max_steps=self.steps_spin.value() if by_steps else None,
@@ -157,6 +171,7 @@ class TrainingSettings(QGroupBox):
             checkpoint_every=self.checkpoint_spin.value() or None,
             early_stopping_patience=self.patience_spin.value() or None, metric=self.metric_combo.currentText(),
             device=self.device_combo.currentData(), seed=self.seed_spin.value(), dropout=self.dropout_box.isChecked(),
+            precision=self.precision_combo.currentData(), group_by_length=self.group_box.isChecked(),
         )
 
     def max_length(self) -> int:
@@ -186,8 +201,8 @@ class TrainingSettings(QGroupBox):
     def _check_lr(self) -> None:
         try:
             lr = self.learning_rate()
-        except ValueError:
-            self.lr_note.show_text("Type a positive number such as 0.03 or 3e-2.", "error")
+        except ValueError as error:
+            self.lr_note.show_text(str(error), "error")
         else:
             default = self._default_lr
             if lr is None:
