@@ -41,8 +41,9 @@ def settings(tiny_models, rows, method: str, train: str = "train", **budget) -> 
         model=ModelSpec(str(tiny_models["bert"])),
         data=DataSpec(train=str(rows[train]), validation=str(rows["validation"]), max_length=32),
         method=MethodSpec(name=method, d=16),
+        # fp32: the split batches are the same sums; bf16 would round each process's part on its own
         training=TrainingSpec(**{"max_steps": 6, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 3,
-                                 "lr": 0.05, "device": "cpu", **budget}),
+                                 "lr": 0.05, "device": "cpu", "precision": "fp32", **budget}),
     )
 
 
@@ -54,7 +55,7 @@ def flags(config: RunConfig) -> list[str]:
             "--max-length", "32",
             "--max-steps", str(budget.max_steps), "--batch-size", str(budget.batch_size),
             "--gradient-accumulation", str(budget.gradient_accumulation), "--eval-every", str(budget.eval_every),
-            "--lr", str(budget.lr), "--device", "cpu"]
+            "--lr", str(budget.lr), "--device", "cpu", "--precision", budget.precision]
 
 
 def torchrun(*args, processes: int = 2, succeed: bool = True) -> subprocess.CompletedProcess:
