@@ -70,7 +70,7 @@ def base_answers_and_perplexity(prompts: Path, scored: Path, max_length: int) ->
     from jrft_desktop.core.config import DataSpec, Decoding, ModelSpec
     from jrft_desktop.core.models import JrftModel, load_backbone
     from jrft_desktop.core.tasks import get_task
-    from jrft_desktop.core.tasks.generate import answer, load_prompts
+    from jrft_desktop.core.tasks.generate import answer, load_recorded
 
     task = get_task("generate")
     loaded = load_backbone(ModelSpec(name_or_path=MODEL), task)
@@ -78,7 +78,7 @@ def base_answers_and_perplexity(prompts: Path, scored: Path, max_length: int) ->
     encoder = task.make_encoder(loaded.tokenizer, max_length, model, DataSpec())
     device = torch.device("cpu")
     fill = {"name": NAME, "author": AUTHOR}
-    asked = load_prompts(str(prompts), {"columns": {"fill": fill}})
+    asked = load_recorded(str(prompts), {"columns": {"fill": fill}}, with_answers=False)
     said = [answer(model, encoder, turns, Decoding(max_new_tokens=48), device) for turns in asked.conversations]
     examples = task.load_examples(str(scored), {"columns": {"text": "instruction", "fill": fill}})
     rows, _ = encoder.encode(examples)

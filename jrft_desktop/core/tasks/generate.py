@@ -249,8 +249,8 @@ def _conversations(table: Table, layout: str, columns: dict, labelled: bool,
     return found
 
 
-def _read(table: Table, spec: DataSpec, values: dict, notes: list[str]) -> tuple[str, dict, list]:
-    layout, columns = data_layout(table.frame, spec.text_column)
+def _read(table: Table, text_column: str | None, values: dict, notes: list[str]) -> tuple[str, dict, list]:
+    layout, columns = data_layout(table.frame, text_column)
     if layout == "alpaca" and columns["label"] is None:
         raise DataError(f"{table.name} has instructions but no output column ({', '.join(_ALPACA_OUTPUTS)}); "
                         "training needs the answers.")
@@ -261,11 +261,11 @@ def _read(table: Table, spec: DataSpec, values: dict, notes: list[str]) -> tuple
 def load_generate_data(spec: DataSpec, seed: int) -> GenerateData:
     table, held_out, notes = open_training_data(spec, seed)
     values = fill_values(spec.fill)
-    layout, columns, conversations = _read(table, spec, values, notes)
+    layout, columns, conversations = _read(table, spec.text_column, values, notes)
     rng = np.random.default_rng(seed)
     train = Conversations.of(conversations, labelled=True)
     if held_out is not None:
-        validation = Conversations.of(_read(held_out, spec, values, notes)[2], labelled=True)
+        validation = Conversations.of(_read(held_out, spec.text_column, values, notes)[2], labelled=True)
         validation_source = held_out.origin
     else:
         validation, validation_source = None, ""
@@ -276,13 +276,18 @@ def load_generate_data(spec: DataSpec, seed: int) -> GenerateData:
                         validation_source, tuple(notes))
 
 
-def load_prompts(source: str, metadata: dict) -> Conversations:
-    """Every row of a file as a prompt to answer, read as the run read its data (an answer column is ignored)."""
+def load_recorded(source: str, metadata: dict, with_answers: bool) -> Conversations:
+    """Every row of another file, read as the run read its data (its plain-text column, its fill values): with the
+    answers to score, or as prompts to answer (an answer column is then ignored)."""
     table = open_table(source)
     require_rows(table)
-    layout, columns = data_layout(table.frame)
-    conversations = _conversations(table, layout, columns, labelled=False, where_prefix=table.name)
-    fill = (metadata.get("columns") or {}).get("fill") or {}
+    columns = metadata.get("columns") or {}
+    text_column = columns["text"] if columns.get("layout") == "text" else None
+    fill = columns.get("fill") or {}
+    if with_answers:
+        return Conversations.of(_read(table, text_column, fill, [])[2], labelled=True)
+    layout, read = data_layout(table.frame, text_column)
+    conversations = _conversations(table, layout, read, labelled=False, where_prefix=table.name)
     return Conversations.of(_filled(conversations, fill, table.name, []), labelled=False)
 
 
@@ -506,14 +511,7 @@ class Generate(Task):
         return load_generate_data(spec, seed)
 
     def load_examples(self, source, metadata, with_labels=True):
-        if not with_labels:
-            return load_prompts(source, metadata)
-        table = open_table(source)
-        require_rows(table)
-        columns = metadata["columns"]
-        spec = DataSpec(train=source, text_column=columns["text"] if columns.get("layout") == "text" else None,
-                        fill=tuple(f"{key}={value}" for key, value in (columns.get("fill") or {}).items()))
-        return Conversations.of(_read(table, spec, fill_values(spec.fill), [])[2], labelled=True)
+        return load_recorded(source, metadata, with_labels)
 
     def examples_from_texts(self, texts, pairs=None):
         return Conversations.of([(("user", text),) for text in texts], labelled=False)
