@@ -166,9 +166,9 @@ def cmd_report(args) -> int:
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in results:
         groups.setdefault((r["task"], r["case"], r["tag"]), []).append(r)
-    print("| task | method | setting | seeds | dev score × 100 | Δ vs full | ÷ full (paper: ≥ 95%) | validation × 100 "
-          "| trainable (with head) | best epoch / epochs run | steps run | wall time per run |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| task | method | setting | lr | seeds | dev score × 100 | Δ vs full | ÷ full (paper: ≥ 95%) "
+          "| validation × 100 | trainable (with head) | best epoch / epochs run | steps run | wall time per run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for task in TASKS:
         full = groups.get((task, "full", "default"))
         full_mean = statistics.mean(r["dev"] for r in full) if full else None
@@ -178,15 +178,59 @@ def cmd_report(args) -> int:
             mean = statistics.mean(r["dev"] for r in rows)
             delta = f"{100 * (mean - full_mean):+.1f}" if full_mean is not None and case != "full" else "–"
             within = ("–" if full_mean is None or case == "full" or full_mean <= 0
-                      else f"{100 * mean / full_mean:.0f}% ({'yes' if mean >= 0.95 * full_mean else 'no'})")
+                      else f"{100 * mean / full_mean:.1f}% ({'yes' if mean >= 0.95 * full_mean else 'no'})")
             r0 = rows[0]
-            print(f"| {task} | {case} | {tag} | {len(rows)} | {_fmt([r['dev'] for r in rows])} | {delta} | {within} | "
+            lrs = "/".join(f"{lr:g}" for lr in sorted({r["lr"] for r in rows}))
+            print(f"| {task} | {case} | {tag} | {lrs} | {len(rows)} | {_fmt([r['dev'] for r in rows])} | {delta} | "
+                  f"{within} | "
                   f"{_fmt([r['validation'] for r in rows])} | "
                   f"{r0['trainable_without_head']:,} ({r0['trainable']:,}) | "
                   f"{statistics.mean(r['best_epoch'] for r in rows):.1f} / "
                   f"{statistics.mean(r['epochs_run'] for r in rows):.1f} | "
                   f"{round(statistics.mean(r['train_steps'] for r in rows))} | "
                   f"{statistics.mean(r['wall_time_s'] for r in rows) / 60:.1f} min |")
+    return 0
+
+
+def _d(row: dict) -> int:
+    flags = row["flags"]
+    return int(flags[flags.index("--d") + 1])
+
+
+def cmd_curves(args) -> int:
+    """The gap to full finetuning against d (SLaSh at one learning rate, every d run) and against steps (the
+    validation curves of SLaSh and full finetuning, mean over seeds at each evaluation)."""
+    results = [r for r in _results(Path(args.out)) if r["task"] == args.task]
+    full = [r for r in results if r["case"] == "full" and r["tag"] == "default"]
+    if not full:
+        print(f"No full finetuning run of {args.task} yet.", file=sys.stderr)
+        return 1
+    full_dev, full_val = (statistics.mean(r[key] for r in full) for key in ("dev", "validation"))
+    slash = [r for r in results if r["case"] == args.case and abs(r["lr"] - args.lr) < 1e-12]
+    print(f"{args.task}: {args.case} at lr {args.lr:g} against full finetuning (dev {100 * full_dev:.1f}, "
+          f"validation {100 * full_val:.1f})\n")
+    print("| d | trainable (with head) | seeds | dev × 100 | Δ dev | validation × 100 | Δ validation | best step |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in sorted({_d(r) for r in slash}):
+        rows = [r for r in slash if _d(r) == d]
+        dev, val = (statistics.mean(r[key] for r in rows) for key in ("dev", "validation"))
+        print(f"| {d:,} | {rows[0]['trainable']:,} | {len(rows)} | {100 * dev:.1f} | {100 * (dev - full_dev):+.1f} "
+              f"| {100 * val:.1f} | {100 * (val - full_val):+.1f} | "
+              f"{round(statistics.mean(r['best_step'] for r in rows))} |")
+    at_d = [r for r in slash if _d(r) == args.d]
+    curves = {name: {} for name in ("slash", "full")}
+    for name, rows in (("slash", at_d), ("full", full)):
+        for r in rows:
+            for point in r["curve"]:
+                curves[name].setdefault(point["step"], []).append(point["eval"])
+    steps = sorted(set(curves["slash"]) & set(curves["full"]))
+    print(f"\nValidation score × 100 at each evaluation, d = {args.d:,}: mean of the seeds still running at that step\n")
+    print("| step | " + " | ".join(str(step) for step in steps) + " |")
+    print("|---|" + "---:|" * len(steps))
+    for name in ("slash", "full"):
+        print(f"| {name} | " + " | ".join(f"{100 * statistics.mean(curves[name][step]):.1f}" for step in steps) + " |")
+    print("| Δ | " + " | ".join(f"{100 * (statistics.mean(curves['slash'][s]) - statistics.mean(curves['full'][s])):+.1f}"
+                                for s in steps) + " |")
     return 0
 
 
@@ -215,6 +259,12 @@ def main() -> int:
     run.set_defaults(handler=cmd_run)
     report = sub.add_parser("report", help="Print the Markdown table of results.jsonl.")
     report.set_defaults(handler=cmd_report)
+    curves = sub.add_parser("curves", help="Print the gap to full finetuning against d and against steps.")
+    curves.add_argument("--task", choices=list(TASKS), default="rte")
+    curves.add_argument("--case", choices=list(CASES), default="slash-intermediate")
+    curves.add_argument("--lr", type=float, default=1e-2, help="The SLaSh runs' learning rate.")
+    curves.add_argument("--d", type=int, default=4096, help="d of the SLaSh runs whose curve is shown.")
+    curves.set_defaults(handler=cmd_curves)
     args = parser.parse_args()
     return args.handler(args)
 

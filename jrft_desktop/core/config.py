@@ -203,8 +203,11 @@ class TrainingSpec:
     warmup_ratio: float = field(default=0.06, metadata=_help("Share of the steps spent warming up the rate.",
                                                              minimum=0, maximum=1))
     eval_every: int | None = field(
-        default=None, metadata=_help("Evaluate on the validation set every N steps (default: 10 times a run).",
-                                     minimum=1)
+        default=None,
+        metadata=_help("Evaluate on the validation set every N steps (default: 10 times a run, less often when the "
+                       "validation set is large, so that evaluating stays under a tenth of the training time, but at "
+                       "least 4 times).",
+                       minimum=1),
     )
     checkpoint_every: int | None = field(
         default=None, metadata=_help("Save a resumable checkpoint every N steps (default: at every evaluation).",

@@ -234,10 +234,12 @@ def _head_name(loaded: nn.Module, head: nn.Module) -> str:
     return next(name for name, module in loaded.named_modules() if module is head)
 
 
-def _auto_class(task) -> type:
+def _auto_class(task, family) -> type:
+    """The transformers class the task loads the model with; AutoModel for an encoder, which has no
+    language-model head (a task that needs one refuses the model, with its reason)."""
     import transformers
 
-    return getattr(transformers, task.backbone_class if task is not None else "AutoModel")
+    return getattr(transformers, task.backbone_class if task is not None and family.causal else "AutoModel")
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -266,9 +268,8 @@ def load_backbone(spec: ModelSpec, task=None) -> LoadedBackbone:
         if tokenizer.pad_token is None:
             raise ModelError(f"{spec.name_or_path}'s tokenizer has no padding, end or unknown token to pad with.")
     config.pad_token_id = tokenizer.pad_token_id  # a merged stock classifier finds the last token by it
-    auto = _auto_class(task)
-    if auto.__name__ != "AutoModel" and not family_of(config.model_type, spec.name_or_path).causal:
-        auto = _auto_class(None)  # an encoder has no language-model head: the task refuses it, with its reason
+    family = family_of(config.model_type, spec.name_or_path)
+    auto = _auto_class(task, family)
     if auto.__name__ == "AutoModel":
         model, output_head = _from_pretrained(auto.from_pretrained, source, "weights", spec, config=config), None
     else:
@@ -282,7 +283,6 @@ def load_backbone(spec: ModelSpec, task=None) -> LoadedBackbone:
                              "model, saved with AutoModelForCausalLM.save_pretrained.")
     model.eval()
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
-    family = family_of(config.model_type, spec.name_or_path)
     return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model), output_head)
 
 
@@ -290,7 +290,7 @@ def load_skeleton(spec: ModelSpec, task=None) -> LoadedBackbone:
     """The model's structure on the meta device, without weights or tokenizer: for counting parameters."""
     source, config = load_config(spec)
     family = family_of(config.model_type, spec.name_or_path)
-    auto = _auto_class(task if family.causal else None)
+    auto = _auto_class(task, family)
     with torch.device("meta"):
         model, output_head = _split(auto.from_config(config))
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))

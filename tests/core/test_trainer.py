@@ -24,7 +24,7 @@ from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
                                       StepEvent)
 from jrft_desktop.core.inference import pick_device, predict_logits
-from jrft_desktop.core.trainer import Batches, Trainer, lr_factor
+from jrft_desktop.core.trainer import EVAL_SPACING, MIN_EVALUATIONS, Batches, Schedule, Trainer, lr_factor
 
 D = 32
 LR = 0.05
@@ -125,6 +125,31 @@ def test_constant_schedule(tiny_models, train_file, tmp_path):
     rates = [event.lr for event in of_type(events, StepEvent)]
     assert rates == pytest.approx([LR / 2, LR, LR, LR, LR, LR, LR, LR], abs=1e-12)
     assert lr_factor(0, 8, 0, "constant") == 1.0  # no warmup: full rate from the first step
+
+
+def test_default_evaluation_spacing_keeps_evaluation_cheap():
+    """Without --eval-every a run evaluates ten times, or less often when its validation set is big: at most once
+    per EVAL_SPACING validation sets' worth of training examples, but at least MIN_EVALUATIONS times."""
+    def evals(train: int, validation: int, **training) -> int:
+        schedule = Schedule.plan(TrainingSpec(**training), train, 1e-2, validation)
+        total = schedule.total_steps  # the last step is always evaluated
+        return len({*range(schedule.eval_every, total + 1, schedule.eval_every), total})
+
+    assert evals(3_200, 50) == 10  # small validation set: 300 steps, every 30
+    # SST-2's training file with the default 10 % held out: 60,614 rows trained 3 epochs, 6,735 validated.
+    sst2 = Schedule.plan(TrainingSpec(), 60_614, 1e-2, 6_735)
+    assert sst2.eval_every == math.ceil(EVAL_SPACING * 6_735 / 32) == 1_263
+    assert evals(60_614, 6_735) == 5  # at 1,263, 2,526, 3,789, 5,052 and the last step, 5,685
+    assert 5 * 6_735 / (sst2.total_steps * 32) < 1 / 5  # scoring a row costs about half of training on one
+    assert evals(12_000, 6_062) == MIN_EVALUATIONS  # a validation set half the size of the training rows
+    assert evals(1_125 * 32, 10) == 10  # no evaluation a step before the last one: every 113 steps, then 1,125
+    # accumulation counts: 4 batches of 8 per step train as many examples as a batch of 32
+    assert (Schedule.plan(TrainingSpec(batch_size=8, gradient_accumulation=4), 60_614, 1e-2, 6_735).eval_every
+            == 1_263)
+    # a validation set bigger than the whole run still gets a curve: MIN_EVALUATIONS evaluations
+    assert evals(100, 10_000, max_steps=20) == MIN_EVALUATIONS == 4
+    assert evals(100, 10_000, max_steps=3) == 3  # a run shorter than that evaluates at every step
+    assert Schedule.plan(TrainingSpec(eval_every=7), 60_614, 1e-2, 6_735).eval_every == 7  # the user's choice
 
 
 def test_events_are_frozen_dataclasses(completed):

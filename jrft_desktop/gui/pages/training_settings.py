@@ -75,7 +75,7 @@ class TrainingSettings(QGroupBox):
         self.max_length_spin.setSuffix(" tokens")
         main.addRow("Longest input", self.max_length_spin)
 
-        self.eval_spin = _spin(TrainingSpec, "eval_every", 10_000_000, 0, "auto (10 times a run)")
+        self.eval_spin = _spin(TrainingSpec, "eval_every", 10_000_000, 0, "auto (4 to 10 times a run)")
         self.eval_spin.setSuffix(" steps")
         main.addRow("Evaluate every", self.eval_spin)
         self.seed_spin = _spin(TrainingSpec, "seed", None, defaults.seed)
