@@ -218,19 +218,20 @@ def cmd_curves(args) -> int:
               f"| {100 * val:.1f} | {100 * (val - full_val):+.1f} | "
               f"{round(statistics.mean(r['best_step'] for r in rows))} |")
     at_d = [r for r in slash if _d(r) == args.d]
-    curves = {name: {} for name in ("slash", "full")}
+    curves = {}  # name -> step -> the mean validation score of the seeds evaluated at that step
     for name, rows in (("slash", at_d), ("full", full)):
+        scores: dict[int, list[float]] = {}
         for r in rows:
             for point in r["curve"]:
-                curves[name].setdefault(point["step"], []).append(point["eval"])
+                scores.setdefault(point["step"], []).append(point["eval"])
+        curves[name] = {step: statistics.mean(values) for step, values in scores.items()}
     steps = sorted(set(curves["slash"]) & set(curves["full"]))
     print(f"\nValidation score × 100 at each evaluation, d = {args.d:,}: mean of the seeds still running at that step\n")
     print("| step | " + " | ".join(str(step) for step in steps) + " |")
     print("|---|" + "---:|" * len(steps))
     for name in ("slash", "full"):
-        print(f"| {name} | " + " | ".join(f"{100 * statistics.mean(curves[name][step]):.1f}" for step in steps) + " |")
-    print("| Δ | " + " | ".join(f"{100 * (statistics.mean(curves['slash'][s]) - statistics.mean(curves['full'][s])):+.1f}"
-                                for s in steps) + " |")
+        print(f"| {name} | " + " | ".join(f"{100 * curves[name][step]:.1f}" for step in steps) + " |")
+    print("| Δ | " + " | ".join(f"{100 * (curves['slash'][step] - curves['full'][step]):+.1f}" for step in steps) + " |")
     return 0
 
 

@@ -63,8 +63,9 @@ def evaluation_file(folder: Path) -> Path:
     return folder / "test.tsv" if (folder / "test.tsv").is_file() else folder / "validation.tsv"
 
 
-def prepare(args, folder: Path) -> tuple[Path, Path, list[str]]:
-    """The sampled training rows and evaluation rows as TSV files both systems read; the label names in id order."""
+def prepare(args, folder: Path) -> tuple[Path, Path, list[str], dict]:
+    """The sampled training rows and evaluation rows as TSV files both systems read; the label names in id order;
+    how many rows each file holds."""
     train, test = read(args.data / "train.tsv"), read(evaluation_file(args.data))
     train = train.sample(n=min(args.train_rows, len(train)), random_state=args.seed)
     if args.eval_rows:
@@ -73,7 +74,7 @@ def prepare(args, folder: Path) -> tuple[Path, Path, list[str]]:
     paths = folder / "train.tsv", folder / "test.tsv"
     for frame, path in zip((train, test), paths):
         frame.to_csv(path, sep="\t", index=False)
-    return *paths, names
+    return *paths, names, {"train": len(train), "evaluation": len(test)}
 
 
 class Record:
@@ -221,16 +222,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="Write the summaries here (JSON).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        train, test, names = prepare(args, Path(folder))
-        rows = {"train": len(read(train)), "evaluation": len(read(test))}
+        train, test, names, rows = prepare(args, Path(folder))
         records = []
         for system in args.systems:
             if system == "peer":
                 records.append(run_peer(args, train, test, names))
             else:
-                overrides = {"jrft": args.jrft_settings, "jrft-fp32": {**args.jrft_settings, "precision": "fp32"},
-                             "jrft-before": BEFORE, "jrft-lora": {}}[system]
-                method = {"name": "lora", "rank": 8} if system == "jrft-lora" else {}
+                # (TrainingSpec overrides, MethodSpec values) of each jrft system
+                overrides, method = {"jrft": (args.jrft_settings, {}),
+                                     "jrft-fp32": ({**args.jrft_settings, "precision": "fp32"}, {}),
+                                     "jrft-before": (BEFORE, {}),
+                                     "jrft-lora": ({}, {"name": "lora", "rank": 8})}[system]
                 records.append(run_jrft(args, system, train, test, overrides, method))
     summaries = [record.summary(args.target) for record in records]
     from jrft_desktop.core.precision import cpu_features
