@@ -125,13 +125,16 @@ def test_validation_file_is_mapped_with_the_training_labels():
 
 
 @needs_shared
-def test_max_train_rows_samples_after_the_split():
+def test_max_train_rows_splits_validation_off_the_rows_it_reads():
+    """A file read whole gets the split a streamed one gets: a tenth of the 556 rows read, not of all 60,614."""
     spec = DataSpec(train=str(SST2_TRAIN), max_train_rows=500)
     data = load_task_data(spec, seed=1)
-    assert len(data.train) == 500
-    assert len(data.validation) > 6_000
-    assert any("Sampled 500 of" in note for note in data.notes)
-    assert load_task_data(spec, seed=1).train == data.train
+    assert (len(data.train), len(data.validation)) == (500, 56)
+    assert "Sampled 556 of the 60,614 rows of train.tsv at random (seed 1): 500 to train on, the rest for the 10% " \
+           "validation split." in data.notes
+    assert load_task_data(spec, seed=1) == data and load_task_data(spec, seed=2).train != data.train
+    given = load_task_data(DataSpec(train=str(SST2_TRAIN), validation=str(SST2_TEST), max_train_rows=500), 1)
+    assert (len(given.train), len(given.validation)) == (500, 872)  # a validation file is kept whole
 
 
 @needs_shared

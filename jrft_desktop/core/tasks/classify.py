@@ -104,11 +104,8 @@ def open_training_data(spec: DataSpec, seed: int) -> tuple[Table, Table | None, 
         raise DataError("No training data given; choose a file, a folder or a dataset name.")
 
     validation_file = spec.validation or None
-    sample = None
-    if spec.max_train_rows is not None:  # used only for a file too big to read whole; the split comes after it
-        share = 1.0 if validation_file is not None else 1.0 - spec.validation_fraction
-        sample = Sample(math.ceil(spec.max_train_rows / share), seed)
-    table = open_table(spec.train, with_companion=validation_file is None, sample=sample)
+    table = open_table(spec.train, with_companion=validation_file is None,
+                       sample=_rows_to_read(spec, carves_validation=validation_file is None, seed=seed))
     notes = list(table.notes)
     require_rows(table)
     held_out = open_table(validation_file) if validation_file is not None else table.companion
@@ -118,7 +115,26 @@ def open_training_data(spec: DataSpec, seed: int) -> tuple[Table, Table | None, 
             notes.append(f"Validation data: {held_out.origin}, found beside the training data "
                          "(set a validation file to use another).")
         require_rows(held_out)
+    sample = _rows_to_read(spec, carves_validation=held_out is None, seed=seed)
+    if sample is not None and len(table.frame) > sample.rows:
+        # A file read whole is cut to the sample a streamed one keeps, so that a row limit splits validation off
+        # the rows the run uses (a tenth of them by default), not off the whole file, whatever the memory.
+        keep = np.sort(np.random.default_rng(seed).choice(len(table.frame), size=sample.rows, replace=False))
+        notes.append(f"Sampled {sample.rows:,} of the {len(table.frame):,} rows of {table.name} at random "
+                     f"(seed {seed})" + (f": {spec.max_train_rows:,} to train on, the rest for the "
+                                         f"{spec.validation_fraction * 100:g}% validation split." if held_out is None
+                                         else "."))
+        table.frame = table.frame.iloc[keep].reset_index(drop=True)
     return table, held_out, notes
+
+
+def _rows_to_read(spec: DataSpec, carves_validation: bool, seed: int) -> Sample | None:
+    """The sample of the training file a row limit asks for: the training rows, and the validation split's share
+    on top when the split is carved from the file."""
+    if spec.max_train_rows is None:
+        return None
+    share = 1.0 - spec.validation_fraction if carves_validation else 1.0
+    return Sample(math.ceil(spec.max_train_rows / share), seed)
 
 
 def sample_rows(count: int, limit: int | None, what: str, rng: np.random.Generator, seed: int,
