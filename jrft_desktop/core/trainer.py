@@ -574,7 +574,7 @@ class Trainer:
             "status": status, "method": plan.method, "trainable_params": plan.trainable_params,
             "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
             "d": projected.spec.d if projected is not None else None, "size_name": plan.size_name, "size": plan.size,
-            "position": plan.position, "pooling": run.model.pooling, "train_steps": state.step,
+            "position": plan.position, "pooling": run.model.pooling if run.task.pools else None, "train_steps": state.step,
             "best_step": state.best_step, "metric": run.metric_name, "lr": run.schedule.lr,
             "step_time_s": step_time,
             "examples_per_s": training.batch_size * training.gradient_accumulation / step_time if timed else None,

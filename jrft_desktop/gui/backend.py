@@ -235,6 +235,7 @@ class DataSummary:
     task_name: str | None = None  # the task that read the data (None: the default one)
     trains_head: bool = True  # False: the model's own output layer answers, frozen (generation)
     stock_class: str = ""  # the transformers class a merged model of this task loads with
+    pools: bool = True  # the head reads one pooled state per example (the pooling setting applies)
 
     @property
     def num_labels(self) -> int:
@@ -251,7 +252,7 @@ def summarize_data(spec: DataSpec, seed: int = 0) -> DataSummary:
                        task.label_distribution(data.train, data.label_names),
                        task.label_distribution(data.validation, data.label_names), len(data.train),
                        len(data.validation), data.validation_source, data.notes, task.name, task.trains_head,
-                       task.stock_class)
+                       task.stock_class, task.pools)
 
 
 def samples_by_step(history) -> list[tuple[int, list[dict]]]:

@@ -227,7 +227,8 @@ class MainWindow(QMainWindow):
                                      summary.num_labels if summary else 2, summary.train_rows if summary else None,
                                      summary.task_name if summary else None,
                                      summary.trains_head if summary else True,
-                                     summary.stock_class if summary else "")
+                                     summary.stock_class if summary else "",
+                                     summary.pools if summary else True)
         self.summary_label.setText(f"Model: {model.short_name() or '–'}   ·   Data: {self.data_page.short_name()}"
                                    f"   ·   Method: {self.method_page.describe_choice()}")
         self.train_page.refresh_plan()

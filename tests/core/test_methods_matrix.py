@@ -8,15 +8,13 @@ would load them."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from clean_process import run_clean
 from safetensors.torch import load_file, safe_open, save_file
 from tiny_models import FAMILIES, HIDDEN, LAYERS, build_tiny_model
 
@@ -260,13 +258,7 @@ def merged_exports(tiny_models, tmp_path_factory):
                                       "num_labels": len(LABELS)}
             except Exception as error:  # reported by the test of that combination
                 results[key] = {"error": error}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, "-c", LOADER], input=json.dumps(job), capture_output=True, text=True,
-                          cwd=root, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert loaded.pop("jrft_desktop_imported") is False, "the clean loader imported jrft_desktop"
-    for key, value in loaded.items():
+    for key, value in run_clean(LOADER, job, root, timeout=600).items():
         results[key]["stock"] = value
     return results
 

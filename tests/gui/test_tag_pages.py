@@ -40,11 +40,15 @@ def test_data_page_previews_tokens_with_their_tags(qtbot, window, shared_data, t
     counts = {tags[row]: int(page.distribution.item(row, 1).text().replace(",", "")) for row in range(len(tags))}
     training = load_tag_data(page.data_spec(), 0).train  # the 270 sentences training will see, word by word
     assert sum(counts.values()) == sum(len(spans) for spans in training.spans)
+    method = window.method_page  # a tag for every token: no pooling to choose
+    assert not method.placement_form.isRowVisible(method.pooling_combo)
+    assert "which tags every token, so pooling does not apply" in method.merge_note.text()
 
     page.set_train(str(sst2_200))  # back to a table of texts: its own column names and preview
     qtbot.waitUntil(lambda: page.summary is not None and not page.busy, timeout=30_000)
     assert page.column_form.labelForField(page.text_combo).text() == "Text"
     assert page.column_form.isRowVisible(page.pair_combo) and page.token_preview.isHidden()
+    assert method.placement_form.isRowVisible(method.pooling_combo) and "Every pooling" in method.merge_note.text()
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -63,6 +67,7 @@ def test_results_page_scores_entity_types_and_highlights_entities(qtbot, window,
     assert [table.item(row, 0).text() for row in range(table.rowCount())] == sorted(per_type)
     shown = {results.metrics_table.item(row, 0).text() for row in range(results.metrics_table.rowCount())}
     assert {"Validation entity F1", "Validation entity precision", "Validation token accuracy"} <= shown
+    assert result.metrics["pooling"] is None and "Pooling" not in shown
     assert results.try_button.text() == "Find entities"
 
     sentence = "Alice flew from Paris to New York"

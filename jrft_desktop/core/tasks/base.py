@@ -35,6 +35,7 @@ class Task:
     backbone_class: str = "AutoModel"  # the transformers Auto class the base model loads as (its head left out)
     trains_head: bool = True  # a new head trains with the method (False: the model's own output layer, frozen)
     generates: bool = False  # answers by generating text (`predict_records`), not from its outputs
+    pools: bool = True  # the head reads one pooled state per example, so the model's pooling setting applies
     # How the app names the text, text-pair and label columns this task reads (None: it reads no such column)
     column_roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")
 

@@ -501,6 +501,7 @@ class Generate(Task):
     stock_class = "AutoModelForCausalLM"
     backbone_class = "AutoModelForCausalLM"
     trains_head = False
+    pools = False
     generates = True
     column_roles = ("Instruction / messages / text", "Input (optional)", "Output")
 

@@ -394,6 +394,7 @@ def entities(text: str, spans: Sequence[tuple[int, int]], output: np.ndarray,
 # --- the task ---------------------------------------------------------------------------------------------------
 class Tag(Task):
     name = "tag"
+    pools = False  # a tag for every token
     summary = "Tag every word of a text (named-entity recognition: BIO or IOBES tags)."
     stock_class = "AutoModelForTokenClassification"
     column_roles = ("Tokens", None, "Tags")

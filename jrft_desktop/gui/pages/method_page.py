@@ -94,6 +94,7 @@ class MethodPage(Page):
         self._task_name: str | None = None  # the task the data is for (None: the default one)
         self._trains_head = True  # False: the model's own output layer answers, frozen (generation)
         self._stock_class = ""  # the transformers class the task's merged model loads with
+        self._pools = True  # the task's head reads one pooled state per example (False: every token's)
         self._train_examples: int | None = None
         self._planner = LatestRequest(self, plan_method, self._show_plan, self._show_plan_failure)
 
@@ -239,14 +240,15 @@ class MethodPage(Page):
 
     def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int,
                     train_examples: int | None = None, task_name: str | None = None,
-                    trains_head: bool = True, stock_class: str = "") -> None:
+                    trains_head: bool = True, stock_class: str = "", pools: bool = True) -> None:
         """The chosen model, number of classes and task, which the parameter counts depend on, and the number of
         training examples, which the noise of private training depends on."""
         if (model_spec, model_parameters, num_labels, task_name) != (
                 self._model_spec, self._model_parameters, self._num_labels, self._task_name):
             self._model_spec, self._model_parameters, self._num_labels = model_spec, model_parameters, num_labels
             self._task_name, self._trains_head, self._stock_class = task_name, trains_head, stock_class
-            self.placement_form.setRowVisible(self.pooling_combo, trains_head)  # the model's own head reads every token
+            self._pools = pools
+            self.placement_form.setRowVisible(self.pooling_combo, pools)  # a head on every token pools nothing
             if self.method is not None:
                 self._show_merge_note()
             self._request_plan()
@@ -328,11 +330,12 @@ class MethodPage(Page):
         if not method.foldable:
             self.merge_note.show_text(f"{method.title} adds a prompt to the input, so it cannot become a stock "
                                       "merged model; you export and use its vector file.", "warning")
-        elif not self._trains_head:
+        elif not self._pools:
             stock = f" (transformers' {self._stock_class})" if self._stock_class else ""
-            self.merge_note.show_text(f"It exports a merged model: the stock model{stock} with the tokenizer and its "
-                                      "chat template; the model's own output layer answers, so pooling does not "
-                                      "apply.", "info")
+            answers = ("with the trained head, which tags every token" if self._trains_head else
+                       "with the tokenizer and its chat template; the model's own output layer answers")
+            self.merge_note.show_text(f"It exports a merged model: the stock model{stock} {answers}, so pooling "
+                                      "does not apply.", "info")
         else:
             self.merge_note.show_text("Every pooling exports a merged model (cls: the stock transformers classifier; "
                                       "mean: a sentence-transformers folder; any: ONNX). On SST-2, 400 SLaSh steps, "
