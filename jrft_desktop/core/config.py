@@ -216,7 +216,8 @@ class TrainingSpec:
                                      minimum=1)
     )
     early_stopping_patience: int | None = field(
-        default=None, metadata=_help("Stop after this many evaluations without improvement.", minimum=1)
+        default=None, metadata=_help("Stop after this many evaluations without improvement (a better metric, or the "
+                                     "same metric at a lower validation loss).", minimum=1)
     )
     metric: str = field(
         default="auto",

@@ -127,6 +127,18 @@ def default_eval_every(total_steps: int, validation_examples: int, training: Tra
     return max(1, min(max(math.ceil(total_steps / 10), spaced), math.ceil(total_steps / MIN_EVALUATIONS)))
 
 
+def beats_best(score: float, loss: float | None, best: float | None, best_loss: float | None,
+               lower_is_better: bool) -> bool:
+    """Whether an evaluation improves on the best so far: a better score, or the same score at a lower validation
+    loss. A metric stuck at its first value (Matthews 0 while every prediction is still the majority class) then
+    neither stops a run that is learning early nor keeps its first, least trained state as the best."""
+    if best is None:
+        return True
+    if score != best:
+        return score < best if lower_is_better else score > best
+    return loss is not None and best_loss is not None and loss < best_loss
+
+
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if warmup and step < warmup:
         return (step + 1) / warmup
@@ -223,6 +235,7 @@ class TrainingState:
     step: int = 0
     best: float | None = None
     best_step: int | None = None
+    best_loss: float | None = None  # the validation loss of the best evaluation, which breaks a tie of the metric
     evals_since_best: int = 0
     history: list[dict] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
@@ -507,11 +520,10 @@ class Trainer:
                               run.device, self.processes, label_names=run.data.label_names, precision=run.precision)
             state.last_eval_s = time.perf_counter() - tick
             state.eval_time_s += state.last_eval_s
-            score = scores[run.metric_name]
-            improved = state.best is None or (score < state.best if run.task.lower_is_better(run.metric_name)
-                                              else score > state.best)
+            score, loss = scores[run.metric_name], scores.get("loss")
+            improved = beats_best(score, loss, state.best, state.best_loss, run.task.lower_is_better(run.metric_name))
             if improved:
-                state.best, state.best_step, state.evals_since_best = score, state.step, 0
+                state.best, state.best_loss, state.best_step, state.evals_since_best = score, loss, state.step, 0
                 if self.processes.writer:
                     runs.save_state_file(self.run_dir / runs.BEST_FILE, trainable_state(run.model))
             else:

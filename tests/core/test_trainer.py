@@ -24,7 +24,8 @@ from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
                                       StepEvent)
 from jrft_desktop.core.inference import pick_device, predict_logits
-from jrft_desktop.core.trainer import EVAL_SPACING, MIN_EVALUATIONS, Batches, Schedule, Trainer, lr_factor
+from jrft_desktop.core.trainer import (EVAL_SPACING, MIN_EVALUATIONS, Batches, Schedule, Trainer, beats_best,
+                                      lr_factor)
 
 D = 32
 LR = 0.05
@@ -385,6 +386,21 @@ def test_early_stopping(tiny_models, train_file, tmp_path):
     assert torch.equal(load_file(str(tmp_path / "run" / "vector.safetensors"))["projected.z"], torch.zeros(D))
 
 
+@pytest.mark.parametrize(("score", "loss", "best", "best_loss", "lower_is_better", "improves"), [
+    (0.0, 0.61, None, None, False, True),  # the first evaluation
+    (0.1, 0.70, 0.0, 0.61, False, True),  # a better metric, whatever the loss
+    (0.0, 0.59, 0.0, 0.61, False, True),  # Matthews stuck at 0 (all majority class) while the loss falls
+    (0.0, 0.61, 0.0, 0.61, False, False),  # nothing moved
+    (0.0, 0.63, 0.0, 0.61, False, False),
+    (-0.1, 0.50, 0.0, 0.61, False, False),  # a worse metric at a lower loss
+    (0.2, 0.50, 0.3, 0.61, True, True),  # a lower-is-better metric (mse)
+    (0.0, None, 0.0, None, False, False),  # a task that reports no loss: a tie is no improvement
+])
+def test_a_tie_of_the_metric_is_broken_by_the_validation_loss(score, loss, best, best_loss, lower_is_better,
+                                                               improves):
+    assert beats_best(score, loss, best, best_loss, lower_is_better) is improves
+
+
 def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_path):
     config = make_config(tiny_models, train_file, max_steps=24, eval_every=2, lr=1.0, seed=1)  # a jumpy run
     finished, events = train(config, tmp_path / "run")
@@ -393,9 +409,11 @@ def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_pat
     accuracies = [event.metrics["accuracy"] for event in evaluations]
     # Precondition: the last evaluation is worse than the best, so exporting the final state would show.
     assert accuracies[-1] < max(accuracies), accuracies
-    # is_best marks exactly the evaluations that beat every earlier one.
+    # is_best marks exactly the evaluations that beat every earlier one: a higher accuracy, or the same at a lower
+    # validation loss.
+    ranks = [(event.metrics["accuracy"], -event.metrics["loss"]) for event in evaluations]
     assert [event.is_best for event in evaluations] == \
-        [index == 0 or value > max(accuracies[:index]) for index, value in enumerate(accuracies)]
+        [index == 0 or rank > max(ranks[:index]) for index, rank in enumerate(ranks)]
     best_event = [event for event in evaluations if event.is_best][-1]
 
     vector = load_file(str(run_dir / "vector.safetensors"))
