@@ -13,7 +13,8 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,6 +250,18 @@ def weights_fingerprint(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())  # no copy; hashes without the GIL
     return digest.hexdigest()
+
+
+@contextmanager
+def attention_implementation(base: nn.Module, name: str) -> Iterator[None]:
+    """`base` (a transformers model) computes attention with implementation `name` inside the block; the same
+    function, another kernel."""
+    previous = base.config._attn_implementation
+    base.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(previous)
 
 
 def load_backbone(spec: ModelSpec, task=None) -> LoadedBackbone:

@@ -29,6 +29,7 @@ import torch
 from .config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
 from .distributed import Processes
 from .errors import PrivacyError, first_line  # PrivacyError: also config's refusal of ε, δ, C or σ
+from .models import attention_implementation
 from .paths import atomic_write_text
 
 REPORT_NAME = "privacy_report.md"
@@ -278,7 +279,6 @@ def _per_example_attention(model: torch.nn.Module) -> Iterator[None]:
     its fused CPU attention has no batching rule. Eager attention with the mask already expanded avoids both; it
     computes the same function."""
     base = model.base()
-    previous = base.config._attn_implementation
 
     def expand_mask(module, args, kwargs):
         mask = kwargs.get("attention_mask")
@@ -288,12 +288,11 @@ def _per_example_attention(model: torch.nn.Module) -> Iterator[None]:
         return args, kwargs
 
     handle = base.register_forward_pre_hook(expand_mask, with_kwargs=True)
-    base.set_attn_implementation("eager")
     try:
-        yield
+        with attention_implementation(base, "eager"):
+            yield
     finally:
         handle.remove()
-        base.set_attn_implementation(previous)
 
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -33,7 +33,7 @@ from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, Finished
 from .export import save_vector, vector_metadata
 from .inference import evaluate, peak_memory_mb, pick_device
 from .methods.base import load_trainable_state, trainable_state
-from .models import JrftModel, load_backbone
+from .models import JrftModel, attention_implementation, load_backbone
 from .paths import atomic_write_json
 from .tasks import Task, task_for
 from .tasks.base import TaskData
@@ -170,18 +170,26 @@ class Optimization:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     autocast: torch.autocast | None = None
     scaler: torch.amp.GradScaler | None = None
+    # the attention kernel the forward pass runs with, whose backward the step then takes (precision.py)
+    attention: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     @classmethod
     def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, device: torch.device,
                full_precision: bool = False, precision: str = "auto") -> Optimization:
         autocast = None if full_precision else autocast_for(device, precision)
-        scaler = torch.amp.GradScaler("cuda") if autocast is not None and autocast.fast_dtype == torch.float16 \
-            else None
-        return cls(model, optimizer, loss_fn, autocast, scaler)
+        fast = getattr(autocast, "fast_dtype", None)
+        computes_in = "bf16" if fast == torch.bfloat16 else "fp16" if fast == torch.float16 else "fp32"
+        scaler = torch.amp.GradScaler("cuda") if computes_in == "fp16" else None
+        jrft_model = getattr(model, "module", model)  # under DistributedDataParallel, the model it wraps
+        base = jrft_model.base()
+        kernel = precisions.training_attention(computes_in, device, jrft_model.info.causal)
+        if kernel is None or base.config._attn_implementation != "sdpa":  # measured against the fused kernel only
+            return cls(model, optimizer, loss_fn, autocast, scaler)
+        return cls(model, optimizer, loss_fn, autocast, scaler, lambda: attention_implementation(base, kernel))
 
     def backward(self, inputs: dict, labels: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
         """Accumulate the gradient of `weight` x the batch's mean loss; returns that mean loss (detached)."""
-        with self.autocast or contextlib.nullcontext():
+        with self.attention(), self.autocast or contextlib.nullcontext():
             outputs = self.model(**inputs)
         mean_loss = self.loss_fn(_full(outputs), labels)
         loss = mean_loss * weight

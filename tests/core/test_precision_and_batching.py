@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import build_tiny_model
 
 from jrft_desktop.core import bench, methods, precision
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
@@ -80,6 +81,40 @@ def test_a_bf16_step_computes_in_bf16_and_keeps_the_trainable_tensors_fp32(tiny_
     assert all(p.dtype == torch.float32 for p in trainable)
     assert all(value.dtype == torch.float32 for state in optimizer.state.values() for value in state.values()
                if isinstance(value, torch.Tensor) and value.is_floating_point())
+
+
+def test_only_an_encoder_trained_in_bf16_on_a_cpu_switches_to_eager_attention():
+    assert precision.training_attention("bf16", CPU, causal=False) == "eager"
+    assert precision.training_attention("fp32", CPU, causal=False) is None
+    assert precision.training_attention("bf16", CPU, causal=True) is None  # a decoder's fused causal kernel is faster
+    assert precision.training_attention("bf16", torch.device("cuda"), causal=False) is None
+
+
+@needs_bf16
+@pytest.mark.parametrize(("family", "kernel"), [("bert", "eager"), ("distilbert", "eager"), ("llama", "sdpa")])
+def test_a_bf16_step_of_an_encoder_runs_eager_attention_and_evaluation_the_fused_one(tiny_models, family, kernel,
+                                                                                    tmp_path):
+    """The kernel seen inside the forward pass of a step, and after it; the loss is the fused kernel's."""
+    task = get_task("classify")
+    source = tiny_models[family] if family in tiny_models else build_tiny_model(family, tmp_path / family)
+    loaded = load_backbone(ModelSpec(str(source)), task)
+    model, _, _ = methods.build(loaded, "auto", 2, MethodSpec(name="slash", d=16), task)
+    model.train(False)
+    base = model.base()
+    assert base.config._attn_implementation == "sdpa"
+    seen = []
+    base.register_forward_pre_hook(lambda module, args: seen.append(base.config._attn_implementation))
+    encoder = task.make_encoder(loaded.tokenizer, 32, model)
+    rows, _ = encoder.encode(["a gorgeous , witty film", "a tedious mess of a film", "fine"])
+    inputs, labels = encoder.collate(rows), torch.tensor([1, 0, 1])
+    optimization = Optimization.create(model, torch.optim.SGD(model.parameters(), lr=0.0), task.loss_function(
+        "classification"), CPU, precision="bf16")
+    switched = optimization.backward(inputs, labels)
+    assert seen == [kernel] and base.config._attn_implementation == "sdpa"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = optimization.loss_fn(model(**inputs).float(), labels)
+    assert seen == [kernel, "sdpa"]
+    assert float(switched) == pytest.approx(float(reference), rel=2e-2)
 
 
 @needs_bf16

@@ -593,7 +593,11 @@ class Classify(Task):
         return head
 
     def read_out(self, model, hidden, attention_mask, input_ids):
-        return model.head(self.pool(model, hidden, attention_mask, input_ids))
+        pooled = self.pool(model, hidden, attention_mask, input_ids)
+        # The head computes in fp32 under bf16 autocast (it costs nothing): bf16 keeps 3 significant digits, which
+        # quantised a regression's predictions and collapsed a small model's nearly equal scores into ties.
+        with torch.autocast(pooled.device.type, enabled=False):
+            return model.head(pooled.float())
 
     @staticmethod
     def pool(model, hidden: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
