@@ -76,6 +76,10 @@ def assert_same_training(one: Path, two: Path) -> None:
     a, b = trained_tensors(one), trained_tensors(two)
     assert a.keys() == b.keys()
     for name in a:
+        if name.endswith("attention.self.key.bias"):
+            # A key bias adds the same score to every key, which the softmax removes: its gradient is zero up to
+            # rounding, and Adam scales that rounding noise up to lr-sized steps that differ between the runs.
+            continue
         assert torch.allclose(a[name], b[name], atol=1e-3, rtol=0), (name, (a[name] - b[name]).abs().max())
     if "projected.z" in a:  # SLaSh: z starts at zero and did move
         assert a["projected.z"].abs().max() > 1e-3

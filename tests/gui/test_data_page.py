@@ -40,7 +40,8 @@ def test_split_fraction_and_row_limit(qtbot, window, sst2_200):
     page.fraction_spin.setValue(25)
     page.rows_spin.setValue(100)
     wait_summary(qtbot, page)
-    assert (page.summary.train_rows, page.summary.validation_rows) == (100, 50)
+    # the row limit reads 134 rows (100 and the 25 % split's share), and the split is a quarter of them
+    assert (page.summary.train_rows, page.summary.validation_rows) == (100, 33)
     page.validation_rows_spin.setValue(30)
     wait_summary(qtbot, page)
     assert (page.summary.train_rows, page.summary.validation_rows) == (100, 30)
