@@ -226,12 +226,14 @@ def cmd_curves(args) -> int:
                 scores.setdefault(point["step"], []).append(point["eval"])
         curves[name] = {step: statistics.mean(values) for step, values in scores.items()}
     steps = sorted(set(curves["slash"]) & set(curves["full"]))
-    print(f"\nValidation score × 100 at each evaluation, d = {args.d:,}: mean of the seeds still running at that step\n")
+    print(f"\nValidation score × 100 at each evaluation, d = {args.d:,}: mean of the seeds still running at that "
+          "step\n")
     print("| step | " + " | ".join(str(step) for step in steps) + " |")
     print("|---|" + "---:|" * len(steps))
     for name in ("slash", "full"):
         print(f"| {name} | " + " | ".join(f"{100 * curves[name][step]:.1f}" for step in steps) + " |")
-    print("| Δ | " + " | ".join(f"{100 * (curves['slash'][step] - curves['full'][step]):+.1f}" for step in steps) + " |")
+    gaps = (f"{100 * (curves['slash'][step] - curves['full'][step]):+.1f}" for step in steps)
+    print("| Δ | " + " | ".join(gaps) + " |")
     return 0
 
 

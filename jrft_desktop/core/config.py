@@ -97,9 +97,9 @@ class DataSpec:
                                     minimum=8)
     )
     max_train_rows: int | None = field(
-        default=None, metadata=_help("Use at most this many training rows (a seeded random sample). Without a validation "
-                                    "file the split is carved from the same sample: 12000 rows at a 0.1 "
-                                    "fraction read 13334.", minimum=1)
+        default=None,
+        metadata=_help("Use at most this many training rows (a seeded random sample). Without a validation file the "
+                       "split is carved from the same sample: 12000 rows at a 0.1 fraction read 13334.", minimum=1),
     )
     max_validation_rows: int | None = field(
         default=None,
