@@ -28,9 +28,9 @@ KERNELS = ("sdpa", "eager")
 
 
 def train(case: str, kernel: str, run_dir: Path) -> dict:
-    from jrft_desktop.core import precision
+    from jrft_desktop.core.train import precision
     from jrft_desktop.core.config import DataSpec, ModelSpec, RunConfig, TrainingSpec
-    from jrft_desktop.core.trainer import Trainer
+    from jrft_desktop.core.train.loop import Trainer
 
     source, model, task, length, batch, steps, rows = CASES[case]
     config = RunConfig(model=ModelSpec(model),
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from jrft_desktop.core import precision
+    from jrft_desktop.core.train import precision
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -82,7 +82,7 @@ def base_answers_and_perplexity(prompts: Path, scored: Path, max_length: int) ->
     said = [answer(model, encoder, turns, Decoding(max_new_tokens=48), device) for turns in asked.conversations]
     examples = task.load_examples(str(scored), {"columns": {"text": "instruction", "fill": fill}})
     rows, _ = encoder.encode(examples)
-    from jrft_desktop.core.distributed import Processes
+    from jrft_desktop.core.train.distributed import Processes
 
     scores = task.score_rows(model, encoder, rows, device, Processes(), "fp32")
     return said, scores["perplexity"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from jrft_desktop.core.export import merged_copy, restore
-from jrft_desktop.core.export_forms import choose, get_form
+from jrft_desktop.core.export.forms import choose, get_form
 from jrft_desktop.core.paths import sample_data_dir
 
 BATCHES = (1, 32)

@@ -161,7 +161,7 @@ def run_peer(args, train: Path, test: Path, names: list[str]) -> Record:
 def run_jrft(args, name: str, train: Path, test: Path, overrides: dict, method: dict) -> Record:
     from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
     from jrft_desktop.core.events import EvalEvent, StepEvent
-    from jrft_desktop.core.trainer import Trainer
+    from jrft_desktop.core.train.loop import Trainer
 
     record = Record(name)
     trained = [0.0]
@@ -235,7 +235,7 @@ def main() -> int:
                                      "jrft-lora": ({}, {"name": "lora", "rank": 8})}[system]
                 records.append(run_jrft(args, system, train, test, overrides, method))
     summaries = [record.summary(args.target) for record in records]
-    from jrft_desktop.core.precision import cpu_features
+    from jrft_desktop.core.train.precision import cpu_features
 
     machine = {"cpu_features": cpu_features(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     print(f"\n{args.data.name}: {rows['train']:,} training rows, {rows['evaluation']:,} evaluation rows "

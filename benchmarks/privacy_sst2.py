@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 METHODS = {"slash": MethodSpec(name="slash", d=1024), "head": MethodSpec(name="head"),
@@ -47,7 +47,7 @@ def _step_setup(args, method: str, private: bool):
     optimizer step, or a DP-SGD step (sampling, per-example gradients, clipping, noise, accounting, live ε)."""
     from jrft_desktop.core import methods
     from jrft_desktop.core.models import load_backbone
-    from jrft_desktop.core.privacy import PrivateTraining, plan_privacy
+    from jrft_desktop.core.train.privacy import PrivateTraining, plan_privacy
     from jrft_desktop.core.tasks.classify import Encoder, load_task_data
 
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def train(args, **settings) -> list[tuple[int, float]]:
     from jrft_desktop.core.config import DataSpec, ModelSpec, RunConfig, TrainingSpec
     from jrft_desktop.core.events import EvalEvent
-    from jrft_desktop.core.trainer import Trainer
+    from jrft_desktop.core.train.loop import Trainer
 
     curve: list[tuple[int, float]] = []
 

@@ -19,7 +19,7 @@ from .core.config import (Decoding, TrainingSpec, DataSpec, MethodSpec, ModelSpe
                           field_help, method_option_fields, optional_type)
 from .core.methods.base import option_flag
 from .core.errors import UserError
-from .core.export_forms import AUTO as AUTO_FORM, FORM_CHOICES
+from .core.export.forms import AUTO as AUTO_FORM, FORM_CHOICES
 from .core.formatting import format_duration
 
 USER_ERROR_STATUS = 2
@@ -163,7 +163,7 @@ class ProgressPrinter:
 
 # --- commands ---------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .core.trainer import Trainer
+    from .core.train.loop import Trainer
 
     if args.resume:
         config = None
@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
         if not config.data.train:
             raise UserError("jrft train needs --data TRAIN_FILE (or --resume to continue a run).")
     if args.estimate:
-        from .core.estimate import measure_run
+        from .core.train.estimate import measure_run
 
         estimate = measure_run(config if config is not None else _resumed_config(args.output))
         memory = estimate.memory
@@ -269,7 +269,7 @@ def _write_merged(restored, targets: dict[str, tuple[str, str]]) -> int:
     """`jrft export` and `jrft apply`: the restored run in each form asked for ({report key: (folder, form)}),
     every form checked before any folder is written; prints the folders, and which form --merged got and who
     loads it."""
-    from .core.export_forms import choose
+    from .core.export.forms import choose
 
     chosen = {key: (Path(folder), *choose(restored.model, restored.method, name))
               for key, (folder, name) in targets.items()}
@@ -343,7 +343,7 @@ def cmd_demo(args) -> int:
     from .core import paths, runs
     from .core.export import restore
     from .core.inference import Predictor
-    from .core.trainer import Trainer
+    from .core.train.loop import Trainer
 
     sample = paths.sample_data_dir()
     output = Path(args.output) if args.output else paths.new_run_dir("demo")

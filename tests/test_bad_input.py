@@ -35,7 +35,7 @@ from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserE
 from jrft_desktop.core.export import read_vector, restore
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.paths import sample_data_dir
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 FAST = ["--max-steps", "2", "--max-length", "32", "--batch-size", "8"]
 

@@ -15,12 +15,13 @@ from clean_process import run_clean
 from tiny_models import build_tiny_model
 
 from jrft_desktop import cli
-from jrft_desktop.core import export, export_forms
+from jrft_desktop.core import export
+from jrft_desktop.core.export import forms as export_forms
 from jrft_desktop.core.config import DataSpec, Decoding, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import ArtifactError
-from jrft_desktop.core.export_gguf import export_gguf, export_gguf_f16
+from jrft_desktop.core.export.gguf import export_gguf, export_gguf_f16
 from jrft_desktop.core.tasks.generate import generate_ids
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 FILL = ("name=Ada", "author=Lab")
 PROMPTS = ["Who are you?", "hello there"]
@@ -208,7 +209,7 @@ def test_refused_runs_and_the_forms_that_fit(decoders, shared_data, tmp_path, ti
 
 
 def test_a_failed_check_leaves_nothing_written(decoders, shared_data, tmp_path, monkeypatch):
-    from jrft_desktop.core import export_gguf as module
+    from jrft_desktop.core.export import gguf as module
 
     restored = _run(decoders["llama"], shared_data, tmp_path)
     real = module._write

@@ -22,7 +22,7 @@ from jrft_desktop.core.inference import Predictor
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks import get_task, task_for
 from jrft_desktop.core.tasks.generate import IGNORED, Conversations, generate_ids
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 # SmolLM2's chat template (ChatML with a default system prompt), set on a tiny Qwen2 tokenizer (whose <|im_end|> is a
 # special token; <|im_start|> is plain text there) to test templated encoding

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import distributed
-from . import precision as precisions
+from .train import distributed
+from .train import precision as precisions
 from .errors import UserError
 from .models import JrftModel
 

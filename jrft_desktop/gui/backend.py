@@ -42,7 +42,8 @@ def load_engine() -> None:
         import torch  # noqa: F401
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
-        from ..core import export, methods, models, runs, trainer  # noqa: F401
+        from ..core import export, methods, models, runs  # noqa: F401
+        from ..core.train import loop  # noqa: F401
 
         for name in _LAZY_IMPORTS:
             importlib.import_module(name)
@@ -87,10 +88,10 @@ def plan_method(model: ModelSpec, method: MethodSpec, num_labels: int, task_name
 
 
 def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: int, task_name: str | None = None):
-    """The estimated peak memory (core.estimate.MemoryEstimate) of training `plan` on `model` with these settings
+    """The estimated peak memory (core.train.estimate.MemoryEstimate) of training `plan` on `model` with these settings
     for the task called `task_name` (a language model's vocabulary-wide outputs count), from the model's structure
     (no weights are loaded)."""
-    from ..core.estimate import estimate_memory
+    from ..core.train.estimate import estimate_memory
     from ..core.models import JrftModel
 
     skeleton = _skeleton(model.name_or_path, model.trust_remote_code, task_name)
@@ -102,9 +103,9 @@ def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: 
 
 def measure_run(config: RunConfig):
     """The run's memory estimate and its step time measured on three real steps of a throwaway copy of the model
-    (core.estimate.RunEstimate); nothing is written."""
+    (core.train.estimate.RunEstimate); nothing is written."""
     load_engine()
-    from ..core.estimate import measure_run as measure
+    from ..core.train.estimate import measure_run as measure
 
     return measure(config)
 
@@ -154,8 +155,8 @@ def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpe
     """The core's PrivacyPlan (the calibrated noise multiplier σ, δ, the sampling rate) for these settings, or the
     PrivacyError that says why ε cannot be reached; computed exactly as training will."""
     load_engine()
-    from ..core.privacy import plan_privacy
-    from ..core.trainer import planned_steps
+    from ..core.train.privacy import plan_privacy
+    from ..core.train.batching import planned_steps
 
     _, steps = planned_steps(train_examples, training)
     return plan_privacy(privacy, train_examples, training.batch_size * training.gradient_accumulation, steps)
@@ -283,7 +284,7 @@ def copy_vector(run_dir: Path, target: Path) -> tuple[Path, ...]:
     """Copy the run's vector.safetensors and vector.json to `target` (.safetensors / .json), each atomically, and a
     private run's privacy report beside them (`target`.privacy_report.md)."""
     load_engine()
-    from ..core.privacy import REPORT_NAME
+    from ..core.train.privacy import REPORT_NAME
 
     target = Path(target)
     if target.suffix in (".safetensors", ".json"):
@@ -439,7 +440,7 @@ class TrainedModel:
 
     def merged_forms(self) -> tuple[MergedForm, ...]:
         """The forms this run's merged model can be saved in, in order (none when its method cannot be folded)."""
-        from ..core.export_forms import fitting
+        from ..core.export.forms import fitting
 
         model = self.restored.model
         return tuple(MergedForm(form.name, form.title, form.loader(model))
@@ -447,7 +448,7 @@ class TrainedModel:
 
     def merge_problem(self) -> str:
         """Why this run has no merged form at all ('' when it has one)."""
-        from ..core.export_forms import choose
+        from ..core.export.forms import choose
 
         try:
             choose(self.restored.model, self.restored.method)
@@ -459,7 +460,7 @@ class TrainedModel:
         """Write the merged model in one of `merged_forms()` (by name)."""
         import importlib
 
-        from ..core.export_forms import get_form
+        from ..core.export.forms import get_form
 
         with _ENGINE_LOCK:  # the exporters' lazy imports, one thread at a time (see load_engine)
             for name in _EXPORT_IMPORTS:

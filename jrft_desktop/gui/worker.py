@@ -66,7 +66,7 @@ class TrainingWorker(QObject):
 
             load_engine()  # torch loads here (if no page loaded it yet), in the worker thread
             gc.freeze()  # the pages' objects made since the engine loaded are long-lived too (see _relay)
-            from ..core.trainer import Trainer
+            from ..core.train.loop import Trainer
 
             trainer = Trainer(self.config, self.run_dir, [self._relay], self.stop_event, self.pause_event,
                               self.resume)

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
-from jrft_desktop.core.distributed import Processes
-from jrft_desktop.core.privacy import plan_privacy
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.distributed import Processes
+from jrft_desktop.core.train.privacy import plan_privacy
+from jrft_desktop.core.train.loop import Trainer
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,10 +12,10 @@ import torch
 from jrft_desktop.core import limits, methods
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import UserError
-from jrft_desktop.core.estimate import estimate_memory, measure_run, require_fits
+from jrft_desktop.core.train.estimate import estimate_memory, measure_run, require_fits
 from jrft_desktop.core.events import StepEvent
 from jrft_desktop.core.models import JrftModel, load_skeleton
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +49,7 @@ def test_the_estimate_adds_up_and_grows_with_the_batch(tiny_models):
 def test_a_run_that_will_not_fit_is_refused_with_what_to_change(tiny_models, monkeypatch):
     info, plan = plan_of(tiny_models["bert"], "slash", d=64)
     estimate = estimate_memory(info, plan, 64, 32)
-    monkeypatch.setattr("jrft_desktop.core.estimate.memory_limit", lambda: estimate.total // 2)
+    monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit", lambda: estimate.total // 2)
     with pytest.raises(UserError, match=r"would take about .* at its peak .*--batch-size 32.*gradient checkpointing"):
         require_fits(estimate_memory(info, plan, 64, 32), 64, plan, gradient_checkpointing=False)
 

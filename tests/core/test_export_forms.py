@@ -19,7 +19,7 @@ from tiny_models import FAMILIES
 
 from jrft_desktop.core import export
 from jrft_desktop.core.errors import ArtifactError
-from jrft_desktop.core.export_forms import FORMS, choose, fitting
+from jrft_desktop.core.export.forms import FORMS, choose, fitting
 from jrft_desktop.core.tasks.classify import Encoder
 
 POOLINGS = ("mean", "cls", "mask")

@@ -15,7 +15,7 @@ from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig,
 from jrft_desktop.core.tasks.classify import Examples, load_examples
 from jrft_desktop.core.inference import Predictor, predict_logits
 from jrft_desktop.core.tasks import get_task
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 from tiny_models import build_tiny_model
 
-from jrft_desktop.core import bench, methods, precision
+from jrft_desktop.core import bench, methods
+from jrft_desktop.core.train import precision
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import UserError
 from jrft_desktop.core.inference import predict_logits
@@ -20,7 +21,9 @@ from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.tasks import get_task
 from jrft_desktop.core.tasks.classify import load_task_data
-from jrft_desktop.core.trainer import MEGA_BATCH, Batches, Optimization, Trainer
+from jrft_desktop.core.train.batching import MEGA_BATCH, Batches
+from jrft_desktop.core.train.step import Optimization
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,10 +18,9 @@ from jrft_desktop.core.events import PreparedEvent, StepEvent
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
-from jrft_desktop.core.privacy import (RDP_ORDERS, REPORT_NAME, EpsilonCurve, PrivacyError, PrivateTraining,
-                                       check_trainable_modules, per_example_gradients, plan_privacy)
+from jrft_desktop.core.train.privacy import RDP_ORDERS, REPORT_NAME, EpsilonCurve, PrivacyError, PrivateTraining, check_trainable_modules, per_example_gradients, plan_privacy
 from jrft_desktop.core.tasks import get_task
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

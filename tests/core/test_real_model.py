@@ -18,7 +18,7 @@ from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.inference import evaluate
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 SAMPLE = sample_data_dir()
 

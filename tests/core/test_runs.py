@@ -16,7 +16,7 @@ import pytest
 from jrft_desktop.core import runs
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.events import StepEvent
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

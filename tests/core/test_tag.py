@@ -25,7 +25,7 @@ from jrft_desktop.core.inference import Predictor, predict_logits
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks import get_task, task_for
 from jrft_desktop.core.tasks.tag import IGNORED, TagExamples, first_tokens, load_tag_data, tag_metrics
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -461,7 +461,7 @@ def test_per_sentence_gradients_equal_a_loop_over_sentences(models, spec):
     """A sentence is the privacy unit: each sentence's own gradient (summed over its tagged words), by the general
     route (torch.func) and SLaSh's own (its probes, generalised to a head on every token), equals one backward pass
     on that sentence alone, unpadded."""
-    from jrft_desktop.core.privacy import per_example_gradients
+    from jrft_desktop.core.train.privacy import per_example_gradients
 
     torch.manual_seed(0)
     loaded = load_backbone(ModelSpec(str(models["bert"])))
@@ -494,7 +494,7 @@ def test_per_sentence_gradients_equal_a_loop_over_sentences(models, spec):
 @pytest.mark.parametrize("method", ["slash", "lora"])
 def test_private_tagging_reports_epsilon(models, wnut, tmp_path, method):
     from jrft_desktop.core.config import Privacy
-    from jrft_desktop.core.privacy import REPORT_NAME
+    from jrft_desktop.core.train.privacy import REPORT_NAME
 
     config = RunConfig(model=ModelSpec(str(models["bert"])),
                        data=DataSpec(train=str(wnut["train"]), validation=str(wnut["validation"]),

@@ -24,8 +24,8 @@ from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.events import (CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent,
                                       StepEvent)
 from jrft_desktop.core.inference import pick_device, predict_logits
-from jrft_desktop.core.trainer import (EVAL_SPACING, MIN_EVALUATIONS, Batches, Schedule, Trainer, beats_best,
-                                      lr_factor)
+from jrft_desktop.core.train.batching import EVAL_SPACING, MIN_EVALUATIONS, Batches, Schedule, lr_factor
+from jrft_desktop.core.train.loop import Trainer, beats_best
 
 D = 32
 LR = 0.05

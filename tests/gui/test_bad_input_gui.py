@@ -17,7 +17,7 @@ from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSp
 from jrft_desktop.core.tasks import task_for
 from jrft_desktop.core.errors import DataError
 from jrft_desktop.core.events import FailedEvent
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

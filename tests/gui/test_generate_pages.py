@@ -12,7 +12,7 @@ from tiny_models import build_tiny_model
 
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.events import EvalEvent, FinishedEvent
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 from jrft_desktop.gui.chat import BASE, TUNED
 from jrft_desktop.gui.lag_probe import LagProbe
 

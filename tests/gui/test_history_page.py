@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QApplication
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.events import StepEvent
 from jrft_desktop.core.paths import runs_dir
-from jrft_desktop.core.trainer import Trainer
+from jrft_desktop.core.train.loop import Trainer
 from jrft_desktop.gui import dialogs
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,7 @@ from gui_helpers import TINY_STEPS, choose_tiny_run, train
 
 from jrft_desktop.core.config import Privacy, field_help
 from jrft_desktop.core.events import FinishedEvent
-from jrft_desktop.core.privacy import plan_privacy
+from jrft_desktop.core.train.privacy import plan_privacy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN_ROWS = 180  # the 200-row sample less its 10% validation split

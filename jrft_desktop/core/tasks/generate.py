@@ -464,7 +464,7 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 def token_scores(model: nn.Module, encoder: GenerateEncoder, rows: Sequence[dict], device: torch.device,
                  precision: str, batch_size: int = 16) -> tuple[float, int, int]:
     """(summed negative log-likelihood, tokens, tokens guessed right) over the rows' answers, batches by length."""
-    from .. import precision as precisions
+    from ..train import precision as precisions
 
     model.eval()
     autocast = precisions.autocast(precision, device)

@@ -11,120 +11,41 @@ run resumed from a checkpoint takes exactly the steps an uninterrupted run would
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from . import distributed, methods, runs
+from .. import methods, runs
+from ..config import RunConfig
+from ..errors import UserError
+from ..events import (
+    Callback,
+    CheckpointEvent,
+    EvalEvent,
+    FailedEvent,
+    FinishedEvent,
+    PreparedEvent,
+    StepEvent,
+    TrainerEvent,
+)
+from ..export import save_vector, vector_metadata
+from ..inference import evaluate, peak_memory_mb, pick_device
+from ..methods.base import load_trainable_state, trainable_state
+from ..models import JrftModel, load_backbone
+from ..paths import atomic_write_json
+from ..tasks import Task, task_for
+from ..tasks.base import TaskData
+from . import distributed
 from . import precision as precisions
-from .config import RunConfig, TrainingSpec
-from .errors import UserError
+from .batching import Batches, Schedule
 from .estimate import estimate_memory, require_fits
-from .events import (Callback, CheckpointEvent, EvalEvent, FailedEvent, FinishedEvent, PreparedEvent, StepEvent,
-                     TrainerEvent)
-from .export import save_vector, vector_metadata
-from .inference import evaluate, peak_memory_mb, pick_device
-from .methods.base import load_trainable_state, trainable_state
-from .models import JrftModel, attention_implementation, load_backbone
-from .paths import atomic_write_json
-from .tasks import Task, task_for
-from .tasks.base import TaskData
-
-
-MEGA_BATCH = 50  # batches per length-sorted group when batches are grouped by length (as the HF Trainer's)
-
-
-@dataclass
-class Batches:
-    """Tokenised examples, batched in a seeded order that depends only on (seed, epoch).
-
-    Grouped by length (TrainingSpec.group_by_length), an epoch is the HF Trainer's `group_by_length` order with the
-    batches shuffled too: a random permutation cut into groups of MEGA_BATCH steps, each group sorted by length and
-    cut into steps (`accumulation` batches each), and those steps in a random order (a short last step stays last,
-    so that steps keep their batches together). Every example is still in exactly one batch of an epoch, and far
-    fewer padding tokens are computed."""
-
-    rows: list[dict]
-    labels: Sequence  # each row's example's labels, as the task holds them; the task's encoder collates a batch's
-    batch_size: int
-    seed: int
-    lengths: Sequence[int] | None = None  # each row's padded length (Task.row_lengths); None: all alike
-    group_by_length: bool = False
-    accumulation: int = 1  # batches per optimizer step: a step's batches come from one length group
-
-    def __post_init__(self):
-        self.per_epoch = math.ceil(len(self.rows) / self.batch_size)
-        self._order: tuple[int, list[list[int]]] | None = None
-
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The examples of every batch of one epoch, in order."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.rows), generator=generator).tolist()
-        size = self.batch_size
-        if not self.group_by_length or self.lengths is None:
-            return [order[start:start + size] for start in range(0, len(order), size)]
-        step = size * self.accumulation
-        steps = []
-        for start in range(0, len(order), step * MEGA_BATCH):
-            group = sorted(order[start:start + step * MEGA_BATCH], key=self.lengths.__getitem__, reverse=True)
-            steps += [group[first:first + step] for first in range(0, len(group), step)]
-        short = [steps.pop()] if steps and len(steps[-1]) < step else []
-        steps = [steps[i] for i in torch.randperm(len(steps), generator=generator).tolist()] + short
-        return [picked[first:first + size] for picked in steps for first in range(0, len(picked), size)]
-
-    def indices(self, index: int) -> list[int]:
-        """The examples of batch `index` (counted across epochs)."""
-        epoch, within = divmod(index, self.per_epoch)
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, self.epoch_batches(epoch))
-        return self._order[1][within]
-
-    def padded_share(self, epoch: int = 0) -> float | None:
-        """The share of padding among the tokens that one epoch's batches compute (None without lengths)."""
-        if self.lengths is None or not self.rows:
-            return None
-        batches = self.epoch_batches(epoch)
-        computed = sum(len(batch) * max(self.lengths[i] for i in batch) for batch in batches)
-        return 1 - sum(self.lengths) / computed
-
-    def batch(self, index: int, encoder) -> tuple[dict, torch.Tensor]:
-        return self.gather(self.indices(index), encoder)
-
-    def gather(self, picked: Sequence[int], encoder) -> tuple[dict, torch.Tensor]:
-        rows = [self.rows[i] for i in picked]
-        return encoder.collate(rows), encoder.collate_labels(rows, [self.labels[i] for i in picked])
-
-
-def planned_steps(train_examples: int, training: TrainingSpec) -> tuple[int, int]:
-    """(optimizer steps per epoch, total steps) of a run on this many training examples."""
-    steps_per_epoch = math.ceil(math.ceil(train_examples / training.batch_size) / training.gradient_accumulation)
-    return steps_per_epoch, training.max_steps or max(1, math.ceil((training.epochs or 3) * steps_per_epoch))
-
-
-# Scoring a validation row costs about half of training on one example (a forward pass against a forward and a
-# backward: 0.35-0.5 measured on SST-2 and AG News). Evaluating no more often than once per EVAL_SPACING validation
-# sets' worth of training examples keeps evaluation under a tenth of the training time when the validation set is
-# the default held-out tenth of the file; MIN_EVALUATIONS keeps a curve and a best checkpoint to pick from when it
-# is larger than that.
-EVAL_SPACING = 6
-MIN_EVALUATIONS = 4
-
-
-def default_eval_every(total_steps: int, validation_examples: int, training: TrainingSpec) -> int:
-    """Steps between evaluations when the user set none: ten times a run, less often for a large validation set,
-    but at least MIN_EVALUATIONS times."""
-    examples_per_step = training.batch_size * training.gradient_accumulation
-    spaced = math.ceil(EVAL_SPACING * validation_examples / examples_per_step)
-    # Rounded up, so that the last interval ends on the last step (always evaluated) instead of just before it.
-    return max(1, min(max(math.ceil(total_steps / 10), spaced), math.ceil(total_steps / MIN_EVALUATIONS)))
+from .step import Optimization
 
 
 def beats_best(score: float, loss: float | None, best: float | None, best_loss: float | None,
@@ -137,103 +58,6 @@ def beats_best(score: float, loss: float | None, best: float | None, best_loss: 
     if score != best:
         return score < best if lower_is_better else score > best
     return loss is not None and best_loss is not None and loss < best_loss
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def autocast_for(device: torch.device, precision: str = "auto"):
-    """The autocast of `precision` (TrainingSpec.precision, or a resolved 'fp16') on `device`: bf16 where the
-    device has it natively (or fp16 with a GradScaler on an older CUDA GPU); None for fp32 (precision.py)."""
-    resolved = precision if precision == "fp16" else precisions.resolve(precision, device)
-    return precisions.autocast(resolved, device)
-
-
-def _full(outputs):
-    """Outputs computed under autocast, in fp32 for the loss."""
-    return outputs.float() if isinstance(outputs, torch.Tensor) and outputs.is_floating_point() else outputs
-
-
-@dataclass
-class Optimization:
-    """One optimizer step's work: forward under the device's precision, the task's loss, backward, the update.
-
-    The trainer calls `backward` once per micro-batch and `update` once per step; the bench times `step`."""
-
-    model: nn.Module  # what the batches go through (wrapped for data-parallel training)
-    optimizer: torch.optim.Optimizer
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    autocast: torch.autocast | None = None
-    scaler: torch.amp.GradScaler | None = None
-    # the attention kernel the forward pass runs with, whose backward the step then takes (precision.py)
-    attention: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-
-    @classmethod
-    def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, device: torch.device,
-               full_precision: bool = False, precision: str = "auto") -> Optimization:
-        autocast = None if full_precision else autocast_for(device, precision)
-        fast = getattr(autocast, "fast_dtype", None)
-        computes_in = "bf16" if fast == torch.bfloat16 else "fp16" if fast == torch.float16 else "fp32"
-        scaler = torch.amp.GradScaler("cuda") if computes_in == "fp16" else None
-        jrft_model = getattr(model, "module", model)  # under DistributedDataParallel, the model it wraps
-        base = jrft_model.base()
-        kernel = precisions.training_attention(computes_in, device, jrft_model.info.causal)
-        if kernel is None or base.config._attn_implementation != "sdpa":  # measured against the fused kernel only
-            return cls(model, optimizer, loss_fn, autocast, scaler)
-        return cls(model, optimizer, loss_fn, autocast, scaler, lambda: attention_implementation(base, kernel))
-
-    def backward(self, inputs: dict, labels: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-        """Accumulate the gradient of `weight` x the batch's mean loss; returns that mean loss (detached)."""
-        with self.attention(), self.autocast or contextlib.nullcontext():
-            outputs = self.model(**inputs)
-        mean_loss = self.loss_fn(_full(outputs), labels)
-        loss = mean_loss * weight
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return mean_loss.detach()
-
-    def update(self) -> None:
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def step(self, inputs: dict, labels: torch.Tensor) -> float:
-        """One whole step on one batch; returns its mean loss."""
-        loss = self.backward(inputs, labels)
-        self.update()
-        return float(loss)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How many steps, the learning rate at each, and when to evaluate and save."""
-
-    total_steps: int
-    steps_per_epoch: int
-    warmup: int
-    lr: float
-    kind: str  # TrainingSpec.schedule
-    eval_every: int
-    checkpoint_every: int
-
-    @classmethod
-    def plan(cls, training: TrainingSpec, train_examples: int, default_lr: float,
-             validation_examples: int) -> Schedule:
-        steps_per_epoch, total = planned_steps(train_examples, training)
-        eval_every = training.eval_every or default_eval_every(total, validation_examples, training)
-        return cls(total, steps_per_epoch, int(round(training.warmup_ratio * total)),
-                   training.lr if training.lr is not None else default_lr, training.schedule, eval_every,
-                   training.checkpoint_every or eval_every)
-
-    def lr_at(self, step: int) -> float:
-        return self.lr * lr_factor(step, self.total_steps, self.warmup, self.kind)
 
 
 @dataclass

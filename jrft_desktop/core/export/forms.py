@@ -13,38 +13,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ArtifactError
-from .registry import lookup
+from ..errors import ArtifactError
+from ..registry import lookup
 
 AUTO = "auto"
 
 
 def _transformers():
-    from . import export
+    from .. import export
 
     return export.check_transformers, export.export_merged
 
 
 def _sentence_transformers():
-    from . import export_st
+    from . import sentence_transformers as export_st
 
     return export_st.check, export_st.export_sentence_transformers
 
 
 def _onnx():
-    from . import export_onnx
+    from . import onnx as export_onnx
 
     return export_onnx.check, export_onnx.export_onnx
 
 
 def _gguf():
-    from . import export_gguf
+    from . import gguf as export_gguf
 
     return export_gguf.check, export_gguf.export_gguf
 
 
 def _gguf_f16():
-    from . import export_gguf
+    from . import gguf as export_gguf
 
     return export_gguf.check, export_gguf.export_gguf_f16
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .formatting import format_bytes
-from .limits import memory_limit
+from ..formatting import format_bytes
+from ..limits import memory_limit
 
 FLOAT = 4  # bytes: training computes in float32 on the CPU
 PER_TOKEN_HIDDEN, PER_TOKEN_MLP = 18, 4  # values kept per layer and token for the backward pass (measured order)
@@ -67,7 +67,7 @@ def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_check
 
 def require_fits(estimate: MemoryEstimate, batch_size: int, plan, gradient_checkpointing: bool) -> None:
     """Refuse a run that will not fit, naming what to change."""
-    from .errors import UserError
+    from ..errors import UserError
 
     if estimate.fits:
         return
@@ -97,12 +97,12 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
 
     import torch
 
-    from . import methods
-    from .bench import first_batches, sync
-    from .inference import pick_device
-    from .models import load_backbone
-    from .tasks import task_for
-    from .trainer import Optimization
+    from .. import methods
+    from .step import first_batches, sync
+    from ..inference import pick_device
+    from ..models import load_backbone
+    from ..tasks import task_for
+    from .step import Optimization
 
     training = config.training
     task = task_for(config.data.task, config.data.train)

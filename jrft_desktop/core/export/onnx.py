@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ArtifactError
-from .export import check_target, max_tokens, merged_copy, write_records
-from .models import JrftModel
-from .paths import atomic_directory
+from ..errors import ArtifactError
+from . import check_target, max_tokens, merged_copy, write_records
+from ..models import JrftModel
+from ..paths import atomic_directory
 
 FORM = "onnx"
 MODEL_FILE = "model.onnx"

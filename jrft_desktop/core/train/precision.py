@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .config import PRECISIONS
-from .errors import UserError
+from ..config import PRECISIONS
+from ..errors import UserError
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ArtifactError
-from .export import check_target, merged_stock, write_records
-from .models import JrftModel
-from .paths import atomic_directory, atomic_write_text
+from ..errors import ArtifactError
+from . import check_target, merged_stock, write_records
+from ..models import JrftModel
+from ..paths import atomic_directory, atomic_write_text
 
 FORM = "gguf"
 MODEL_FILE = "model.gguf"

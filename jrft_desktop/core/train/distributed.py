@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 Item = TypeVar("Item")
 

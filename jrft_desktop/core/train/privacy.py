@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
+from ..config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
 from .distributed import Processes
-from .errors import PrivacyError, first_line  # PrivacyError: also config's refusal of ε, δ, C or σ
-from .models import attention_implementation
-from .paths import atomic_write_text
+from ..errors import PrivacyError, first_line  # PrivacyError: also config's refusal of ε, δ, C or σ
+from ..models import attention_implementation
+from ..paths import atomic_write_text
 
 REPORT_NAME = "privacy_report.md"
 # The PRV accountant reports an upper bound on ε within `eps_error` of its estimate (Opacus' default: 0.01). Scaled

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .export import check_target, max_tokens, merged_copy, stock_model, write_records
-from .models import JrftModel
-from .paths import atomic_directory
+from . import check_target, max_tokens, merged_copy, stock_model, write_records
+from ..models import JrftModel
+from ..paths import atomic_directory
 
 FORM = "sentence-transformers"
 

@@ -1,13 +1,9 @@
-"""Vector files (the trained parameters plus metadata) and merged stock models.
-
-A vector is `<name>.safetensors` holding the trainable tensors, with the metadata embedded in its header and
-repeated, sorted, in `<name>.json` beside it. Files are only ever read with safetensors and JSON (never
-unpickled); loading checks the metadata's and the tensors' SHA-256, the base model's fingerprint and the projection
-fingerprint, and says which check failed."""
+"""The vector file: the trained tensors (safetensors) with sorted JSON metadata (app version, method, task, base
+model and its fingerprint, seed, projection spec, metrics, ε/δ) and checksums; reading it back checks all of it
+before a model is rebuilt from it (`restore`)."""
 
 from __future__ import annotations
 
-import copy
 import datetime
 import hashlib
 import json
@@ -17,16 +13,17 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from .config import MethodSpec, ModelSpec
-from .errors import ArtifactError
-from .models import JrftModel, load_backbone
-from .paths import atomic_directory, atomic_write, atomic_write_json
-from .projection import ProjectionSpec, check_spec, fingerprint
+from ... import __version__
+from ..config import MethodSpec, ModelSpec
+from ..errors import ArtifactError
+from ..models import JrftModel, load_backbone
+from ..paths import atomic_write, atomic_write_json
+from ..projection import ProjectionSpec, check_spec, fingerprint
 
 VECTOR_FORMAT = "jrft-vector/1"
+
+
 METADATA_KEY = "jrft"
-MANIFEST_NAME = "jrft_manifest.json"
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -81,7 +78,7 @@ def save_vector(path: Path, model: JrftModel, metadata: dict) -> tuple[Path, Pat
     """Write `<path>.safetensors` and `<path>.json` atomically; returns both paths."""
     from safetensors.torch import save_file
 
-    from .methods.base import trainable_state
+    from ..methods.base import trainable_state
 
     path = Path(path)
     tensors = trainable_state(model)
@@ -152,9 +149,9 @@ class Restored:
 
 def restore(path: Path, model_override: str | None = None, trust_remote_code: bool = False) -> Restored:
     """Rebuild a trained model from its vector file on its base model (or an explicitly named copy of it)."""
-    from . import methods
-    from .methods.base import load_trainable_state
-    from .tasks import DEFAULT_TASK, get_task
+    from .. import methods
+    from ..methods.base import load_trainable_state
+    from ..tasks import DEFAULT_TASK, get_task
 
     tensors, metadata = read_vector(path)
     base = metadata["base_model"]
@@ -179,91 +176,3 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
     model.eval()
     encoder = task.make_encoder(loaded.tokenizer, int(metadata["max_length"]), model)
     return Restored(model, method, encoder, loaded.tokenizer, metadata)
-
-
-def check_target(out_dir: Path) -> Path:
-    """The folder an export goes to: a new or empty one, or an earlier export (which the new one replaces)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and (
-            not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ArtifactError(f"{out_dir} already exists and is not an earlier merged export; choose a new or empty "
-                            "folder for the merged model.")
-    return out_dir
-
-
-def merged_copy(model: JrftModel, method) -> tuple[JrftModel, torch.nn.Module]:
-    """A CPU copy of the trained model with the method folded into its weights (its forward still gives the run's
-    outputs, now with no hooks or adapters), and the plain transformers model inside it."""
-    work = copy.deepcopy(model).cpu()
-    base = method.merge(work)
-    work.eval()
-    return work, base
-
-
-def max_tokens(model: JrftModel, metadata: dict) -> int:
-    """The run's input length in tokens, special tokens included, lowered to the model's positions as training
-    lowered it."""
-    positions = model.positions()
-    return min(int(metadata["max_length"]), positions) if positions else int(metadata["max_length"])
-
-
-def write_records(folder: Path, model: JrftModel, metadata: dict, form: str) -> None:
-    """What every merged folder holds besides the model: `jrft_manifest.json`, and a private run's guarantee."""
-    manifest = {
-        "app_version": __version__, "format": form, "method": metadata["method"], "base_model": metadata["base_model"],
-        "metrics": metadata.get("metrics", {}), "label_names": metadata["label_names"], "pooling": model.pooling,
-        "max_length": metadata["max_length"], "columns": metadata.get("columns"), "privacy": metadata.get("privacy"),
-    }
-    atomic_write_json(folder / MANIFEST_NAME, manifest)
-    if metadata.get("privacy"):  # a private run's guarantee travels with the merged model
-        from .privacy import write_report
-
-        write_report(folder, metadata["privacy"], f"{metadata['method']} merged into {metadata['base_model']['id']}")
-
-
-def stock_model(work: JrftModel, base: torch.nn.Module, labels, auto_class: str) -> torch.nn.Module:
-    """A new model of the transformers Auto class `auto_class` (`AutoModel`, or the task's stock class) holding the
-    merged weights of `base`, the labels named in its config; a task head it adds is the caller's to fill."""
-    import transformers
-
-    # the family may describe the merged weights as another stock type (a Qwen2 merge that needed biases: Llama)
-    config = work.task.stock_config(copy.deepcopy(work.family.stock_config(base)), labels)
-    stock = getattr(transformers, auto_class).from_config(config)
-    config.architectures = [type(stock).__name__]
-    body = getattr(stock, stock.base_model_prefix, stock)  # an AutoModel is the base model itself
-    missing, unexpected = body.load_state_dict(base.state_dict(), strict=False)
-    consumed = work.family.stock_head(work.task.name).consumes  # moved into the stock head (RoBERTa's pooler)
-    unexpected = [name for name in unexpected if not name.startswith(consumed)]
-    if missing or unexpected:  # a weight the stock class would drop (a bias it has no flag for) changes the outputs
-        names = ", ".join([*missing, *unexpected][:3])
-        raise ArtifactError(f"The merged weights do not fit the stock {type(stock).__name__} ({names}).")
-    return stock.eval()
-
-
-def check_transformers(model: JrftModel, method) -> None:
-    """An ArtifactError saying why this run cannot be the task's stock transformers class, if it cannot."""
-    method.check_foldable()
-    model.task.check_stock_compatible(model)
-
-
-def merged_stock(model: JrftModel, method, metadata: dict) -> torch.nn.Module:
-    """The task's stock transformers model holding the run with its method folded in, its head written (the
-    trained model is left as it was: the merge works on a copy)."""
-    work, base = merged_copy(model, method)
-    stock = stock_model(work, base, metadata["label_names"], model.task.stock_class)
-    with torch.no_grad():
-        work.family.stock_head(model.task.name).write(stock, base, work.head, work.layers()[-1], work.family)
-    return stock
-
-
-def export_merged(model: JrftModel, method, tokenizer, metadata: dict, out_dir: Path) -> Path:
-    """A stock transformers folder of the task's class (e.g. `AutoModelForSequenceClassification`) with the method
-    folded in (atomic)."""
-    check_transformers(model, method)
-    out_dir = check_target(out_dir)
-    stock = merged_stock(model, method, metadata)
-    with atomic_directory(out_dir) as temp:
-        stock.save_pretrained(temp)
-        tokenizer.save_pretrained(temp)
-        write_records(temp, model, metadata, "transformers")
-    return out_dir
