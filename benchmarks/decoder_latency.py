@@ -54,7 +54,8 @@ def main() -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from jrft_desktop.core.export import export_merged, restore
+    from jrft_desktop.core.export.merged import export_merged
+    from jrft_desktop.core.export.vector import restore
     from jrft_desktop.core.models import bundled_decoder_folder
 
     restored = restore(Path(args.vector))

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from jrft_desktop.core import methods
-from jrft_desktop.core.methods.base import option_flag
+from jrft_desktop.core.methods.options import option_flag
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 

@@ -25,6 +25,7 @@ import torch
 
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.train.loop import Trainer
+from jrft_desktop.core.build import build_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 METHODS = {"slash": MethodSpec(name="slash", d=1024), "head": MethodSpec(name="head"),
@@ -45,7 +46,6 @@ def train(run_config: RunConfig, folder: Path) -> dict:
 def _step_setup(args, method: str, private: bool):
     """The bundled model with `method`, a fixed batch of real SST-2 sentences, and a step function: an ordinary
     optimizer step, or a DP-SGD step (sampling, per-example gradients, clipping, noise, accounting, live ε)."""
-    from jrft_desktop.core import methods
     from jrft_desktop.core.models import load_backbone
     from jrft_desktop.core.train.privacy import PrivateTraining, plan_privacy
     from jrft_desktop.core.tasks.classify import Encoder, load_task_data
@@ -54,7 +54,7 @@ def _step_setup(args, method: str, private: bool):
     data = load_task_data(DataSpec(train=str(args.data_dir / "train.tsv"), validation=str(args.data_dir / "test.tsv"),
                                    max_train_rows=args.rows), seed=0)
     loaded = load_backbone(ModelSpec())
-    model, method_object, _ = methods.build(loaded, "auto", data.num_labels, METHODS[method])
+    model, method_object, _ = build_model(ModelSpec(), METHODS[method], None, data.num_labels, loaded=loaded)
     encoder = Encoder(loaded.tokenizer, args.max_length, model)
     rows, _ = encoder.encode(data.train.texts[:args.batch_size])
     inputs, labels = encoder.collate(rows), torch.tensor(data.train.labels[:args.batch_size])

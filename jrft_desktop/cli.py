@@ -17,7 +17,7 @@ from pathlib import Path
 from .core import methods
 from .core.config import (Decoding, TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, field_choices,
                           field_help, method_option_fields, optional_type)
-from .core.methods.base import option_flag
+from .core.methods.options import option_flag
 from .core.errors import UserError
 from .core.export.forms import AUTO as AUTO_FORM, FORM_CHOICES
 from .core.formatting import format_duration
@@ -229,7 +229,7 @@ def _vector_path(run: str) -> Path:
 
 
 def _restore(args):
-    from .core.export import restore
+    from .core.export.vector import restore
 
     return restore(_vector_path(args.run), getattr(args, "model", None), getattr(args, "trust_remote_code", False))
 
@@ -307,7 +307,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from .core.export import restore
+    from .core.export.vector import restore
 
     return _write_merged(restore(Path(args.vector), args.model, args.trust_remote_code),
                          {MERGED_KEY: (args.output, args.format)})
@@ -315,9 +315,11 @@ def cmd_apply(args) -> int:
 
 def cmd_methods(args) -> int:
     from .core import methods
-    from .core.models import JrftModel, load_skeleton
+    from .core.build import build_model
+    from .core.models import load_skeleton
 
-    skeleton = load_skeleton(ModelSpec(name_or_path=args.model))
+    model_spec = ModelSpec(name_or_path=args.model)
+    skeleton = load_skeleton(model_spec)
     info = skeleton.info
     print(f"{info.model_id}: {info.family}, {info.layers} layers, hidden {info.hidden_size}, "
           f"{info.parameters:,} parameters, default pooling {info.default_pooling}")
@@ -325,8 +327,8 @@ def cmd_methods(args) -> int:
     notes = []
     for method in methods.all_methods():
         try:
-            plan = method.plan(MethodSpec(name=method.name, budget=args.budget),
-                               JrftModel(skeleton, "auto", args.num_labels))
+            _, _, plan = build_model(model_spec, MethodSpec(name=method.name, budget=args.budget), None,
+                                     args.num_labels, loaded=skeleton, structure_only=True)
         except UserError as error:  # e.g. BitFit on a model without biases: the others still apply
             print(f"{method.name:<9} {'-':<16} {'-':>12} {'-':>12}  {'-':<9}  does not apply: {error}")
             continue
@@ -341,7 +343,7 @@ def cmd_methods(args) -> int:
 
 def cmd_demo(args) -> int:
     from .core import paths, runs
-    from .core.export import restore
+    from .core.export.vector import restore
     from .core.inference import Predictor
     from .core.train.loop import Trainer
 
@@ -441,7 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jrft {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks instead of one-line errors.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add_commands in (_add_train, _add_eval_and_predict, _add_export_and_apply, _add_methods, _add_bench,
+                         _add_demo):
+        add_commands(commands)
+    return parser
 
+
+def _add_train(commands) -> None:
+    """`jrft train`: every setting of a run as a flag."""
     train = commands.add_parser("train", help="Train a method on a dataset and export its vector file.")
     _add_config_flags(train)
     train.add_argument("--config", help="Start from a saved run configuration (JSON); flags override it.")
@@ -452,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "measured on a few real steps (nothing is written; a run that would not fit is refused).")
     train.set_defaults(handler=cmd_train)
 
+
+def _add_eval_and_predict(commands) -> None:
+    """`jrft eval` and `jrft predict`: a trained run on a file or on texts."""
     for name, handler, text in (("eval", cmd_eval, "Score a trained run on a labelled file (JSON metrics)."),
                                 ("predict", cmd_predict, "Label texts with a trained run.")):
         command = commands.add_parser(name, help=text)
@@ -471,8 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--device", default="auto", help=field_help(TrainingSpec, "device"))
         command.set_defaults(handler=handler)
 
+
+def _add_export_and_apply(commands) -> None:
+    """`jrft export` (a run's merged forms) and `jrft apply` (a vector file onto its base)."""
     export = commands.add_parser("export", help="Write a merged model (the method folded into the weights) that a "
-                                                "stock library loads: transformers, sentence-transformers, ONNX or GGUF.")
+                                 "stock library loads: transformers, sentence-transformers, ONNX or GGUF.")
     export.add_argument("run", metavar="RUN_DIR", help="A run folder or a vector .safetensors file.")
     export.add_argument("--merged", metavar="OUT_DIR", help="Folder for the merged model, in the form --format "
                                                             "names (by default the first that fits the run).")
@@ -493,12 +508,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format_flag(apply)
     apply.set_defaults(handler=cmd_apply)
 
+
+def _add_methods(commands) -> None:
+    """`jrft methods`: the methods' parameter counts on a model."""
     listing = commands.add_parser("methods", help="List the methods with their parameter counts for a model.")
     listing.add_argument("--model", default=ModelSpec().name_or_path, help=field_help(ModelSpec, "name_or_path"))
     listing.add_argument("--budget", type=int, help=field_help(MethodSpec, "budget"))
     listing.add_argument("--num-labels", type=int, default=2, help="Classes of the task (sizes the head).")
     listing.set_defaults(handler=cmd_methods)
 
+
+def _add_bench(commands) -> None:
+    """`jrft bench`: methods side by side on the same data."""
     bench_command = commands.add_parser(
         "bench", help="Compare methods side by side on the same data: metric, parameters, step time, memory, "
                       "FLOP/s, inference latency, file size; writes results.json, results.md and PNG plots.")
@@ -530,11 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "rerunning into it reuses the finished runs.")
     bench_command.set_defaults(handler=cmd_bench)
 
+
+def _add_demo(commands) -> None:
+    """`jrft demo`: the headless demo on the bundled data."""
     demo = commands.add_parser("demo", help="Train SLaSh on the bundled SST-2 sample and show the results.")
     demo.add_argument("--steps", type=int, default=200)
     demo.add_argument("--output", metavar="RUN_DIR", help="Folder for the run (default: a new one in the runs folder).")
     demo.set_defaults(handler=cmd_demo)
-    return parser
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -32,7 +32,7 @@ from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSp
 from jrft_desktop.core.tasks.classify import load_examples, load_task_data
 from jrft_desktop.core.tasks.tag import load_tag_data
 from jrft_desktop.core.errors import ArtifactError, DataError, ModelError, UserError
-from jrft_desktop.core.export import read_vector, restore
+from jrft_desktop.core.export.vector import read_vector, restore
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.train.loop import Trainer

@@ -27,7 +27,7 @@ from jrft_desktop.cli import main
 from jrft_desktop.core import paths, runs
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.errors import ArtifactError
-from jrft_desktop.core.export import read_vector
+from jrft_desktop.core.export.vector import read_vector
 from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,13 +15,14 @@ from clean_process import run_clean
 from tiny_models import build_tiny_model
 
 from jrft_desktop import cli
-from jrft_desktop.core import export
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.export import forms as export_forms
 from jrft_desktop.core.config import DataSpec, Decoding, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.export.gguf import export_gguf, export_gguf_f16
 from jrft_desktop.core.tasks.generate import generate_ids
 from jrft_desktop.core.train.loop import Trainer
+from jrft_desktop.core.build import build_model
 
 FILL = ("name=Ada", "author=Lab")
 PROMPTS = ["Who are you?", "hello there"]
@@ -40,7 +41,7 @@ def _run(model, shared_data, tmp_path, name="run", method="slash", **options):
                        method=MethodSpec(name=method, **options),
                        training=TrainingSpec(max_steps=3, batch_size=4, eval_every=3, device="cpu"))
     assert Trainer(config, tmp_path / name).run().status == "completed"
-    restored = export.restore(tmp_path / name / "vector.safetensors")
+    restored = vector_file.restore(tmp_path / name / "vector.safetensors")
     with torch.no_grad():  # make the method matter: a random z / adapter, not the few steps' near-zero one
         for parameter in restored.model.parameters():
             if parameter.requires_grad:
@@ -71,7 +72,7 @@ def test_the_file_reads_back_as_the_merged_model_and_runs_as_llama_cpp_does(deco
             layer.self_attn.k_proj.weight.mul_(20)
     out = export_gguf(restored.model, restored.method, restored.tokenizer, restored.metadata, tmp_path / "gguf")
     assert sorted(path.name for path in out.iterdir()) == ["Modelfile", "jrft_manifest.json", "model.gguf"]
-    merged = export.export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata,
+    merged = merged_form.export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata,
                                   tmp_path / "merged")
     from safetensors.numpy import load_file
 
@@ -200,7 +201,7 @@ def test_refused_runs_and_the_forms_that_fit(decoders, shared_data, tmp_path, ti
                        method=MethodSpec(name="slash"),
                        training=TrainingSpec(max_steps=2, batch_size=4, eval_every=2, device="cpu"))
     assert Trainer(config, tmp_path / "classify").run().status == "completed"
-    classify = export.restore(tmp_path / "classify" / "vector.safetensors")
+    classify = vector_file.restore(tmp_path / "classify" / "vector.safetensors")
     with pytest.raises(ArtifactError, match="trained a new head"):
         export_gguf(classify.model, classify.method, classify.tokenizer, classify.metadata, tmp_path / "none")
     prompt = _run(decoders["llama"], shared_data, tmp_path, name="warp", method="warp")
@@ -235,20 +236,20 @@ def test_a_slash_merge_of_the_bundled_smollm2_matches_llama_cpps_own_file_and_ru
     conventions as the run does, its folded down-projection biases included."""
     import gguf
 
-    from jrft_desktop.core import methods, models
+    from jrft_desktop.core import models
     from jrft_desktop.core.config import BUNDLED_DECODER
     from jrft_desktop.core.tasks import get_task
 
     task = get_task("generate")
     loaded = models.load_backbone(ModelSpec(BUNDLED_DECODER), task)
     spec = MethodSpec(name="slash", d=256, position="output")
-    model, method, plan = methods.build(loaded, "auto", 1, spec, task)
+    model, method, plan = build_model(ModelSpec(), spec, task, 1, loaded=loaded)
     with torch.no_grad():
         model.projected.z.normal_(0, 0.3)
     encoder = task.make_encoder(loaded.tokenizer, 128, model)
-    metadata = export.vector_metadata(
+    metadata = vector_file.vector_metadata(
         model=model, plan=plan, method_spec=spec, model_spec=ModelSpec(BUNDLED_DECODER), max_length=128,
-        task="generation", label_names=None, columns={"text": "instruction", "layout": "alpaca"}, seed=0, metrics={})
+        problem="generation", label_names=None, columns={"text": "instruction", "layout": "alpaca"}, seed=0, metrics={})
     out = export_gguf(model, method, loaded.tokenizer, metadata, tmp_path / "gguf")
     original = gguf.GGUFReader(str(models._decoder_gguf()))
     ours = gguf.GGUFReader(str(out / "model.gguf"))

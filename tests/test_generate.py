@@ -14,15 +14,16 @@ from clean_process import run_clean
 from tiny_models import build_tiny_model
 
 from jrft_desktop import cli
-from jrft_desktop.core import export, methods
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.config import DataSpec, Decoding, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import DataError, UserError
-from jrft_desktop.core.export import restore
+from jrft_desktop.core.export.vector import restore
 from jrft_desktop.core.inference import Predictor
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks import get_task, task_for
 from jrft_desktop.core.tasks.generate import IGNORED, Conversations, generate_ids
 from jrft_desktop.core.train.loop import Trainer
+from jrft_desktop.core.build import build_model
 
 # SmolLM2's chat template (ChatML with a default system prompt), set on a tiny Qwen2 tokenizer (whose <|im_end|> is a
 # special token; <|im_start|> is plain text there) to test templated encoding
@@ -76,7 +77,7 @@ def test_the_task_is_guessed_from_the_columns(identity, tmp_path):
 
 def test_placeholders_must_be_filled(identity):
     task = get_task("generate")
-    assert task.placeholders(str(identity)) == ["name", "author"]
+    assert task.data_view.placeholders(str(identity)) == ["name", "author"]
     with pytest.raises(DataError, match=r"\{\{name\}\}, \{\{author\}\}.*--fill name=\.\.\. --fill author=\.\.\."):
         task.load_data(DataSpec(train=str(identity)), seed=0)
     data = task.load_data(DataSpec(train=str(identity), fill=FILL + ("unused=1",)), seed=0)
@@ -118,7 +119,7 @@ def test_bad_instruction_files_are_refused(tmp_path, rows, message):
 # --- encoding ---------------------------------------------------------------------------------------------------
 def test_only_the_answers_are_learnt_with_the_chat_template(decoders):
     loaded = load_backbone(ModelSpec(name_or_path=str(decoders["chat"])), get_task("generate"))
-    model, _, _ = methods.build(loaded, "auto", 1, MethodSpec(name="slash"), get_task("generate"))
+    model, _, _ = build_model(ModelSpec(), MethodSpec(name="slash"), get_task("generate"), 1, loaded=loaded)
     task = get_task("generate")
     examples = Conversations.of([(("user", "the film"), ("assistant", "was good")),
                                  (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))], True)
@@ -147,7 +148,7 @@ def test_a_slash_run_learns_answers_and_keeps_the_head_out_of_the_vector(decoder
     assert evals[-1]["loss"] < evals[0]["loss"]
     assert math.isclose(evals[-1]["perplexity"], math.exp(evals[-1]["loss"]), rel_tol=1e-9)
     assert len(evals[0]["samples"]) == 3 and {"prompt", "expected", "generated"} <= set(evals[0]["samples"][0])
-    tensors, metadata = export.read_vector(run / "vector.safetensors")
+    tensors, metadata = vector_file.read_vector(run / "vector.safetensors")
     assert set(tensors) == {"projected.z"} and metadata["task_name"] == "generate"
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["head_params"] == 0 and metrics["trainable_params_without_head"] == 64
@@ -221,7 +222,7 @@ def test_merged_causal_lm_answers_as_the_run(decoders, identity, tmp_path, famil
         for parameter in restored.model.parameters():
             if parameter.requires_grad:
                 parameter.normal_(std=0.5)
-    out = export.export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata,
+    out = merged_form.export_merged(restored.model, restored.method, restored.tokenizer, restored.metadata,
                                tmp_path / "merged")
     prompts = ["Who are you?", "hello there"]
     ours = [generate_ids(restored.model, restored.encoder.prompt_ids((("user", p),)), frozenset(),

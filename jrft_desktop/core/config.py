@@ -14,7 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import methods, ranges  # the registry (no torch): MethodSpec's fields are the methods' options
+from . import methods, ranges  # the registry (no torch)
+from .methods.spec import MethodSpec  # re-exported: a run's method settings
 from .errors import DataError, PrivacyError, UserError
 from .ranges import SEED_MAX, between
 
@@ -121,55 +122,9 @@ class DataSpec:
         ranges.check(self, DataError)
 
 
-def _check_method_spec(spec) -> None:
-    methods.get_method(spec.name)  # an unknown name is refused with the nearest known one
-    ranges.check(spec)
-    for option in dataclasses.fields(spec):
-        choices, value = option.metadata.get("choices"), getattr(spec, option.name)
-        if choices and value is not None and value not in choices:
-            raise UserError(f"The method's {option.name} must be one of {', '.join(map(str, choices))} "
-                            f"(got {value!r}).")
-
-
-_METHOD_SPEC_DOC = """The method's name, its budget, and the options of every registered method (each declared once,
-with its help, in its method's module). One flat record whatever the method, so that config.json and vector files
-keep one shape; an option the chosen method does not read is ignored (the CLI and the app never set one)."""
-
-
-def _method_options(spec) -> tuple[str, ...]:
-    """The options the chosen method reads (it ignores the others)."""
-    return methods.get_method(spec.name).option_names
-
-
-def _make_method_spec() -> type:
-    """MethodSpec, made from the registry when this module is imported."""
-    registered = methods.all_methods()
-    sized: dict[str, list[str]] = {}
-    for method in registered:
-        if method.size_name:
-            sized.setdefault(method.size_name, []).append(method.name)
-    own = [
-        ("name", str, field(default=registered[0].name, metadata=_help("Finetuning method (see `jrft methods`)."))),
-        ("budget", int | None, field(default=None, metadata=_help(
-            "Trainable parameters the method may use, not counting the head: sets "
-            + ", ".join(f"{size} for {'/'.join(names)}" for size, names in sized.items()) + ".",
-            minimum=0, exclusive_minimum=True))),
-    ]
-    options = [(name, kind, field(default=option.default, metadata=option.metadata))
-               for name, (option, kind) in methods.spec_option_fields().items()]
-    namespace = {"__post_init__": _check_method_spec, "method_options": _method_options}
-    spec = dataclasses.make_dataclass("MethodSpec", own + options, frozen=True, namespace=namespace)
-    spec.__module__ = __name__  # found here by pickle (the bench's memory processes) and in reprs
-    spec.__doc__ = _METHOD_SPEC_DOC
-    return spec
-
-
-MethodSpec = _make_method_spec()
-
-
 def method_option_fields() -> tuple[dataclasses.Field, ...]:
     """MethodSpec's option fields (all but the name and the budget); `metadata["size"]` marks the methods' sizes."""
-    return tuple(option for option in dataclasses.fields(MethodSpec) if option.name not in methods.RESERVED)
+    return methods.option_fields()
 
 
 def method_presets() -> tuple:
@@ -340,7 +295,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
     values = {}
     for name, value in data.items():
         kind = hints[name]
-        values[name] = _build(kind, value, f"{where}.{name}") if dataclasses.is_dataclass(kind) else value
+        nested = isinstance(kind, type) and dataclasses.is_dataclass(kind)
+        values[name] = _build(kind, value, f"{where}.{name}") if nested else value
     return cls(**values)
 
 

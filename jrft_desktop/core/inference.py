@@ -21,7 +21,7 @@ from .errors import UserError
 from .models import JrftModel
 
 if TYPE_CHECKING:
-    from .export import Restored
+    from .export.vector import Restored
 
 
 def pick_device(requested: str) -> torch.device:
@@ -72,7 +72,7 @@ def predict_logits(model: JrftModel, encoder, rows: Sequence[dict], device: torc
     return task.join_outputs(outputs, model.head.out_features)
 
 
-def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: Sequence, task: str, device: torch.device,
+def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: Sequence, problem: str, device: torch.device,
              processes: distributed.Processes = distributed.Processes(), label_names=None,
              precision: str = "fp32") -> dict:
     """Metrics on the labelled rows, computed in `precision` (resolved); the processes of a data-parallel run each
@@ -81,7 +81,7 @@ def evaluate(model: JrftModel, encoder, rows: Sequence[dict], labels: Sequence, 
     if scored is not None:
         return scored
     logits = processes.gather(predict_logits(model, encoder, processes.share(rows), device, precision=precision))
-    return model.task.metrics(task, labels, logits, label_names)
+    return model.task.metrics(problem, labels, logits, label_names)
 
 
 @dataclass(frozen=True)

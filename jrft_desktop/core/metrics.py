@@ -6,13 +6,6 @@ import math
 
 import numpy as np
 
-CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "matthews")
-REGRESSION_METRICS = ("pearson", "spearman", "mse")
-
-
-def default_metric(task: str) -> str:
-    return "accuracy" if task == "classification" else "pearson"
-
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -68,10 +61,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def compute(task: str, labels, logits: np.ndarray) -> dict[str, float]:
-    """All metrics of the task, plus the mean loss the trainer optimises."""
+def compute(problem: str, labels, logits: np.ndarray) -> dict[str, float]:
+    """All metrics of a classification or regression `problem`, plus the mean loss the trainer optimises."""
     logits = np.asarray(logits, dtype=np.float64)
-    if task == "regression":
+    if problem == "regression":
         predictions = logits.reshape(-1)
         labels = np.asarray(labels, dtype=float)
         return {

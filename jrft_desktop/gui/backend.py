@@ -79,24 +79,22 @@ def plan_method(model: ModelSpec, method: MethodSpec, num_labels: int, task_name
     """The MethodPlan (parameter counts, size) of `method` on `model` for the task called `task_name` (None: the
     default one), from its structure alone (no weights)."""
     load_engine()
-    from ..core import methods
-    from ..core.models import JrftModel
+    from ..core.build import build_model
 
     skeleton = _skeleton(model.name_or_path, model.trust_remote_code, task_name)
-    return methods.get_method(method.name).plan(method, JrftModel(skeleton, model.pooling, num_labels,
-                                                                  _task(task_name)))
+    return build_model(model, method, _task(task_name), num_labels, loaded=skeleton, structure_only=True).plan
 
 
 def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: int, task_name: str | None = None):
     """The estimated peak memory (core.train.estimate.MemoryEstimate) of training `plan` on `model` with these settings
     for the task called `task_name` (a language model's vocabulary-wide outputs count), from the model's structure
     (no weights are loaded)."""
+    from ..core.build import build_model
     from ..core.train.estimate import estimate_memory
-    from ..core.models import JrftModel
 
     skeleton = _skeleton(model.name_or_path, model.trust_remote_code, task_name)
     task = _task(task_name)
-    outputs = task.outputs_per_token(JrftModel(skeleton, model.pooling, 1, task))
+    outputs = task.outputs_per_token(build_model(model, None, task, loaded=skeleton, structure_only=True).model)
     return estimate_memory(skeleton.info, plan, training.batch_size, max_length, training.gradient_checkpointing,
                            outputs)
 
@@ -118,8 +116,6 @@ class MethodInfo:
     foldable: bool
     size_name: str | None
     default_size: int | None
-    has_position: bool
-    uses_projection: bool
 
     @property
     def title(self) -> str:
@@ -134,10 +130,9 @@ class MethodInfo:
 def method_catalog() -> tuple[MethodInfo, ...]:
     load_engine()
     from ..core import methods
-    from ..core.methods.base import ProjectedMethod
 
-    return tuple(MethodInfo(m.name, m.summary, m.default_lr, m.foldable, m.size_name, m.default_size,
-                            m.has_position, isinstance(m, ProjectedMethod)) for m in methods.all_methods())
+    return tuple(MethodInfo(m.name, m.summary, m.default_lr, m.foldable, m.size_name, m.default_size)
+                 for m in methods.all_methods())
 
 
 def compute_devices() -> tuple[tuple[str, str], ...]:
@@ -174,7 +169,7 @@ def task_catalog() -> tuple[TaskInfo, ...]:
     load_engine()
     from ..core.tasks import all_tasks
 
-    return tuple(TaskInfo(task.name, task.summary) for task in all_tasks())
+    return tuple(TaskInfo(task.name, task.data_view.summary) for task in all_tasks())
 
 
 def generates(task) -> bool:
@@ -208,24 +203,26 @@ def preview_table(source: str, task: str = DataSpec().task) -> Preview:
 
     frame = read_table(source, limit=PREVIEW_ROWS)
     chosen = task_for(task, frame=frame)
+    view = chosen.data_view
     try:
-        guessed, tagged = chosen.guess_columns(frame), chosen.tagged_preview(frame)
+        guessed, tagged = view.guess_columns(frame), view.tagged_preview(frame)
     except UserError:
         guessed = tagged = None
     try:
-        found = tuple(chosen.placeholders(source))  # names such as {{name}} to fill in (generation data)
+        found = tuple(view.placeholders(source))  # names such as {{name}} to fill in (generation data)
     except UserError:  # the summary says what is wrong with the file
         found = ()
     rows = tuple(tuple("" if value is None else str(value) for value in row) for row in frame.itertuples(index=False))
     return Preview(tuple(str(c) for c in frame.columns), rows, guessed, tuple(frame.attrs.get("notes", ())),
-                   chosen.name, chosen.column_roles,
+                   chosen.name, view.column_roles,
                    tuple(tuple(sentence) for sentence in tagged) if tagged is not None else None, found)
 
 
 @dataclass(frozen=True)
 class DataSummary:
-    task: str  # the problem: 'classification', 'regression', 'tagging'
+    problem: str  # what kind of labels the data has: 'classification', 'regression', 'tagging', 'generation'
     description: str  # what the model will learn, in one line
+    short_description: str  # the same in a few words, for the line that describes the run: '2 classes', ...
     label_names: tuple[str, ...] | None
     train_counts: dict[str, int]
     validation_counts: dict[str, int]
@@ -248,10 +245,10 @@ def summarize_data(spec: DataSpec, seed: int = 0) -> DataSummary:
     from ..core.tasks import task_for
 
     task = task_for(spec.task, spec.train)
-    data = task.load_data(spec, seed)
-    return DataSummary(data.task, task.describe_data(data), data.label_names,
-                       task.label_distribution(data.train, data.label_names),
-                       task.label_distribution(data.validation, data.label_names), len(data.train),
+    data, view = task.load_data(spec, seed), task.data_view
+    return DataSummary(data.problem, view.describe(data), view.short_description(data), data.label_names,
+                       view.label_distribution(data.train, data.label_names),
+                       view.label_distribution(data.validation, data.label_names), len(data.train),
                        len(data.validation), data.validation_source, data.notes, task.name, task.trains_head,
                        task.stock_class, task.pools)
 
@@ -284,7 +281,7 @@ def copy_vector(run_dir: Path, target: Path) -> tuple[Path, ...]:
     """Copy the run's vector.safetensors and vector.json to `target` (.safetensors / .json), each atomically, and a
     private run's privacy report beside them (`target`.privacy_report.md)."""
     load_engine()
-    from ..core.train.privacy import REPORT_NAME
+    from ..core.privacy_report import REPORT_NAME
 
     target = Path(target)
     if target.suffix in (".safetensors", ".json"):
@@ -340,13 +337,6 @@ class _Stopped(Exception):
     """Raised from the streaming callback to end a generation when the user pressed Stop."""
 
 
-def decoding_fields() -> tuple[str, ...]:
-    """The generation settings the chat box offers (config.Decoding's fields, whose metadata hold help and range)."""
-    import dataclasses
-
-    return tuple(option.name for option in dataclasses.fields(Decoding))
-
-
 @dataclass(frozen=True)
 class Confusion:
     label_names: tuple[str, ...]
@@ -361,7 +351,7 @@ class TrainedModel:
 
     def __init__(self, run_dir: Path):
         load_engine()
-        from ..core.export import restore
+        from ..core.export.vector import restore
         from ..core.inference import Predictor
 
         self.run_dir = Path(run_dir)
@@ -429,11 +419,13 @@ class TrainedModel:
         """The run's base model with no method applied, on the tuned model's device (loaded once; under the lock)."""
         if self._base_predictor is None:
             from ..core.inference import Predictor
-            from ..core.models import JrftModel, load_backbone
+            from ..core.build import build_model
+            from ..core.models import load_backbone
 
             task, metadata = self.restored.model.task, self.restored.metadata
-            loaded = load_backbone(ModelSpec(name_or_path=metadata["base_model"]["id"]), task)
-            model = JrftModel(loaded, self.restored.model.pooling, 1, task).eval()
+            base = ModelSpec(name_or_path=metadata["base_model"]["id"], pooling=self.restored.model.pooling)
+            loaded = load_backbone(base, task)
+            model = build_model(base, None, task, loaded=loaded).model.eval()
             encoder = task.make_encoder(loaded.tokenizer, int(metadata["max_length"]), model)
             self._base_predictor = Predictor(model, encoder, metadata, self.predictor.device)
         return self._base_predictor

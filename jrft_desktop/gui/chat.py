@@ -110,6 +110,19 @@ class ChatBox(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self._build_settings_row())
+        layout.addWidget(self._build_transcript(), 1)
+        layout.addLayout(self._build_entry_row())
+        self.status = Note()
+        layout.addWidget(self.status)
+
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        self.clear_button.clicked.connect(self.clear)
+        self.set_model(None, "", "Loading the trained model…")
+
+    def _build_settings_row(self) -> QHBoxLayout:
+        """Compare with the base model, and the decoding settings."""
         settings = QHBoxLayout()
         self.compare_check = QCheckBox("Compare with the base model")
         self.compare_check.setToolTip("Answer each question with the base model as well (the same model with no "
@@ -132,8 +145,10 @@ class ChatBox(QWidget):
             settings.addWidget(caption)
             settings.addWidget(box)
         self.temperature_spin.valueChanged.connect(self._show_sampling)
-        layout.addLayout(settings)
+        return settings
 
+    def _build_transcript(self) -> QScrollArea:
+        """The conversation, scrolled to the newest text; a placeholder line while there is none."""
         self.scroll = QScrollArea()
         self.scroll.setObjectName("chatTranscript")
         self.scroll.setWidgetResizable(True)
@@ -144,12 +159,14 @@ class ChatBox(QWidget):
         self.scroll.setWidget(transcript)
         self.scroll.verticalScrollBar().rangeChanged.connect(
             lambda _low, high: self.scroll.verticalScrollBar().setValue(high))  # follow the newest text
-        layout.addWidget(self.scroll, 1)
         self.placeholder = QLabel("")
         self.placeholder.setObjectName("detail")
         self.placeholder.setWordWrap(True)
         self.transcript.insertWidget(0, self.placeholder)
+        return self.scroll
 
+    def _build_entry_row(self) -> QHBoxLayout:
+        """The message box, with Send, Stop and New chat beside it."""
         entry = QHBoxLayout()
         self.input = QPlainTextEdit()
         self.input.setObjectName("chatInput")
@@ -167,14 +184,7 @@ class ChatBox(QWidget):
         for button in (self.send_button, self.stop_button, self.clear_button):
             buttons.addWidget(button)
         entry.addLayout(buttons)
-        layout.addLayout(entry)
-        self.status = Note()
-        layout.addWidget(self.status)
-
-        self.send_button.clicked.connect(self.send)
-        self.stop_button.clicked.connect(self.stop)
-        self.clear_button.clicked.connect(self.clear)
-        self.set_model(None, "", "Loading the trained model…")
+        return entry
 
     # --- the model ----------------------------------------------------------------------------------------
     def set_model(self, trained: TrainedModel | None, method: str = "", waiting: str = "") -> None:

@@ -178,15 +178,14 @@ class MainWindow(QMainWindow):
             data=replace(data.data_spec(), max_length=method.training.max_length()),
             method=method.method_spec(), training=training, privacy=privacy,
         )
-        task = f"{summary.num_labels} classes" if summary.task == "classification" else \
-            summary.description.partition(" (")[0].partition(":")[0].lower()  # regression, token tagging, generation
+        what_it_learns = summary.short_description  # '2 classes', 'regression', 'generation', ... (the task's words)
         trainable = f" · {thousands(method.plan.trainable_params)} trainable parameters" if method.plan else ""
         if method.privacy.active:
             plan = method.privacy.plan
             trainable += (f" · private: ε ≤ {plan.epsilon_target:g}, δ = {plan.delta:.2g}, "
                           f"σ = {plan.noise_multiplier:.3g}")
         description = (f"<b>{method.describe_choice()}</b> on <b>{data.short_name()}</b> "
-                       f"({thousands(summary.train_rows)} rows, {task}) with <b>{model.short_name()}</b><br>"
+                       f"({thousands(summary.train_rows)} rows, {what_it_learns}) with <b>{model.short_name()}</b><br>"
                        f"{method.training.describe_length()}, batch {training.batch_size}, pooling {method.pooling()}, "
                        f"longest input {method.training.max_length()} tokens{trainable}")
         return config, description

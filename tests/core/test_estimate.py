@@ -9,12 +9,13 @@ import json
 import pytest
 import torch
 
-from jrft_desktop.core import limits, methods
+from jrft_desktop.core import limits
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import UserError
 from jrft_desktop.core.train.estimate import estimate_memory, measure_run, require_fits
 from jrft_desktop.core.events import StepEvent
-from jrft_desktop.core.models import JrftModel, load_skeleton
+from jrft_desktop.core.models import load_skeleton
+from jrft_desktop.core.build import build_model
 from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def plan_of(folder, method: str, **options):
     skeleton = load_skeleton(ModelSpec(str(folder)))
-    spec = MethodSpec(name=method, **options)
-    return skeleton.info, methods.get_method(method).plan(spec, JrftModel(skeleton, "auto", 2))
+    built = build_model(ModelSpec(str(folder)), MethodSpec(name=method, **options), None, 2, loaded=skeleton,
+                        structure_only=True)
+    return skeleton.info, built.plan
 
 
 def config_for(folder, train, **training) -> RunConfig:
@@ -35,10 +37,15 @@ def config_for(folder, train, **training) -> RunConfig:
 def test_the_estimate_adds_up_and_grows_with_the_batch(tiny_models):
     info, plan = plan_of(tiny_models["bert"], "slash", d=64, position="intermediate")
     small, large = (estimate_memory(info, plan, batch, 32) for batch in (8, 64))
-    assert small.weights == 4 * info.parameters
-    assert small.projections == 4 * 64 * info.intermediate_size * (info.layers + 1)
-    assert small.optimizer == 12 * plan.trainable_params
-    assert small.total == small.weights + small.optimizer + small.projections + small.activations
+    # The tiny BERT: 999,072 parameters, hidden 32, MLP width 64, 2 layers, 2 heads; SLaSh d = 64 plus a 2-class head
+    # (32 x 2 + 2) trains 130 values. Worked by hand, in bytes (4 a float):
+    assert small.weights == 4 * 999_072 == 3_996_288
+    assert small.projections == 4 * 64 * 64 * (2 + 1) == 49_152  # every layer's W_l and one being made
+    assert small.optimizer == 3 * 4 * 130 == 1_560  # gradient and two AdamW moments per trainable value
+    # 8 x 32 = 256 tokens; per layer 256 x (18 x 32 + 4 x 64) values plus 8 x 2 x 32^2 attention scores = 229,376;
+    # two layers, and one hidden state per layer and token kept besides (256 x 32 x 2 = 16,384)
+    assert small.activations == 4 * (2 * 229_376 + 16_384) == 1_900_544
+    assert small.total == 3_996_288 + 49_152 + 1_560 + 1_900_544
     assert 7.5 < large.activations / small.activations <= 8.0  # activations scale with the batch
     checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
     assert checkpointed.activations < large.activations

@@ -17,7 +17,7 @@ from clean_process import run_clean
 from test_methods_matrix import LABELS, MAX_LENGTH, build, metadata_for, perturb, sentences, spec_for
 from tiny_models import FAMILIES
 
-from jrft_desktop.core import export
+from jrft_desktop.core.export import merged as merged_form
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.export.forms import FORMS, choose, fitting
 from jrft_desktop.core.tasks.classify import Encoder
@@ -218,7 +218,7 @@ def test_a_form_that_cannot_hold_the_run_says_why_and_writes_nothing(tiny_models
     with pytest.raises(ArtifactError, match="cannot hold a mask-pooled run.*Export it as ONNX"):
         FORMS["sentence-transformers"].write(model, method, loaded.tokenizer, metadata, tmp_path / "st")
     with pytest.raises(ArtifactError, match="cannot compute .*; export it as ONNX"):
-        export.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
+        merged_form.export_merged(model, method, loaded.tokenizer, metadata, tmp_path / "merged")
     with pytest.raises(ArtifactError, match="cannot hold a mask-pooled run"):
         choose(model, method, "sentence-transformers")
     assert list(tmp_path.iterdir()) == []

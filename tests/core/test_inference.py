@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from jrft_desktop.core import export, metrics, runs
+from jrft_desktop.core import metrics, runs
+from jrft_desktop.core.export import vector as vector_file
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.tasks.classify import Examples, load_examples
 from jrft_desktop.core.inference import Predictor, predict_logits
@@ -41,7 +42,7 @@ def restored(tiny_models, sst2_200, tmp_path_factory):
                        method=MethodSpec(name="slash", d=32),
                        training=TrainingSpec(max_steps=6, batch_size=8, eval_every=6, lr=0.05, device="cpu"))
     assert Trainer(config, run_dir).run().status == "completed"
-    return export.restore(run_dir / runs.VECTOR_FILE)
+    return vector_file.restore(run_dir / runs.VECTOR_FILE)
 
 
 def logits_of(restored, texts, pairs=None) -> np.ndarray:

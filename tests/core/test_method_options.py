@@ -18,7 +18,8 @@ from jrft_desktop import cli
 from jrft_desktop.core import methods
 from jrft_desktop.core.config import MethodSpec, RunConfig, field_help, method_option_fields
 from jrft_desktop.core.errors import UserError
-from jrft_desktop.core.methods.base import Method, NoOptions, option, option_flag
+from jrft_desktop.core.methods.base import Method
+from jrft_desktop.core.methods.options import NoOptions, option, option_flag
 from jrft_desktop.core.methods.lora import rank_option
 
 # The flat shape of every stored MethodSpec (config.json, vector metadata): old files must keep reading.
@@ -36,7 +37,7 @@ def method_of(*extra: str) -> MethodSpec:
 @pytest.fixture
 def registry(monkeypatch):
     """The registry as it is, restored after the test (which may register methods of its own)."""
-    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(methods.registry, "_REGISTRY", dict(methods.registry._REGISTRY))
     return methods
 
 
@@ -185,11 +186,11 @@ def test_a_method_must_declare_its_options_consistently(registry):
     def method(name, options, size=None):
         return type(name, (Method,), {"name": name, "options": options, "default_size": size})()
 
-    with pytest.raises(TypeError, match="option 'rank' differs from the one another method declares"):
+    with pytest.raises(TypeError, match="option 'rank' differs from its declaration in methods/options.py"):
         registry.register(method("other", Other, 4))
-    with pytest.raises(TypeError, match="brings option.s. alpha after MethodSpec was made"):
+    with pytest.raises(TypeError, match="option 'alpha' is not a MethodSpec field: declare it in methods/options.py"):
         registry.register(method("new", New))
-    with pytest.raises(TypeError, match="option 'beta' needs .* metadata=option"):
+    with pytest.raises(TypeError, match="option 'beta' needs a default and metadata=option"):
         registry.register(method("bare", Undocumented))
     with pytest.raises(TypeError, match="option 'gamma' is a number: declare its valid range"):
         registry.register(method("unbounded", Unbounded))
@@ -202,47 +203,49 @@ NEW_METHOD = textwrap.dedent('''
     import dataclasses, json, sys
 
     from jrft_desktop.core import methods
-    from jrft_desktop.core.methods.base import Method, Preset, option
+    from jrft_desktop.core.methods.base import Method, Preset
+    from jrft_desktop.core.methods.options import projection_seed_option, rank_option
 
     @dataclasses.dataclass(frozen=True)
-    class ScaleOptions:
-        scale: float | None = dataclasses.field(default=None, metadata=option(
-            "How far the toy method scales the head.", cli="--scale-by", minimum=0, exclusive_minimum=True))
-        mode: str = dataclasses.field(default="soft", metadata=option("Toy mode.", choices=("soft", "hard")))
+    class ScaleOptions:  # options declared once (methods/options.py) and typed in MethodSpec, reused
+        rank: int | None = rank_option()
+        projection_seed: int = projection_seed_option()
 
     class Scale(Method):
         name = "scale"
         summary = "Scale: a toy method with options of its own."
         options = ScaleOptions
-        presets = (Preset("Scale 2 (hard)", {"scale": 2.0, "mode": "hard"}),)
+        default_size = 2
+        presets = (Preset("Scale rank 3", {"rank": 3, "projection_seed": 7}),)
 
-    methods.register(Scale())  # its module's registration, before anything imports the config
+    methods.register(Scale())  # its module's registration
 
-    from jrft_desktop import cli  # builds MethodSpec and, here, the parser: neither knows the toy method by name
+    from jrft_desktop import cli  # neither the config nor the parser knows the toy method by name
     from jrft_desktop.core.config import MethodSpec, RunConfig, field_help
     from jrft_desktop.core.errors import UserError
 
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "--data", "x", "--output", "o", "--method", "scale", "--scale-by", "2.5",
-                              "--mode", "hard"])
+    args = parser.parse_args(["train", "--data", "x", "--output", "o", "--method", "scale", "--rank", "5",
+                              "--projection-seed", "4"])
     spec = cli.config_from_args(args).method
     refused = []
-    for flags in (["--method", "slash", "--scale-by", "2"], ["--method", "scale", "--rank", "2"]):
+    for flags in (["--method", "slash", "--rank", "2"], ["--method", "scale", "--d", "2"]):
         try:
             cli.config_from_args(parser.parse_args(["train", "--data", "x", "--output", "o", *flags]))
         except UserError as error:
             refused.append(str(error))
-    for values in ({"mode": "medium"}, {"scale": -1.0}):
+    for values in ({"position": "middle"}, {"rank": -1}):
         try:
             MethodSpec(name="scale", **values)
         except UserError as error:
             refused.append(str(error))
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     print(json.dumps({
-        "spec": dataclasses.asdict(spec), "refused": refused, "help": field_help(MethodSpec, "scale"),
-        "in_help": "--scale-by" in help_text and "How far the toy method" in " ".join(help_text.split()),
+        "spec": dataclasses.asdict(spec), "refused": refused,
+        "in_help": "--rank" in help_text and "Rank of lora" in " ".join(help_text.split()),
         "round_trip": RunConfig.from_json(RunConfig(method=spec).to_json()).method == spec,
         "preset": dataclasses.asdict(methods.presets()[-1].spec()),
+        "reads": MethodSpec(name="scale").method_options(),
         "torch": "torch" in sys.modules,
     }))
 ''')
@@ -253,15 +256,15 @@ def test_a_new_method_is_its_module_plus_its_registration(tmp_path):
                           env={**os.environ, "JRFT_HOME": str(tmp_path)}, check=False)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
-    assert found["spec"]["name"] == "scale" and (found["spec"]["scale"], found["spec"]["mode"]) == (2.5, "hard")
+    assert found["spec"]["name"] == "scale" and (found["spec"]["rank"], found["spec"]["projection_seed"]) == (5, 4)
     assert found["refused"] == [
-        "--scale-by does not apply to slash (its options: --d, --position, --projection-seed, --on-the-fly).",
-        "--rank does not apply to scale (its options: --scale-by, --mode).",
-        "The method's mode must be one of soft, hard (got 'medium').",
-        "scale must be a positive number (got -1.0)."]  # its declared range, checked like every other
-    assert found["help"] == "How far the toy method scales the head. Must be a positive number."
+        "--rank does not apply to slash (its options: --d, --position, --projection-seed, --on-the-fly).",
+        "--d does not apply to scale (its options: --rank, --projection-seed).",
+        "The method's position must be one of attention, intermediate, output (got 'middle').",
+        "rank must be a positive whole number (got -1)."]  # its declared range, checked like every other
     assert found["in_help"] and found["round_trip"]
-    assert (found["preset"]["name"], found["preset"]["scale"], found["preset"]["mode"]) == ("scale", 2.0, "hard")
+    assert found["reads"] == ["rank", "projection_seed"]
+    assert (found["preset"]["name"], found["preset"]["rank"], found["preset"]["projection_seed"]) == ("scale", 3, 7)
     assert not found["torch"]  # the registry, the config and the parser load without torch
 
 

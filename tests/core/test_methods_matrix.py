@@ -18,12 +18,13 @@ from clean_process import run_clean
 from safetensors.torch import load_file, safe_open, save_file
 from tiny_models import FAMILIES, HIDDEN, LAYERS, build_tiny_model
 
-from jrft_desktop.core import export, methods
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.config import MethodSpec, ModelSpec
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
+from jrft_desktop.core.build import build_model
 
 D, RANK, PROMPTS = 24, 4, 3
 LABELS = ("negative", "positive")
@@ -51,7 +52,8 @@ def spec_for(method: str, position: str | None, **overrides) -> MethodSpec:
 
 def build(folder: Path, method: str, position: str | None, pooling: str = "cls", **overrides):
     loaded = load_backbone(ModelSpec(str(folder)))
-    model, method_obj, plan = methods.build(loaded, pooling, len(LABELS), spec_for(method, position, **overrides))
+    model, method_obj, plan = build_model(ModelSpec(pooling=pooling), spec_for(method, position, **overrides), None,
+                                          len(LABELS), loaded=loaded)
     model.eval()
     return loaded, model, method_obj, plan
 
@@ -68,9 +70,9 @@ def logits_of(model, encoder: Encoder, texts: list[str]) -> torch.Tensor:
 
 
 def metadata_for(model, plan, folder: Path, spec: MethodSpec) -> dict:
-    return export.vector_metadata(
+    return vector_file.vector_metadata(
         model=model, plan=plan, method_spec=spec, model_spec=ModelSpec(str(folder), pooling=model.pooling),
-        max_length=MAX_LENGTH, task="classification", label_names=LABELS,
+        max_length=MAX_LENGTH, problem="classification", label_names=LABELS,
         columns={"text": "sentence", "text_pair": None, "label": "label"}, seed=0, metrics={"accuracy": 0.5},
     )
 
@@ -118,7 +120,7 @@ def expected_method_params(family: str, method: str, backbone) -> int:
 def test_trainable_parameter_counts(tiny_models, family, method, position):
     loaded = load_backbone(ModelSpec(str(tiny_models[family])))
     formula = expected_method_params(family, method, loaded.model)  # before the method touches the model
-    model, _, plan = methods.build(loaded, "cls", len(LABELS), spec_for(method, position))
+    model, _, plan = build_model(ModelSpec(pooling="cls"), spec_for(method, position), None, len(LABELS), loaded=loaded)
     trainable = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
     real = sum(trainable.values())
 
@@ -142,7 +144,7 @@ def test_trainable_parameter_counts(tiny_models, family, method, position):
         assert method_names == {"prompts.embeddings"}
     if method == "slash":
         assert plan.position == position
-        assert len(model.method_hooks) == LAYERS
+        assert len(model.adaptation.hooks) == LAYERS
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -249,7 +251,7 @@ def merged_exports(tiny_models, tmp_path_factory):
                 unmerged = logits_of(model, encoder, texts)
                 out = root / key.replace("/", "-")
                 metadata = metadata_for(model, plan, tiny_models[family], spec_for(method, position))
-                export.export_merged(model, method_obj, loaded.tokenizer, metadata, out)
+                merged_form.export_merged(model, method_obj, loaded.tokenizer, metadata, out)
                 rows, _ = encoder.encode(texts)
                 results[key] = {"unmerged": unmerged, "reference": reference, "out": out,
                                 "ids": encoder.collate(rows)["input_ids"].tolist(),
@@ -300,10 +302,10 @@ def test_export_leaves_the_trained_model_alone(tiny_models, tmp_path, family):
     perturb(model, seed=3, head=False)
     encoder = Encoder(loaded.tokenizer, MAX_LENGTH, model)
     before = logits_of(model, encoder, sentences(4))
-    export.export_merged(model, method_obj, loaded.tokenizer, metadata_for(model, plan, tiny_models[family],
+    merged_form.export_merged(model, method_obj, loaded.tokenizer, metadata_for(model, plan, tiny_models[family],
                                                                           spec_for("slash", "output")),
                          tmp_path / "merged")
-    assert hasattr(model, "projected") and len(model.method_hooks) == LAYERS
+    assert hasattr(model, "projected") and len(model.adaptation.hooks) == LAYERS
     assert torch.equal(before, logits_of(model, encoder, sentences(4)))
 
 
@@ -313,7 +315,7 @@ def test_prompt_methods_cannot_be_merged(tiny_models, tmp_path, family, method):
     loaded, model, method_obj, plan = build(tiny_models[family], method, None)
     metadata = metadata_for(model, plan, tiny_models[family], spec_for(method, None))
     with pytest.raises(ArtifactError, match="cannot be folded"):
-        export.export_merged(model, method_obj, loaded.tokenizer, metadata, tmp_path / "merged")
+        merged_form.export_merged(model, method_obj, loaded.tokenizer, metadata, tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
 
 
@@ -324,7 +326,7 @@ def test_the_stock_classifier_needs_cls_pooling(tiny_models, tmp_path, family, p
     loaded, model, method_obj, plan = build(tiny_models[family], "slash", "output", pooling=pooling)
     metadata = metadata_for(model, plan, tiny_models[family], spec_for("slash", "output"))
     with pytest.raises(ArtifactError, match=r"cannot compute \(it reads the cls token\); export it as"):
-        export.export_merged(model, method_obj, loaded.tokenizer, metadata, tmp_path / "merged")
+        merged_form.export_merged(model, method_obj, loaded.tokenizer, metadata, tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
 
 
@@ -337,7 +339,7 @@ def saved_vector(folder: Path, target: Path, method: str = "slash", position: st
     perturb(model, seed=seed, head=True)
     perturb(model, seed=seed + 1, head=False)
     spec = spec_for(method, position, **overrides)
-    weights, sidecar = export.save_vector(target / "vector", model, metadata_for(model, plan, folder, spec))
+    weights, sidecar = vector_file.save_vector(target / "vector", model, metadata_for(model, plan, folder, spec))
     encoder = Encoder(loaded.tokenizer, MAX_LENGTH, model)
     return weights, sidecar, model, encoder
 
@@ -348,7 +350,7 @@ def test_vector_round_trip(tiny_models, tmp_path, family, method, position):
     weights, sidecar, model, encoder = saved_vector(tiny_models[family], tmp_path, method, position)
     texts = sentences(8)
     expected = logits_of(model, encoder, texts)
-    restored = export.restore(weights)
+    restored = vector_file.restore(weights)
     assert restored.metadata["method"] == method
     assert restored.metadata["label_names"] == list(LABELS)
     assert torch.equal(logits_of(restored.model, restored.encoder, texts), expected)
@@ -359,7 +361,7 @@ def test_vector_round_trip(tiny_models, tmp_path, family, method, position):
 def test_budgeted_lora_round_trip(tiny_models, tmp_path):
     """A LoRA sized by a budget below rank 1 on query and value comes back with the same (query-only) adapters."""
     weights, _, model, encoder = saved_vector(tiny_models["bert"], tmp_path, "lora", None, rank=None, budget=200)
-    restored = export.restore(weights)
+    restored = vector_file.restore(weights)
     texts = sentences(8)
     adapters = {name: p.numel() for name, p in restored.model.named_parameters() if "lora_" in name}
     assert all(".query." in name for name in adapters) and sum(adapters.values()) == 2 * LAYERS * HIDDEN
@@ -376,8 +378,8 @@ def other_seed_models(tmp_path_factory):
 def test_vector_refuses_another_base_model(tiny_models, other_seed_models, tmp_path, family):
     weights, *_ = saved_vector(tiny_models[family], tmp_path)
     with pytest.raises(ArtifactError, match="another base model"):
-        export.restore(weights, model_override=str(other_seed_models[family]))
-    export.restore(weights, model_override=str(tiny_models[family]))  # the same base under its own name is fine
+        vector_file.restore(weights, model_override=str(other_seed_models[family]))
+    vector_file.restore(weights, model_override=str(tiny_models[family]))  # the same base under its own name is fine
 
 
 def test_vector_detects_an_edited_tensor(tiny_models, tmp_path):
@@ -388,7 +390,7 @@ def test_vector_detects_an_edited_tensor(tiny_models, tmp_path):
     tensors["projected.z"][3] += 1e-3
     save_file(tensors, str(weights), metadata=header)
     with pytest.raises(ArtifactError, match="SHA-256"):
-        export.restore(weights)
+        vector_file.restore(weights)
 
 
 def test_vector_detects_an_edited_sidecar(tiny_models, tmp_path):
@@ -397,9 +399,9 @@ def test_vector_detects_an_edited_sidecar(tiny_models, tmp_path):
     metadata["pooling"] = "mean"
     sidecar.write_text(json.dumps(metadata), encoding="utf-8")
     with pytest.raises(ArtifactError, match="edited"):
-        export.restore(weights)
+        vector_file.restore(weights)
     with pytest.raises(ArtifactError, match="edited"):
-        export.read_vector(sidecar)  # naming the .json reads the same pair
+        vector_file.read_vector(sidecar)  # naming the .json reads the same pair
 
 
 def test_vector_refuses_a_pickle_without_unpickling_it(tiny_models, tmp_path, monkeypatch):
@@ -417,9 +419,9 @@ def test_vector_refuses_a_pickle_without_unpickling_it(tiny_models, tmp_path, mo
     for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
         monkeypatch.setattr(module, name, forbidden(f"{module.__name__}.{name}"))
     with pytest.raises(ArtifactError, match="not a safetensors"):
-        export.restore(target)
+        vector_file.restore(target)
     with pytest.raises(ArtifactError):
-        export.read_vector(target)
+        vector_file.read_vector(target)
     assert calls == []
 
 
@@ -427,7 +429,7 @@ def test_vector_refuses_a_plain_safetensors_file(tmp_path):
     target = tmp_path / "other.safetensors"
     save_file({"projected.z": torch.zeros(D)}, str(target))
     with pytest.raises(ArtifactError, match="not a JRFT vector"):
-        export.read_vector(target)
+        vector_file.read_vector(target)
 
 
 # --- pooling ---------------------------------------------------------------------------------------------------

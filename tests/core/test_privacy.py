@@ -12,15 +12,19 @@ import pytest
 import scipy.stats
 import torch
 
-from jrft_desktop.core import export, methods, runs
+from jrft_desktop.core import methods, runs
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
 from jrft_desktop.core.events import PreparedEvent, StepEvent
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
-from jrft_desktop.core.train.privacy import RDP_ORDERS, REPORT_NAME, EpsilonCurve, PrivacyError, PrivateTraining, check_trainable_modules, per_example_gradients, plan_privacy
+from jrft_desktop.core.privacy_report import REPORT_NAME
+from jrft_desktop.core.train.privacy import (RDP_ORDERS, EpsilonCurve, PrivacyError, PrivateTraining,
+                                             check_trainable_modules, per_example_gradients, plan_privacy)
 from jrft_desktop.core.tasks import get_task
 from jrft_desktop.core.train.loop import Trainer
+from jrft_desktop.core.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +40,7 @@ def sentences(count: int) -> tuple[list[str], torch.Tensor]:
 def build(tiny_models, family: str, spec: MethodSpec, pooling: str = "cls"):
     torch.manual_seed(0)
     loaded = load_backbone(ModelSpec(str(tiny_models[family])))
-    model, _, _ = methods.build(loaded, pooling, 2, spec)
+    model, _, _ = build_model(ModelSpec(pooling=pooling), spec, None, 2, loaded=loaded)
     with torch.no_grad():  # z starts at zero; move it so every layer's shift matters
         for name, parameter in model.named_parameters():
             if name == "projected.z":
@@ -246,7 +250,7 @@ def test_reported_epsilon_matches_independent_accountants(tiny_models, sst2_200,
     if accountant == "prv":
         assert final == pytest.approx(google_pld_epsilon(sigma, rate, delta, 12), rel=0.01)
     # Recorded where the model goes.
-    _, metadata = export.read_vector(tmp_path / "run" / "vector.safetensors")
+    _, metadata = vector_file.read_vector(tmp_path / "run" / "vector.safetensors")
     assert metadata["privacy"] == record
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["privacy"]
     assert saved == record
@@ -380,15 +384,15 @@ def test_private_run_of_the_default_model_on_real_sst2(shared_data, tmp_path):
                                                                         32 / 512, record["delta"], 10), rel=0.01)
     assert 0.0 <= finished.metrics["accuracy"] <= 1.0 and finished.metrics["validation_examples"] == 128
     assert any("private training (DP-SGD)" in note for note in events[0].notes)
-    merged = export.export_merged(*_restored(tmp_path / "run"), tmp_path / "merged")
-    manifest = json.loads((merged / export.MANIFEST_NAME).read_text(encoding="utf-8"))
+    merged = merged_form.export_merged(*_restored(tmp_path / "run"), tmp_path / "merged")
+    manifest = json.loads((merged / merged_form.MANIFEST_NAME).read_text(encoding="utf-8"))
     assert manifest["privacy"] == record
     assert (merged / REPORT_NAME).read_text(encoding="utf-8").startswith("# Privacy report")
     assert (tmp_path / "run" / REPORT_NAME).is_file()
 
 
 def _restored(run_dir: Path):
-    restored = export.restore(run_dir / "vector.safetensors")
+    restored = vector_file.restore(run_dir / "vector.safetensors")
     return restored.model, restored.method, restored.tokenizer, restored.metadata
 
 

@@ -10,13 +10,14 @@ import sys
 import pytest
 import torch
 
-from jrft_desktop.core import methods, projection
+from jrft_desktop.core import projection
 from jrft_desktop.core.config import MethodSpec, ModelSpec
 from jrft_desktop.core.errors import ArtifactError
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.projection import ProjectionSpec, check_spec, fingerprint, generate
+from jrft_desktop.core.build import build_model
 
 SMALL = ProjectionSpec(seed=0, d=8, widths=(4, 6))
 
@@ -121,8 +122,8 @@ def _batch(count: int = 8):
 def _slash(folder, on_the_fly: bool, position: str, d: int = 48):
     loaded = load_backbone(ModelSpec(str(folder)))
     torch.manual_seed(0)  # the same head in both modes
-    model, _, plan = methods.build(loaded, "cls", 2, MethodSpec(name="slash", d=d, position=position,
-                                                                on_the_fly=on_the_fly))
+    model, _, plan = build_model(ModelSpec(pooling="cls"), MethodSpec(name="slash", d=d, position=position,
+                                                                on_the_fly=on_the_fly), None, 2, loaded=loaded)
     with torch.no_grad():
         model.projected.z.copy_(torch.randn(d, generator=torch.Generator().manual_seed(9)))
     model.eval()

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from jrft_desktop.core import methods
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.tasks.classify import load_examples
-from jrft_desktop.core.export import export_merged, restore
+from jrft_desktop.core.export.merged import export_merged
+from jrft_desktop.core.export.vector import restore
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks.classify import Encoder
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.inference import evaluate
 from jrft_desktop.core.train.loop import Trainer
+from jrft_desktop.core.build import build_model
 
 SAMPLE = sample_data_dir()
 
@@ -52,7 +53,8 @@ def test_slash_on_default_model_reaches_75_percent_on_sst2_dev(tmp_path, shared_
 def test_slash_merge_of_default_model_is_exact_for_stock_transformers(tmp_path):
     loaded = load_backbone(ModelSpec())
     torch.manual_seed(0)
-    model, method, _ = methods.build(loaded, "cls", 2, MethodSpec(name="slash", d=1024, position="attention"))
+    model, method, _ = build_model(ModelSpec(pooling="cls"), MethodSpec(name="slash", d=1024, position="attention"),
+                                   None, 2, loaded=loaded)
     with torch.no_grad():
         model.projected.z.normal_(0, 0.5)
     model.eval()

@@ -17,7 +17,7 @@ from clean_process import run_clean
 from tiny_models import DECODERS, FAMILIES, build_tiny_model
 
 from jrft_desktop.cli import main
-from jrft_desktop.core import export, methods
+from jrft_desktop.core.export import merged as merged_form, vector as vector_file
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.data import read_table
 from jrft_desktop.core.errors import DataError
@@ -26,6 +26,7 @@ from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks import get_task, task_for
 from jrft_desktop.core.tasks.tag import IGNORED, TagExamples, first_tokens, load_tag_data, tag_metrics
 from jrft_desktop.core.train.loop import Trainer
+from jrft_desktop.core.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,12 +99,12 @@ def test_the_real_wnut17_files(shared_data):
     folder = shared_data / "wnut17"
     data = load_tag_data(DataSpec(train=str(folder / "train.conll"), validation=str(folder / "test.conll")), 0)
     assert (len(data.train), len(data.validation)) == (3394, 1287)
-    counts = TAG.label_distribution(data.train, data.label_names)
+    counts = TAG.data_view.label_distribution(data.train, data.label_names)
     assert counts["O"] == 59570 and counts["B-person"] == 660 and counts["I-creative-work"] == 206
     assert sum(counts.values()) == 66124 - 3394  # every line but the blank ones
     assert data.label_names[0] == "O" and len(data.label_names) == 13
     assert task_for("auto", str(folder / "train.conll")) is TAG
-    assert TAG.describe_data(data).startswith("Token tagging with 13 tags over 6 entity types")
+    assert TAG.data_view.describe(data).startswith("Token tagging with 13 tags over 6 entity types")
     assert len(load_tag_data(DataSpec(train=str(folder / "validation.conll")), 0).train) == 908  # 1,009 less 10%
     assert any("297 token(s) of test.conll carry several tags" in note for note in data.notes)
 
@@ -161,7 +162,7 @@ def test_first_sub_token_carries_the_tag(models, family):
     """Against the tokenizer's own word ids for the same text: the first token of each word gets its tag; the other
     sub-tokens, the special tokens and the padding are IGNORED; words past the maximum length are counted."""
     loaded = load_backbone(ModelSpec(str(models[family])))
-    model, _, _ = methods.build(loaded, "auto", len(NAMES), MethodSpec(name="head"), TAG)
+    model, _, _ = build_model(ModelSpec(), MethodSpec(name="head"), TAG, len(NAMES), loaded=loaded)
     encoder = TAG.make_encoder(loaded.tokenizer, 16, model)
     sentences = [["unbelievably", "moving", "film", "about", "Paris"], ["a", "remarkably", "dull", "mess"],
                  ["word"] * 30]
@@ -268,7 +269,7 @@ def test_every_method_trains_a_tagger(models, wnut, tmp_path, family, method, po
     notes = next(event.notes for event in events if hasattr(event, "notes"))
     assert any("left context" in note for note in notes) == (family in DECODERS)
 
-    restored = export.restore(tmp_path / "run" / "vector.safetensors")
+    restored = vector_file.restore(tmp_path / "run" / "vector.safetensors")
     validation = TAG.load_data(config.data, config.training.seed).validation  # the run's seeded 40 sentences
     scored = Predictor.from_restored(restored, "cpu").evaluate(validation)
     assert scored.metrics["entity_f1"] == pytest.approx(metrics["entity_f1"], abs=1e-9)
@@ -334,7 +335,8 @@ def merged_taggers(models, tmp_path_factory):
             if (family, method) == ("llama", "bitfit"):
                 continue
             loaded = load_backbone(ModelSpec(str(models[family])))
-            model, method_obj, plan = methods.build(loaded, "auto", len(NAMES), spec_for(method, position), TAG)
+            model, method_obj, plan = build_model(ModelSpec(), spec_for(method, position), TAG, len(NAMES),
+                                                  loaded=loaded)
             perturb(model, seed=len(results))
             model.eval()
             encoder = TAG.make_encoder(loaded.tokenizer, MAX_LENGTH, model)
@@ -344,13 +346,13 @@ def merged_taggers(models, tmp_path_factory):
             with torch.no_grad():
                 logits = [model(**encoder.collate([row]))[0] for row in rows]
             predictor = Predictor(model, encoder, {"label_names": list(NAMES), "task": "tagging"}, "cpu")
-            metadata = export.vector_metadata(
+            metadata = vector_file.vector_metadata(
                 model=model, plan=plan, method_spec=spec_for(method, position), model_spec=ModelSpec(str(
-                    models[family])), max_length=MAX_LENGTH, task="tagging", label_names=NAMES,
+                    models[family])), max_length=MAX_LENGTH, problem="tagging", label_names=NAMES,
                 columns={"text": "tokens", "text_pair": None, "label": "tags"}, seed=0,
                 metrics={})
             out = root / key.replace("/", "-")
-            export.export_merged(model, method_obj, loaded.tokenizer, metadata, out)
+            merged_form.export_merged(model, method_obj, loaded.tokenizer, metadata, out)
             results[key] = {"logits": logits, "records": predictor.predict(examples), "texts": texts}
             job["models"][key] = {"merged": str(out), "texts": texts}
     for key, value in run_clean(LOADER, job, root).items():
@@ -441,7 +443,7 @@ def test_cli_train_predict_eval_and_export(tiny_models, wnut, tmp_path, capfd):
 
 def test_predict_logits_keep_the_input_order(tiny_models):
     loaded = load_backbone(ModelSpec(str(tiny_models["roberta"])))
-    model, _, _ = methods.build(loaded, "auto", len(NAMES), MethodSpec(name="slash", d=8), TAG)
+    model, _, _ = build_model(ModelSpec(), MethodSpec(name="slash", d=8), TAG, len(NAMES), loaded=loaded)
     perturb(model, 3)
     encoder = TAG.make_encoder(loaded.tokenizer, MAX_LENGTH, model)
     examples = TagExamples.from_texts(["a long sentence about the film and its story", "short", "a film"])
@@ -465,7 +467,7 @@ def test_per_sentence_gradients_equal_a_loop_over_sentences(models, spec):
 
     torch.manual_seed(0)
     loaded = load_backbone(ModelSpec(str(models["bert"])))
-    model, method, _ = methods.build(loaded, "auto", len(NAMES), spec, TAG)
+    model, method, _ = build_model(ModelSpec(), spec, TAG, len(NAMES), loaded=loaded)
     perturb(model, 5)
     model.eval()
     encoder = TAG.make_encoder(loaded.tokenizer, MAX_LENGTH, model)
@@ -494,7 +496,7 @@ def test_per_sentence_gradients_equal_a_loop_over_sentences(models, spec):
 @pytest.mark.parametrize("method", ["slash", "lora"])
 def test_private_tagging_reports_epsilon(models, wnut, tmp_path, method):
     from jrft_desktop.core.config import Privacy
-    from jrft_desktop.core.train.privacy import REPORT_NAME
+    from jrft_desktop.core.privacy_report import REPORT_NAME
 
     config = RunConfig(model=ModelSpec(str(models["bert"])),
                        data=DataSpec(train=str(wnut["train"]), validation=str(wnut["validation"]),

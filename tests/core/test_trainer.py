@@ -17,7 +17,8 @@ import scipy.stats
 import torch
 from safetensors.torch import load_file
 
-from jrft_desktop.core import export, metrics, runs
+from jrft_desktop.core import metrics, runs
+from jrft_desktop.core.export import vector as vector_file
 from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, RunConfig
 from jrft_desktop.core.tasks.classify import load_task_data
 from jrft_desktop.core.errors import ArtifactError
@@ -186,7 +187,7 @@ def test_run_folder_contents(completed):
     assert losses == [event.loss for event in of_type(events, StepEvent)]
     assert [entry["step"] for entry in history if "eval" in entry] == [5, 10, 15, 20]
 
-    tensors, metadata = export.read_vector(run_dir / "vector.safetensors")  # verified (SHA-256, sidecar)
+    tensors, metadata = vector_file.read_vector(run_dir / "vector.safetensors")  # verified (SHA-256, sidecar)
     assert set(tensors) == {"projected.z", "head.weight", "head.bias"}
     assert metadata["method"] == "slash" and metadata["label_names"] == ["0", "1"]
     assert metadata["projection"]["d"] == D
@@ -426,7 +427,7 @@ def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_pat
     assert summary["best_step"] == best_event.step
     assert summary["loss"] == pytest.approx(best_event.metrics["loss"], abs=1e-9)
     # The restored vector scores the same on the validation rows.
-    restored = export.restore(run_dir / "vector.safetensors")
+    restored = vector_file.restore(run_dir / "vector.safetensors")
     data = load_task_data(config.data, config.training.seed)
     rows, _ = restored.encoder.encode(data.validation.texts)
     logits = predict_logits(restored.model, restored.encoder, rows, pick_device("cpu"),
@@ -437,7 +438,7 @@ def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_pat
 def test_predictions_keep_the_input_order_across_length_sorted_batches(completed):
     """Batching by length must not mix rows up: every row gets the logits it gets alone."""
     _, run_dir, _, _ = completed
-    restored = export.restore(run_dir / "vector.safetensors")
+    restored = vector_file.restore(run_dir / "vector.safetensors")
     texts = ["good", "a long and winding sentence that goes on and on about a film", "bad", "fine film, I think"]
     rows, _ = restored.encoder.encode(texts)
     together = predict_logits(restored.model, restored.encoder, rows, pick_device("cpu"), batch_size=2)
@@ -507,7 +508,7 @@ def test_regression_task(tiny_models, train_file, tmp_path):
     assert summary["metric"] == "pearson"
     assert "accuracy" not in summary
     # The reported correlations are those of the exported vector's predictions.
-    restored = export.restore(tmp_path / "run" / "vector.safetensors")
+    restored = vector_file.restore(tmp_path / "run" / "vector.safetensors")
     assert restored.metadata["task"] == "regression" and restored.metadata["label_names"] is None
     data = load_task_data(config.data, config.training.seed)
     rows, _ = restored.encoder.encode(data.validation.texts)

@@ -22,7 +22,7 @@ def measure_memory(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     settings: BenchSettings = job["settings"]
-    prepared = prepare_case(settings, job["method"], job["num_labels"], job["task"], device)
+    prepared = prepare_case(settings, job["method"], job["num_labels"], job["problem"], device)
     batches = first_batches(task_for(settings.data.task, settings.data.train), prepared.encoder, job["examples"],
                             settings.batch_size, settings.memory_steps, device)
     loaded = peak_memory_mb(device)

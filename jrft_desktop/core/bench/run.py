@@ -32,9 +32,11 @@ from pathlib import Path
 import torch
 
 from .. import methods
+from ..build import build_model
 from ..config import MethodSpec, RunConfig, TrainingSpec
 from ..errors import UserError
 from ..events import StepEvent
+from ..models import load_skeleton
 from ..paths import atomic_write_json
 from ..tasks import task_for
 from ..train.step import first_batches
@@ -161,13 +163,12 @@ def run_bench(settings: BenchSettings, output: Path, on_progress: Callable[[Benc
 def _applicable(settings: BenchSettings) -> tuple[BenchSettings, list[str]]:
     """The settings without the cases that do not apply to the model (BitFit on a model without biases), and a
     note for each of them."""
-    from ..models import JrftModel, load_skeleton
-
-    skeleton = load_skeleton(settings.model)
+    task = task_for(settings.data.task, settings.data.train)
+    skeleton = load_skeleton(settings.model, task)
     kept, skipped = [], []
     for case in settings.cases:
         try:
-            methods.get_method(case.method.name).plan(case.method, JrftModel(skeleton, settings.model.pooling, 2))
+            build_model(settings.model, case.method, task, 2, loaded=skeleton, structure_only=True)
             kept.append(case)
         except UserError as error:
             skipped.append(f"{case.label}: not compared, {error}")
@@ -220,7 +221,7 @@ def _measure_speed(settings: BenchSettings, data, device: torch.device, reporter
     """Step time of every case (interleaved rounds), FLOPs per step, and the matrix-multiply peak."""
     reporter.say("timing: loading every case")
     task = task_for(settings.data.task, settings.data.train)
-    prepared = {case.label: prepare_case(settings, case.method, data.num_labels, data.task, device)
+    prepared = {case.label: prepare_case(settings, case.method, data.num_labels, data.problem, device)
                 for case in settings.cases}
     encoder = next(iter(prepared.values())).encoder
     batches = first_batches(task, encoder, data.train, settings.batch_size, settings.steps_per_round, device)
@@ -245,7 +246,7 @@ def _measure_memory(settings: BenchSettings, data, device: torch.device, reporte
         reporter.advance("memory: not measured")
         return {}
     memory: dict[str, dict] = {}
-    job_base = {"settings": settings, "num_labels": data.num_labels, "task": data.task, "device": str(device),
+    job_base = {"settings": settings, "num_labels": data.num_labels, "problem": data.problem, "device": str(device),
                 "threads": torch.get_num_threads(),
                 "examples": data.train.take(settings.batch_size * settings.memory_steps)}
     with memory_context().Pool(1, maxtasksperchild=1) as pool:
@@ -267,11 +268,11 @@ def _measure_latency(settings: BenchSettings, data, encoder, output: Path, devic
                      reporter: Reporter) -> _Latency:
     """Inference time of the base model and of each trained model, as trained and merged (interleaved)."""
     from .. import runs
-    from ..export import restore
+    from ..export.vector import restore
 
     reporter.say("latency: loading the trained models")
     unchanged = MethodSpec(name=methods.base_model_method().name)
-    base = prepare_case(settings, unchanged, data.num_labels, data.task, device).model
+    base = prepare_case(settings, unchanged, data.num_labels, data.problem, device).model
     variants: dict[str, torch.nn.Module] = {"base": base}
     vector_bytes: dict[str, int] = {}
     for case in settings.cases:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import methods
+from ..build import build_model
 from ..config import MethodSpec
 from ..models import load_backbone
 from ..tasks import task_for
@@ -33,10 +34,10 @@ def prepare_case(settings: BenchSettings, spec: MethodSpec, num_labels: int, pro
                  device: torch.device) -> PreparedCase:
     """A case's model with its method applied and the trainer's step for it, without dropout (as training)."""
     task = task_for(settings.data.task, settings.data.train)
-    loaded = load_backbone(settings.model)
-    model, method, plan = methods.build(loaded, settings.model.pooling, num_labels, spec, task)
+    loaded = load_backbone(settings.model, task)
+    model, _, plan = build_model(settings.model, spec, task, num_labels, loaded=loaded)
     model.to(device).train(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=method.default_lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=plan.default_lr)
     optimization = Optimization.create(model, optimizer, task.loss_function(problem), device)
     return PreparedCase(model, plan, optimization, task.make_encoder(loaded.tokenizer, settings.data.max_length, model))
 

@@ -20,9 +20,9 @@ AUTO = "auto"
 
 
 def _transformers():
-    from .. import export
+    from . import merged
 
-    return export.check_transformers, export.export_merged
+    return merged.check_transformers, merged.export_merged
 
 
 def _sentence_transformers():

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import ArtifactError
-from . import check_target, merged_stock, write_records
+from .merged import check_target, merged_stock, write_records
 from ..models import JrftModel
 from ..paths import atomic_directory, atomic_write_text
 

@@ -52,7 +52,7 @@ def write_records(folder: Path, model: JrftModel, metadata: dict, form: str) -> 
     }
     atomic_write_json(folder / MANIFEST_NAME, manifest)
     if metadata.get("privacy"):  # a private run's guarantee travels with the merged model
-        from ..train.privacy import write_report
+        from ..privacy_report import write_report
 
         write_report(folder, metadata["privacy"], f"{metadata['method']} merged into {metadata['base_model']['id']}")
 

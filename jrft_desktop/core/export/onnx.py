@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError
-from . import check_target, max_tokens, merged_copy, write_records
+from .merged import check_target, max_tokens, merged_copy, write_records
 from ..models import JrftModel
 from ..paths import atomic_directory
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import check_target, max_tokens, merged_copy, stock_model, write_records
+from .merged import check_target, max_tokens, merged_copy, stock_model, write_records
 from ..models import JrftModel
 from ..paths import atomic_directory
 

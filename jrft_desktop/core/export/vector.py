@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 
 from ... import __version__
+from ..build import build_model
 from ..config import MethodSpec, ModelSpec
 from ..errors import ArtifactError
 from ..models import JrftModel, load_backbone
 from ..paths import atomic_write, atomic_write_json
-from ..projection import ProjectionSpec, check_spec, fingerprint
+from ..projection import ProjectionCache, ProjectionSpec, check_spec, fingerprint
 
 VECTOR_FORMAT = "jrft-vector/1"
 
@@ -42,9 +43,11 @@ def metadata_sha256(metadata: dict) -> str:
 
 
 def vector_metadata(*, model: JrftModel, plan, method_spec: MethodSpec, model_spec: ModelSpec, max_length: int,
-                    task: str, label_names, columns: dict, seed: int, metrics: dict) -> dict:
-    """`task` is the data's problem ('classification' or 'regression'); `task_name` records the model's task."""
-    projection_spec = getattr(getattr(model, "projected", None), "spec", None)
+                    problem: str, label_names, columns: dict, seed: int, metrics: dict) -> dict:
+    """The metadata of a vector file. Its key `task` holds the data's `problem` ('classification', 'regression',
+    ...), as files written before tasks had names hold it; `task_name` records the model's task."""
+    projection = model.adaptation.projection
+    projection_spec = projection.spec if projection is not None else None
     return {
         "format": VECTOR_FORMAT,
         "app_version": __version__,
@@ -57,7 +60,7 @@ def vector_metadata(*, model: JrftModel, plan, method_spec: MethodSpec, model_sp
         },
         "pooling": model.pooling,
         "max_length": max_length,
-        "task": task,
+        "task": problem,  # the key keeps its first name, so that every vector file reads the same
         "task_name": model.task.name,
         "label_names": list(label_names) if label_names is not None else None,
         "columns": columns,
@@ -138,6 +141,23 @@ def read_vector(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, metadata
 
 
+def check_base(metadata: dict, fingerprint: str, name: str) -> None:
+    """Refuse a vector made on another base model than `name`, whose weights have `fingerprint`."""
+    base = metadata["base_model"]
+    if fingerprint != base["fingerprint"]:
+        raise ArtifactError(
+            f"This vector was trained on another base model ({base['id']}, fingerprint {base['fingerprint'][:12]}); "
+            f"{name} has fingerprint {fingerprint[:12]}. Apply it to the model it was made for."
+        )
+
+
+def check_projection(metadata: dict, projections: ProjectionCache) -> None:
+    """The projections a vector recorded, regenerated and checked against their fingerprint (once per spec)."""
+    projection = metadata.get("projection")
+    if projection:
+        projections.check(ProjectionSpec.from_dict(projection), projection["fingerprint"])
+
+
 @dataclass
 class Restored:
     model: JrftModel
@@ -149,28 +169,23 @@ class Restored:
 
 def restore(path: Path, model_override: str | None = None, trust_remote_code: bool = False) -> Restored:
     """Rebuild a trained model from its vector file on its base model (or an explicitly named copy of it)."""
-    from .. import methods
     from ..methods.base import load_trainable_state
     from ..tasks import DEFAULT_TASK, get_task
 
     tensors, metadata = read_vector(path)
     base = metadata["base_model"]
-    model_spec = ModelSpec(name_or_path=model_override or base["id"], trust_remote_code=trust_remote_code)
+    model_spec = ModelSpec(name_or_path=model_override or base["id"], pooling=metadata["pooling"],
+                           trust_remote_code=trust_remote_code)
     task = get_task(metadata.get("task_name", DEFAULT_TASK))
     loaded = load_backbone(model_spec, task)
-    if loaded.fingerprint != base["fingerprint"]:
-        raise ArtifactError(
-            f"This vector was trained on another base model ({base['id']}, fingerprint {base['fingerprint'][:12]}); "
-            f"{model_spec.name_or_path} has fingerprint {loaded.fingerprint[:12]}. Apply it to the model it was "
-            "made for."
-        )
+    check_base(metadata, loaded.fingerprint, model_spec.name_or_path)
     spec = MethodSpec(**metadata["method_spec"])
     labels = metadata["label_names"]
-    model, method, _ = methods.build(loaded, metadata["pooling"], len(labels) if labels else 1, spec, task)
+    model, method, _ = build_model(model_spec, spec, task, len(labels) if labels else 1, loaded=loaded)
     projection = metadata.get("projection")
     if projection:
         check_spec(ProjectionSpec.from_dict(projection), projection["fingerprint"])
-        if model.projected.spec != ProjectionSpec.from_dict(projection):
+        if model.adaptation.projection.spec != ProjectionSpec.from_dict(projection):
             raise ArtifactError("The vector's projection spec does not match its method settings (edited metadata).")
     load_trainable_state(model, tensors)
     model.eval()

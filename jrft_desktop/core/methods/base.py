@@ -1,8 +1,8 @@
-"""What every finetuning method provides, and the shared plumbing (options, trainable state, hooks, counting).
+"""What every finetuning method provides, what it adds to a model (`Adaptation`), and the shared plumbing
+(trainable state, counting, the projections' memory).
 
-Importing a method needs no torch: its declarations (options, presets, bench cases) are read by `config.py` (which
-makes `MethodSpec` from the options), the CLI and the app before torch loads; torch is imported where a method is
-applied. A method module never imports `config` at import time (config imports the registry)."""
+Importing a method needs no torch: its declarations (options, presets, bench cases) are read by the config, the
+CLI and the app before torch loads; torch is imported where a method is applied."""
 
 from __future__ import annotations
 
@@ -12,45 +12,38 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError
 from ..limits import require_memory
-from ..ranges import SEED_MAX, between
+from .options import NoOptions, ProjectionOptions
+from .spec import MethodSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..config import MethodSpec
-    from ..models import JrftModel
+    from ..models import JrftModel, ModelInfo
+    from ..projection import ProjectedVector, ProjectionCache, ProjectionSpec
+    from .rows import RowShifts
+
+FLOAT = 4  # bytes of one float32 value
 
 
-# --- options: the MethodSpec settings a method reads ----------------------------------------------------------------
-def option(help: str, *, size: bool = False, cli: str | None = None, aliases: tuple[str, ...] = (),
-           choices: tuple | None = None, label: str | None = None, box_maximum: int | None = None,
-           **valid: Any) -> dict[str, Any]:
-    """The metadata of one option field. `help` is its only explanation (`jrft train --help`, the app's tooltip);
-    `size`: it sizes the method (a budget sets it instead: `--budget` excludes its flag; at most one per method);
-    `cli` its flag (default: --the-name-with-dashes) and `aliases` more flags; `choices` the values it takes; `label`
-    its name in the app (a checkbox's text for a bool); `box_maximum` the largest value the app's box offers where
-    the valid range has no top; `valid` a number's valid range (`ranges.between`: minimum=..., maximum=...,
-    exclusive_minimum=True, ...), checked whenever a MethodSpec is made and shown in the help."""
-    extra = {"size": size, "cli": cli, "aliases": tuple(aliases), "choices": choices, "label": label,
-             "box_maximum": box_maximum}
-    return {"help": help, **{key: value for key, value in extra.items() if value}, **between(**valid)}
+class Adaptation:
+    """What a method added to one model, kept by the model (`JrftModel.adapt`) and read back only by the method that
+    made it: modules registered on the model under these names (so they train and save with it: "projected.z"),
+    forward hooks, the prompt tokens it inserts into the input (WARP, JR-WARP: a callable giving [P, H]), a
+    replacement backbone (a PEFT wrapper) and the projection of z, whose spec the vector file records."""
 
+    def __init__(self, *, modules: dict[str, nn.Module] | None = None, hooks=(), prompts=None,
+                 backbone: nn.Module | None = None, projection: ProjectedVector | None = None):
+        self.modules = dict(modules or {})
+        self.hooks = list(hooks)
+        self.prompts = prompts
+        self.backbone = backbone
+        self.projection = projection
 
-def projection_seed_option():
-    return field(default=0, metadata=option(
-        "Seed of the method's fixed random draws (the projections W_l of slash and jr-warp, VeRA's shared matrices, "
-        "WARP's first prompt tokens); recorded in every export.", label="Projection seed", minimum=0,
-        maximum=SEED_MAX))
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """The options of a method that reads nothing but its name (and ignores a budget)."""
-
-
-def option_flag(option_field) -> str:
-    return option_field.metadata.get("cli") or "--" + option_field.name.replace("_", "-")
+    def remove_hooks(self) -> None:
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks = []
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,7 @@ class Preset:
 
     def spec(self) -> MethodSpec:
         """What choosing the preset sets: its method at its default size and settings, but for the preset's values."""
-        from ..config import MethodSpec
-        from . import get_method
+        from .registry import get_method
 
         method = get_method(self.method)
         size = {method.size_name: method.default_size} if method.size_name else {}
@@ -128,8 +120,6 @@ class Method:
     def bench_cases(self, budget: int) -> tuple[tuple[str, MethodSpec], ...]:
         """(label, spec) of every case `jrft bench` compares for this method; the first is the quick bench's. By
         default one case: at the bench's budget when the method has a size."""
-        from ..config import MethodSpec
-
         return ((self.name, MethodSpec(name=self.name, budget=budget if self.size_name else None)),)
 
     def default_lr_for(self, family) -> float:
@@ -171,9 +161,15 @@ class Method:
                           default_lr=self.default_lr_for(model.family))
 
     # --- training -----------------------------------------------------------------------------------------
-    def apply(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> None:
-        """Freeze what stays fixed and add what trains; afterwards only the method and the head need grads."""
+    def apply(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> Adaptation:
+        """Freeze what stays fixed and add what trains; afterwards only the method and the head need grads. Returns
+        what it added, which the model keeps (`JrftModel.adapt`)."""
         raise NotImplementedError
+
+    def fixed_memory(self, plan: MethodPlan, info: ModelInfo) -> int:
+        """Bytes the method holds besides the model and the trainable values (a projected method's projections),
+        for the memory estimate made before training."""
+        return 0
 
     def per_example_gradients(self, model: JrftModel, inputs: dict, labels: torch.Tensor, loss_fn):
         """({name: [B, *shape]}, per-example losses) by a faster exact route that this method's structure allows,
@@ -192,33 +188,22 @@ class Method:
         self.check_foldable()
         return model.base()
 
-
-def vector_size_option():
-    # torchrun's own parser reads `--d` as an abbreviation of its --duplicate-* options, even after the command:
-    # `--vector-size` says the same under torchrun.
-    return field(default=None, metadata=option(
-        "Size of the trainable vector z for slash / jr-warp (default 1024).", size=True, cli="--d",
-        aliases=("--vector-size",), label="d (size of the vector z)", box_maximum=1_000_000, minimum=0,
-        exclusive_minimum=True))
-
-
-def on_the_fly_option():
-    return field(default=False, metadata=option(
-        "Regenerate each projection in forward and backward instead of keeping them in memory (slower, for big "
-        "models).", label="Regenerate projections on the fly (less memory, slower)"))
+    # --- serving ------------------------------------------------------------------------------------------
+    def row_shifts(self, model: JrftModel, state: dict[str, torch.Tensor], spec: MethodSpec,
+                   projections: ProjectionCache) -> RowShifts | None:
+        """What a vector adds to each row of a batch of the base model (`rows.RowShifts`), computed once from its
+        saved tensors `state` (`model`: the base model with the vector's task), so that a server runs the rows of
+        many vectors in one batch. None: this method changes the model in a way rows cannot mix, so its vector needs
+        a model of its own."""
+        return None
 
 
-@dataclass(frozen=True)
-class ProjectionOptions:
-    d: int | None = vector_size_option()
-    projection_seed: int = projection_seed_option()
-    on_the_fly: bool = on_the_fly_option()
 
 
 class ProjectedMethod(Method):
     """A method whose only trainable tensor (besides the head) is z, projected into every layer."""
 
-    options = ProjectionOptions
+    options: type = ProjectionOptions
     default_size = 1024
 
     def params_for_size(self, size, model, spec):
@@ -227,9 +212,18 @@ class ProjectedMethod(Method):
     def size_for_budget(self, budget, model, spec):
         return budget
 
-    def projection_width(self, model: JrftModel, spec: MethodSpec) -> int:
+    def projection_width(self, info: ModelInfo, position: str | None) -> int:
         """The width of each layer's projection W_l (d x width)."""
-        return model.info.hidden_size
+        return info.hidden_size
+
+    def projection_bytes(self, plan: MethodPlan, info: ModelInfo, on_the_fly: bool) -> int:
+        """The projections held at once: all of them (plus one being made), or on the fly the one regenerated in
+        forward, again in backward, and its unscaled draw."""
+        kept = 3 if on_the_fly else info.layers + 1
+        return FLOAT * _size_of(plan) * self.projection_width(info, plan.position) * kept
+
+    def fixed_memory(self, plan, info):
+        return self.projection_bytes(plan, info, plan.on_the_fly)
 
     def plan(self, spec: MethodSpec, model: JrftModel) -> MethodPlan:
         """As every method's, and on the fly when the stored projections would take over a quarter of what a run
@@ -240,28 +234,37 @@ class ProjectedMethod(Method):
         from ..limits import memory_limit
 
         plan = super().plan(spec, model)
-        stored = 4 * plan.size * self.projection_width(model, spec) * (model.info.layers + 1)
+        stored = self.projection_bytes(plan, model.info, on_the_fly=False)
         if spec.on_the_fly or stored <= memory_limit() // 4:
             return replace(plan, on_the_fly=spec.on_the_fly)
         note = (f"the projections would take {format_bytes(stored)}, so they are regenerated on the fly in every "
                 "step instead (slower steps, far less memory)")
         return replace(plan, on_the_fly=True, note="; ".join(filter(None, (plan.note, note))))
 
-    def attach_projection(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> list[nn.Module]:
-        """Freeze the backbone, add z with one projection per layer; returns the layers."""
-        freeze(model.backbone)
-        layers = model.layers()
-        width = self.projection_width(model, spec)
-        widths = tuple(width for _ in layers)
-        # Projections held at once, 4 bytes per value: all of them (plus one being made), or on the fly the one
-        # regenerated in forward, again in backward, and its unscaled draw.
-        kept = 3 if plan.on_the_fly else len(widths) + 1
-        require_memory(4 * plan.size * width * kept, f"The random projections of {self.name} for d = {plan.size:,}",
-                       "use a smaller d" + ("" if plan.on_the_fly else ", or on-the-fly projections"))
-        from ..projection import ProjectedVector, ProjectionSpec
+    def projection(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> ProjectedVector:
+        """Freeze the backbone; z with one projection per layer (the caller registers it as "projected")."""
+        from ..projection import ProjectedVector
 
-        model.projected = ProjectedVector(ProjectionSpec(spec.projection_seed, plan.size, widths), plan.on_the_fly)
-        return layers
+        freeze(model.backbone)
+        require_memory(self.projection_bytes(plan, model.info, plan.on_the_fly),
+                       f"The random projections of {self.name} for d = {_size_of(plan):,}",
+                       "use a smaller d" + ("" if plan.on_the_fly else ", or on-the-fly projections"))
+        return ProjectedVector(self.projection_spec(model, plan.position, spec.projection_seed, _size_of(plan)),
+                               plan.on_the_fly)
+
+    def projection_spec(self, model: JrftModel, position: str | None, seed: int, d: int) -> ProjectionSpec:
+        """The projections of z (size `d`) into every layer of `model`."""
+        from ..projection import ProjectionSpec
+
+        widths = tuple(self.projection_width(model.info, position) for _ in model.layers())
+        return ProjectionSpec(seed, d, widths)
+
+
+def _size_of(plan: MethodPlan) -> int:
+    """The size of a sized method's plan (which `Method.plan` always fills in)."""
+    if plan.size is None:
+        raise ValueError(f"{plan.method}'s plan has no size")
+    return plan.size
 
 
 def freeze(module: nn.Module) -> None:
@@ -291,15 +294,3 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
                 raise ArtifactError(f"Saved tensor {name} has shape {tuple(value.shape)}, the model expects "
                                     f"{tuple(parameter.shape)}.")
             parameter.copy_(value.to(parameter.dtype))
-
-
-def remove_hooks(model: JrftModel) -> None:
-    for handle in getattr(model, "method_hooks", []):
-        handle.remove()
-    model.method_hooks = []
-
-
-def add_hook(model: JrftModel, handle) -> None:
-    if not hasattr(model, "method_hooks"):
-        model.method_hooks = []
-    model.method_hooks.append(handle)

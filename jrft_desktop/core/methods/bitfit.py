@@ -1,8 +1,8 @@
 """BitFit: only the bias terms of the pretrained model (and the head) train."""
 
 from ..errors import ModelError
-from . import register
-from .base import Method, Preset, freeze
+from .base import Adaptation, Method, Preset, freeze
+from .registry import register
 
 
 def _biases(module):
@@ -26,6 +26,7 @@ class BitFit(Method):
         freeze(model.backbone)
         for parameter in _biases(model.backbone):
             parameter.requires_grad_(True)
+        return Adaptation()  # nothing added: the model's own biases train
 
 
 register(BitFit())

@@ -1,7 +1,7 @@
 """Full finetuning: every weight trains (the accuracy ceiling, and the most memory and time)."""
 
-from . import register
-from .base import Method, Preset
+from .base import Adaptation, Method, Preset
+from .registry import register
 
 
 class FullFinetuning(Method):
@@ -17,6 +17,7 @@ class FullFinetuning(Method):
     def apply(self, model, plan, spec):
         for parameter in model.backbone.parameters():
             parameter.requires_grad_(True)
+        return Adaptation()  # the model's own parameters train: nothing added
 
 
 register(FullFinetuning())

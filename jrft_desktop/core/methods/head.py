@@ -1,8 +1,9 @@
 """Linear probe: the pretrained model stays frozen, only the head trains."""
 
 from ..errors import UserError
-from . import register
-from .base import Method, Preset, freeze
+from .base import Adaptation, Method, Preset, freeze
+from .registry import register
+from .rows import RowShifts
 
 
 class HeadOnly(Method):
@@ -21,6 +22,10 @@ class HeadOnly(Method):
 
     def apply(self, model, plan, spec):
         freeze(model.backbone)
+        return Adaptation()  # nothing added: only the head trains
+
+    def row_shifts(self, model, state, spec, projections):
+        return RowShifts()  # its rows run on the base model as it is, each read by its own head
 
 
 register(HeadOnly())

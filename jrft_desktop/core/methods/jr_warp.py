@@ -5,8 +5,9 @@ can attend to it).
 
 The prompt position lengthens the sequence, so JR-WARP cannot fold into a stock model."""
 
-from . import register
-from .base import Preset, ProjectedMethod, add_hook
+from .base import Adaptation, Preset, ProjectedMethod
+from .registry import register
+
 
 class _FirstLayerPrompt:
     """The prompt token z @ W_1. Not a module of the model, so that z is named once ("projected.z") in the state."""
@@ -26,10 +27,9 @@ class JRWarp(ProjectedMethod):
     presets = (Preset("JR-WARP d=1024 (paper)", {"d": 1024}),)
 
     def apply(self, model, plan, spec):
-        layers = self.attach_projection(model, plan, spec)
-        object.__setattr__(model, "prompts", _FirstLayerPrompt(model.projected))  # a plain attribute, not a submodule
-        projected, position = model.projected, model.family.prompt_position
-        for index, layer in enumerate(layers[:-1]):
+        projected, position = self.projection(model, plan, spec), model.family.prompt_position
+        hooks = []
+        for index, layer in enumerate(model.layers()[:-1]):
             def shift_prompt(module, args, output, next_layer=index + 1):
                 if model.prompts_cached:  # decoding over the key-value cache: the prompt is not in this input
                     return output
@@ -38,7 +38,9 @@ class JRWarp(ProjectedMethod):
                 hidden[:, position] += projected.shift(next_layer).to(hidden.dtype)
                 return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-            add_hook(model, layer.register_forward_hook(shift_prompt))
+            hooks.append(layer.register_forward_hook(shift_prompt))
+        return Adaptation(modules={"projected": projected}, hooks=hooks, prompts=_FirstLayerPrompt(projected),
+                          projection=projected)
 
 
 register(JRWarp())

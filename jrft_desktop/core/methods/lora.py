@@ -3,16 +3,12 @@
 Rank 1 on query and value is the smallest usual LoRA. When a budget cannot pay for it, LoRA adapts the query
 projections alone (a configuration the LoRA paper also studies), so that it is compared at the same budget."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import register
-from .base import Method, Preset, freeze, option
-
-
-def rank_option():
-    return field(default=None, metadata=option("Rank of lora (default 8) or vera (default 256).", size=True,
-                                               label="Rank", box_maximum=65_536, minimum=0,
-                                               exclusive_minimum=True))
+from .base import Adaptation, Method, Preset, freeze
+from .options import rank_option
+from .registry import register
+from .spec import MethodSpec
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class PeftMethod(Method):
     """A method that wraps the backbone in a `peft` model; merging is peft's merge_and_unload."""
 
     def merge(self, model):
-        model.backbone = model.backbone.merge_and_unload()
+        model.adapt(Adaptation(backbone=model.backbone.merge_and_unload()))
         return model.backbone
 
 
@@ -56,8 +52,6 @@ class LoRA(PeftMethod):
     presets = (Preset("LoRA r=8", {"rank": 8}),)
 
     def bench_cases(self, budget):
-        from ..config import MethodSpec
-
         return ((self.name, MethodSpec(name=self.name, budget=budget)),
                 (f"{self.name}-r8", MethodSpec(name=self.name, rank=8)))  # also at its usual rank
 
@@ -90,7 +84,7 @@ class LoRA(PeftMethod):
         config = LoraConfig(r=plan.size, lora_alpha=2 * plan.size, lora_dropout=0.0,
                             target_modules=list(self.target_names(spec, model)), bias="none",
                             fan_in_fan_out=transposed_targets(model))
-        model.backbone = get_peft_model(model.backbone, config)
+        return Adaptation(backbone=get_peft_model(model.backbone, config))
 
 
 register(LoRA())

@@ -3,32 +3,29 @@
 The shift is input-independent, so after training it folds into the bias of the dense layer before it and the
 merged model is the base architecture with different biases (no added latency)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import register
-from .base import (
-    Preset,
-    ProjectedMethod,
-    add_hook,
-    on_the_fly_option,
-    option,
-    projection_seed_option,
-    remove_hooks,
-    vector_size_option,
-)
-
-POSITIONS = ("attention", "intermediate", "output")
+from .base import Adaptation, Preset, ProjectedMethod
+from .options import on_the_fly_option, position_option, projection_seed_option, vector_size_option
+from .registry import register
+from .rows import RowShifts, add_at_site
+from .spec import MethodSpec
 
 
 @dataclass(frozen=True)
 class SLaShOptions:
     d: int | None = vector_size_option()
-    position: str = field(default="output", metadata=option(
-        "Where SLaSh adds its shift in every layer: 'attention' (attention block output), 'intermediate' "
-        "(MLP up-projection, before the activation) or 'output' (MLP output, before the residual add).",
-        choices=POSITIONS, label="Position"))
+    position: str = position_option()
     projection_seed: int = projection_seed_option()
     on_the_fly: bool = on_the_fly_option()
+
+
+class Shift(Adaptation):
+    """SLaSh on one model: z and its projections, a hook per layer, and the position the shifts are added at."""
+
+    def __init__(self, projected, hooks, position: str):
+        super().__init__(modules={"projected": projected}, hooks=hooks, projection=projected)
+        self.position = position
 
 
 def _through(module, shift):
@@ -48,32 +45,24 @@ class SLaSh(ProjectedMethod):
     budget_curve = True
 
     def bench_cases(self, budget):
-        from ..config import MethodSpec
-
         return tuple((f"{self.name}-{position}", MethodSpec(name=self.name, budget=budget, position=position))
                      for position in ("output", "intermediate", "attention"))
 
-    def projection_width(self, model, spec):
-        return model.info.intermediate_size if spec.position == "intermediate" else model.info.hidden_size
+    def projection_width(self, info, position):
+        return info.intermediate_size if position == "intermediate" else info.hidden_size
 
     def apply(self, model, plan, spec):
-        layers = self.attach_projection(model, plan, spec)
-        model.slash_position = plan.position
-        projected, family = model.projected, model.family
-        site = family.shift_sites[plan.position]
-        for index, layer in enumerate(layers):
-            module = layer.get_submodule(site.module)
-            if site.adds_to == "input":
-                def add_to_input(module, args, index=index):
-                    return (args[0] + projected.shift(index).to(args[0].dtype), *args[1:])
+        projected = self.projection(model, plan, spec)
+        site = model.family.shift_sites[plan.position]
+        hooks = [add_at_site(layer, site, lambda hidden, index=index: projected.shift(index).to(hidden.dtype))
+                 for index, layer in enumerate(model.layers())]
+        return Shift(projected, hooks, plan.position)
 
-                handle = module.register_forward_pre_hook(add_to_input)
-            else:
-                def add_to_output(module, args, output, index=index):
-                    return output + projected.shift(index).to(output.dtype)
-
-                handle = module.register_forward_hook(add_to_output)
-            add_hook(model, handle)
+    def row_shifts(self, model, state, spec, projections):
+        """z @ W_l for every layer, as `ProjectedVector.shift` computes it (the same product, so the same values)."""
+        z = state["projected.z"].float()
+        weights = projections.weights(self.projection_spec(model, spec.position, spec.projection_seed, z.numel()))
+        return RowShifts(spec.position, tuple(z @ weight for weight in weights))
 
     def per_example_gradients(self, model, inputs, labels, loss_fn):
         """Every example's exact gradient for z and the head from one ordinary batched backward pass.
@@ -89,7 +78,7 @@ class SLaSh(ProjectedMethod):
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         if trainable - {"head.bias"} != {"projected.z", "head.weight"} or not isinstance(model.head, torch.nn.Linear):
             return None
-        projected = model.projected
+        projected = model.adaptation.projection
         batch = labels.shape[0]
         projected.probes = [projected.z.new_zeros(batch, 1, width, requires_grad=True)
                             for width in projected.spec.widths]
@@ -114,16 +103,15 @@ class SLaSh(ProjectedMethod):
     def merge(self, model):
         import torch
 
-        family, projected = model.family, model.projected
-        site, config = family.shift_sites[model.slash_position], model.base().config
+        family, shift = model.family, model.adaptation
+        projected, site, config = shift.projection, family.shift_sites[shift.position], model.base().config
         with torch.no_grad():
             for index, layer in enumerate(model.layers()):
                 shift = projected.shift(index).detach()
                 for path, through_weight in site.folds:
                     bias = family.merge_bias(layer, path, config)
                     bias += _through(layer.get_submodule(path), shift) if through_weight else shift
-        remove_hooks(model)
-        del model.projected
+        model.adapt(Adaptation())  # the shifts are in the biases now: no hooks, no z
         return model.base()
 
 

@@ -7,9 +7,10 @@ parameters. A, B are regenerated from the projection seed, never stored; the upd
 
 from dataclasses import dataclass
 
-from . import register
-from .base import Preset, freeze, projection_seed_option
-from .lora import PeftMethod, attention_targets, rank_option, transposed_targets
+from .base import Adaptation, Preset, freeze
+from .lora import PeftMethod, attention_targets, transposed_targets
+from .options import projection_seed_option, rank_option
+from .registry import register
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class VeRA(PeftMethod):
         config = VeraConfig(r=plan.size, target_modules=list(model.family.lora_targets), vera_dropout=0.0,
                             projection_prng_key=spec.projection_seed, bias="none",
                             fan_in_fan_out=transposed_targets(model))
-        model.backbone = get_peft_model(model.backbone, config)
+        return Adaptation(backbone=get_peft_model(model.backbone, config))
 
 
 register(VeRA())

@@ -1,17 +1,16 @@
 """WARP: trainable prompt token embeddings inserted after the first token; the model stays frozen."""
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import register
-from .base import Method, Preset, freeze, option, projection_seed_option
+from .base import Adaptation, Method, Preset, freeze
+from .options import projection_seed_option, prompt_tokens_option
+from .registry import register
 
 
 @dataclass(frozen=True)
 class WarpOptions:
-    prompt_tokens: int | None = field(default=None, metadata=option(
-        "Number of trainable prompt tokens for warp (default 8).", size=True, label="Prompt tokens",
-        box_maximum=4096, minimum=0, exclusive_minimum=True))
+    prompt_tokens: int | None = prompt_tokens_option()
     projection_seed: int = projection_seed_option()
 
 
@@ -55,7 +54,8 @@ class Warp(Method):
         vocabulary = table.shape[0]
         first = min(1000, vocabulary // 2)  # skip the special and rare tokens at the start of most vocabularies
         token_ids = torch.randint(first, vocabulary, (plan.size,), generator=generator)
-        model.prompts = _prompt_tokens_class()(table[token_ids].detach())  # start from real word embeddings
+        prompts = _prompt_tokens_class()(table[token_ids].detach())  # start from real word embeddings
+        return Adaptation(modules={"prompts": prompts}, prompts=prompts)
 
 
 register(Warp())

@@ -1,47 +1,18 @@
-"""The learning tasks, one module each, registered by name (like the methods).
+"""The learning tasks, one module each, registered by name (`registry`, like the methods).
 
 A task owns what differs between problems: the columns it reads, how examples are encoded and collated, the
 head and its read-out, the loss, the metrics and which one picks the best checkpoint, what a prediction looks
-like, and the stock transformers class a merged model becomes. The trainer, the exporter, inference, the CLI and
-the app ask the task; none of them branches on a task's name."""
+like, and the stock transformers class a merged model becomes; its `data_view` what the app's Data page shows of
+its data. The trainer, the exporter, inference, the CLI and the app ask the task; none of them branches on a task's
+name. What several tasks share is in `common` (a task module never imports another task's module)."""
 
 from __future__ import annotations
 
-from ..registry import lookup
-from .base import Task
+# Registered as imported: the order in which 'auto' asks the tasks (generate before tag: chat turns are lists too).
+# isort: off
+from . import classify, generate, tag  # noqa: F401
+# isort: on
+from .base import DataView, Task
+from .registry import AUTO, DEFAULT_TASK, PEEK_ROWS, all_tasks, get_task, register, task_for
 
-_REGISTRY: dict[str, Task] = {}
-DEFAULT_TASK = "classify"  # the task of runs and vector files that do not name one (made before tasks had names),
-# and of data that no task recognises
-AUTO = "auto"  # DataSpec.task: guessed from the data
-PEEK_ROWS = 100  # rows read to guess the task
-
-
-def register(task: Task) -> Task:
-    _REGISTRY[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    return lookup(_REGISTRY, name, "task")
-
-
-def all_tasks() -> tuple[Task, ...]:
-    return tuple(_REGISTRY.values())
-
-
-def task_for(name: str, source: str = "", frame=None) -> Task:
-    """The task called `name`; for 'auto' the first that recognises the data (the table `frame`, or the first rows of
-    `source`), else the default task."""
-    if name != AUTO:
-        return get_task(name)
-    if frame is None:
-        from ..data import read_table
-
-        frame = read_table(source, limit=PEEK_ROWS)
-    return next((task for task in all_tasks() if task.recognises(frame)), get_task(DEFAULT_TASK))
-
-
-from . import classify, generate, tag  # noqa: E402,F401  (generate before tag: chat turns are lists too)
-
-__all__ = ["AUTO", "DEFAULT_TASK", "Task", "all_tasks", "get_task", "register", "task_for"]
+__all__ = ["AUTO", "DEFAULT_TASK", "PEEK_ROWS", "DataView", "Task", "all_tasks", "get_task", "register", "task_for"]

@@ -1,5 +1,6 @@
-"""What every task provides. A task object is stateless; what depends on one data set (its label names, whether
-the labels are classes or numbers) comes in as arguments."""
+"""What every task provides: `Task`, what training, evaluation, prediction and export ask of it, and `DataView`
+(`task.data_view`), what the app's Data page shows of its data. Both are stateless; what depends on one data set
+(its label names, whether the labels are classes or numbers) comes in as arguments."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class TaskData(Protocol):
     train: Any  # the task's examples (len(), take(count))
     validation: Any
     label_names: tuple[str, ...] | None
-    task: str  # the problem, e.g. 'classification' or 'regression'
+    problem: str  # what kind of labels the data has, e.g. 'classification' or 'regression' (the loss and metrics)
     validation_source: str
     notes: tuple[str, ...]
 
@@ -28,34 +29,57 @@ class TaskData(Protocol):
     def num_labels(self) -> int: ...
 
 
+class DataView:
+    """What the app's Data page shows of a task's data, before any training: how it names the columns, which ones it
+    guesses, a preview of tagged words, placeholders to fill in, what the model will learn and the labels' counts.
+    Training never asks it, so a task's training interface stays small."""
+
+    summary: str = ""  # one line naming the task, in the Data page's list of tasks
+    # How the page names the text, text-pair and label columns this task reads (None: it reads no such column)
+    column_roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")
+
+    def guess_columns(self, frame) -> tuple:
+        """The columns this task would read from a table (pandas DataFrame), guessed as training guesses them."""
+        raise NotImplementedError
+
+    def tagged_preview(self, frame) -> list[list[tuple[str, str]]] | None:
+        """The first rows as words with their tags, when the task tags words (else None)."""
+        return None
+
+    def placeholders(self, source: str) -> list[str]:
+        """Names such as {{name}} in a data file whose values the user gives (`DataSpec.fill`); none by default."""
+        return []
+
+    def describe(self, data) -> str:
+        """One line: what the model will learn from `data` (a `TaskData`)."""
+        raise NotImplementedError
+
+    def short_description(self, data) -> str:
+        """A few lower-case words for the line that describes a run before it trains, e.g. '2 classes',
+        'regression', 'generation'."""
+        raise NotImplementedError
+
+    def label_distribution(self, examples, label_names: Sequence[str] | None) -> dict[str, int]:
+        """A count per label name (empty when there is none to count, e.g. generation)."""
+        return {}
+
+
 class Task:
+    """What training, evaluation, prediction and export ask of a task (the Data page asks its `data_view`)."""
+
     name: str = ""
-    summary: str = ""  # one line, shown in the app and `jrft --help`
     stock_class: str = ""  # the transformers Auto class a merged model of this task loads with
     backbone_class: str = "AutoModel"  # the transformers Auto class the base model loads as (its head left out)
     trains_head: bool = True  # a new head trains with the method (False: the model's own output layer, frozen)
     generates: bool = False  # answers by generating text (`predict_records`), not from its outputs
     pools: bool = True  # the head reads one pooled state per example, so the model's pooling setting applies
-    # How the app names the text, text-pair and label columns this task reads (None: it reads no such column)
-    column_roles: tuple[str, str | None, str] = ("Text", "Second text (sentence pairs)", "Label")
+    data_view: DataView = DataView()  # what the app's Data page shows of this task's data
 
     # --- data ------------------------------------------------------------------------------------------------
     def recognises(self, frame) -> bool:
         """Whether a table (the first rows of the data, pandas) is this task's kind of data: DataSpec.task 'auto'
         takes the first task that recognises the data, and the default task when none does."""
         return False
-
-    def placeholders(self, source: str) -> list[str]:
-        """Names such as {{name}} in a data file whose values the user gives (`DataSpec.fill`); none by default."""
-        return []
-
-    def describe_data(self, data) -> str:
-        """One line for the Data page: what the model will learn from `data` (a `TaskData`)."""
-        raise NotImplementedError
-
-    def tagged_preview(self, frame) -> list[list[tuple[str, str]]] | None:
-        """The first rows as words with their tags, for the Data page, when the task tags words (else None)."""
-        return None
 
     def load_data(self, spec: DataSpec, seed: int):
         """Training and validation examples (a `data.TaskData`); the split and sampling depend only on `seed`."""
@@ -68,14 +92,6 @@ class Task:
 
     def examples_from_texts(self, texts: Sequence[str], pairs: Sequence[str] | None = None):
         """Examples to predict from texts typed by the user (`jrft predict RUN "text" ...`, the app's try-it box)."""
-        raise NotImplementedError
-
-    def guess_columns(self, frame) -> tuple:
-        """The columns this task would read from a table (pandas DataFrame), guessed as training guesses them."""
-        raise NotImplementedError
-
-    def label_distribution(self, examples, label_names: Sequence[str] | None) -> dict[str, int]:
-        """What the Data page shows of the labels: a count per label name (empty when there is none to count)."""
         raise NotImplementedError
 
     def columns(self, data) -> dict[str, str | None]:
@@ -166,6 +182,11 @@ class Task:
         """One plain record per example (what `jrft predict` prints and the app shows); `examples` are the ones
         predicted, for a task whose records point into their text."""
         raise NotImplementedError
+
+    def api_answer(self, record: dict):
+        """One example's record (`prediction_records`) as inference servers answer it (`jrft serve`'s /predict): by
+        default the record itself."""
+        return record
 
     def check_stock_compatible(self, model: nn.Module) -> None:
         """Raise an ArtifactError saying why this trained model cannot become a stock model, if it cannot."""

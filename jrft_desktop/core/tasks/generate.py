@@ -30,9 +30,9 @@ from torch import nn
 from ..config import DataSpec, Decoding
 from ..data import Table, cell_text, is_missing, open_table, require_rows
 from ..errors import DataError, ModelError
-from . import register
-from .base import Task
-from .classify import Encoder, open_training_data, split_and_sample
+from .base import DataView, Task
+from .common import Encoder, open_training_data, split_and_sample
+from .registry import register
 
 GENERATION = "generation"  # the problem a generate run records (vector metadata `task`)
 IGNORED = -100  # the target of a token the loss leaves out (cross-entropy's ignore_index)
@@ -42,8 +42,8 @@ TEXT_ROLE = "text"  # the one turn of a plain-text document: every token is lear
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w-]*)\s*\}\}")
 _ALPACA_OUTPUTS = ("output", "response", "answer", "completion")
 _TEXT_NAMES = ("text", "document", "content")
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-                   "bot": "assistant", "model": "assistant", "system": "system"}
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
 _PLAIN = {"system": "{}\n\n", "user": "### Instruction:\n{}\n\n### Response:\n", "assistant": "{}{eos}\n\n"}
 
 Turn = tuple[str, str]  # (role: system / user / assistant / text, content)
@@ -93,7 +93,7 @@ class GenerateData:
     validation_source: str
     notes: tuple[str, ...]
     label_names: None = None
-    task: str = GENERATION
+    problem: str = GENERATION
 
     @property
     def num_labels(self) -> int:
@@ -357,9 +357,13 @@ class GenerateEncoder(Encoder):
         return rows, cut
 
     def prompt_ids(self, turns: Sequence[Turn]) -> list[int]:
-        """The tokens a model answers `turns` from: the conversation with the assistant's turn opened."""
-        ids = [token for text, _ in self._render(turns, open_answer=True) for token in self._ids(text)]
-        return ids[-self.max_length:]
+        """The tokens a model answers `turns` from: the conversation with the assistant's turn opened, its last
+        `max_length` tokens."""
+        return self.whole_prompt_ids(turns)[-self.max_length:]
+
+    def whole_prompt_ids(self, turns: Sequence[Turn]) -> list[int]:
+        """`prompt_ids` before the maximum length cuts them (a server refuses a prompt its model cannot take)."""
+        return [token for text, _ in self._render(turns, open_answer=True) for token in self._ids(text)]
 
     @staticmethod
     def collate_labels(rows: Sequence[dict], labels: Sequence) -> torch.Tensor:
@@ -385,7 +389,9 @@ def stop_token_ids(tokenizer, templated: bool) -> frozenset[int]:
 
 
 # --- generation -------------------------------------------------------------------------------------------------
-def _next_token(logits: torch.Tensor, options: Decoding, generator: torch.Generator) -> int:
+def next_token(logits: torch.Tensor, options: Decoding, generator: torch.Generator) -> int:
+    """The next token from one row's logits: the likeliest, or sampled with `generator` (seeded by
+    `options.seed`)."""
     if options.temperature <= 0:
         return int(logits.argmax())
     probabilities = torch.softmax(logits.float() / options.temperature, dim=-1)
@@ -403,10 +409,7 @@ def generate_ids(model: nn.Module, prompt_ids: Sequence[int], stop_ids: frozense
     each. Prompt tokens (WARP / JR-WARP) go in once, where the family puts them, as in training."""
     model.eval()
     embed = model.base().get_input_embeddings()
-    inputs = embed(torch.tensor([list(prompt_ids)], device=device))
-    if model.prompts is not None:
-        at = model.family.prompt_position
-        inputs = torch.cat([inputs[:, :at], model.prompts().to(inputs.dtype).unsqueeze(0), inputs[:, at:]], dim=1)
+    inputs = model.with_prompts(embed(torch.tensor([list(prompt_ids)], device=device)))
     mask = torch.ones(1, inputs.shape[1], dtype=torch.long, device=device)
     generator = torch.Generator().manual_seed(options.seed)
     from transformers import DynamicCache
@@ -415,8 +418,8 @@ def generate_ids(model: nn.Module, prompt_ids: Sequence[int], stop_ids: frozense
     try:
         for _ in range(options.max_new_tokens):
             output = model.backbone(inputs_embeds=inputs, attention_mask=mask, cache=cache, use_cache=True)
-            model.prompts_cached = model.prompts is not None
-            token = _next_token(model.head(output.last_hidden_state[0, -1]), options, generator)
+            model.prompts_cached = model.adaptation.prompts is not None
+            token = next_token(model.head(output.last_hidden_state[0, -1]), options, generator)
             if token in stop_ids:
                 break
             answer.append(token)
@@ -429,24 +432,40 @@ def generate_ids(model: nn.Module, prompt_ids: Sequence[int], stop_ids: frozense
     return answer
 
 
+class TextStream:
+    """An answer's text as its tokens arrive: each new token gives the text it adds (decoding the whole answer, since
+    a token's text can depend on the ones before it)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.shown = ""
+
+    def added(self, ids: Sequence[int], final: bool = False) -> str:
+        """The text `ids` (the answer so far) add to what was shown; nothing while the last character is half of
+        a multi-byte one, unless this is the `final` text."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if (text.endswith("\ufffd") and not final) or len(text) <= len(self.shown):
+            return ""
+        added, self.shown = text[len(self.shown):], text
+        return added
+
+
 def answer(model: nn.Module, encoder: GenerateEncoder, turns: Sequence[Turn], options: Decoding,
            device: torch.device, on_text: Callable[[str], None] | None = None) -> str:
     """The model's answer to a conversation; `on_text(new text)` as it grows (for streaming)."""
-    tokenizer, shown = encoder.tokenizer, [""]
+    stream = TextStream(encoder.tokenizer)
 
-    def stream(ids: list[int]) -> None:
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-            return
-        on_text(text[len(shown[0]):])
-        shown[0] = text
+    def show(ids: list[int]) -> None:
+        added = stream.added(ids)
+        if added:
+            on_text(added)
 
     ids = generate_ids(model, encoder.prompt_ids(turns), encoder.stop_ids, options, device,
-                       stream if on_text is not None else None)
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if on_text is not None and len(text) > len(shown[0]):
-        on_text(text[len(shown[0]):])
-    return text
+                       show if on_text is not None else None)
+    rest = stream.added(ids, final=True)
+    if rest and on_text is not None:
+        on_text(rest)
+    return stream.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------
@@ -495,15 +514,34 @@ def samples(model: nn.Module, encoder: GenerateEncoder, rows: Sequence[dict], de
 
 
 # --- the task ---------------------------------------------------------------------------------------------------
+class GenerateDataView(DataView):
+    summary = "Generate text: instruction tuning or continued pretraining of a decoder (causal language model)."
+    column_roles = ("Instruction / messages / text", "Input (optional)", "Output")
+
+    def guess_columns(self, frame):
+        columns = data_layout(frame)[1]
+        return columns["text"], columns.get("text_pair"), columns.get("label")
+
+    def describe(self, data):
+        kinds = {"alpaca": "instructions and answers", "messages": "chat conversations",
+                 "sharegpt": "chat conversations (ShareGPT form)", "text": "plain-text documents"}
+        return f"Generation: learn from {kinds[data.layout]}"
+
+    def short_description(self, data):
+        return "generation"
+
+    def placeholders(self, source: str) -> list[str]:
+        return find_placeholders(source)
+
+
 class Generate(Task):
     name = "generate"
-    summary = "Generate text: instruction tuning or continued pretraining of a decoder (causal language model)."
     stock_class = "AutoModelForCausalLM"
     backbone_class = "AutoModelForCausalLM"
     trains_head = False
     pools = False
     generates = True
-    column_roles = ("Instruction / messages / text", "Input (optional)", "Output")
+    data_view = GenerateDataView()
 
     def recognises(self, frame):
         return recognises_frame(frame)
@@ -516,21 +554,6 @@ class Generate(Task):
 
     def examples_from_texts(self, texts, pairs=None):
         return Conversations.of([(("user", text),) for text in texts], labelled=False)
-
-    def guess_columns(self, frame):
-        columns = data_layout(frame)[1]
-        return columns["text"], columns.get("text_pair"), columns.get("label")
-
-    def describe_data(self, data):
-        kinds = {"alpaca": "instructions and answers", "messages": "chat conversations",
-                 "sharegpt": "chat conversations (ShareGPT form)", "text": "plain-text documents"}
-        return f"Generation: learn from {kinds[data.layout]}"
-
-    def placeholders(self, source: str) -> list[str]:
-        return find_placeholders(source)
-
-    def label_distribution(self, examples, label_names):
-        return {}
 
     def columns(self, data):
         return data.columns_read

@@ -31,9 +31,9 @@ from ..config import DataSpec
 from ..data import TAGS_COLUMN, TOKENS_COLUMN, Table, is_missing, open_table, require_column, require_rows
 from ..errors import DataError
 from ..metrics import softmax
-from . import register
-from .base import Task
-from .classify import ENCODE_CHUNK, LOWER_IS_BETTER, Classify, Encoder, open_training_data, split_and_sample
+from .base import DataView
+from .common import ENCODE_CHUNK, Encoder, LinearHeadTask, open_training_data, split_and_sample
+from .registry import register
 
 TAGGING = "tagging"  # the problem a tag run records (vector metadata `task`)
 IGNORED = -100  # the label of sub-tokens the loss leaves out (cross-entropy's ignore_index)
@@ -92,7 +92,7 @@ class TagData:
     label_names: tuple[str, ...]
     validation_source: str
     notes: tuple[str, ...]
-    task: str = TAGGING
+    problem: str = TAGGING
 
     @property
     def num_labels(self) -> int:
@@ -392,14 +392,47 @@ def entities(text: str, spans: Sequence[tuple[int, int]], output: np.ndarray,
 
 
 # --- the task ---------------------------------------------------------------------------------------------------
-class Tag(Task):
+def entity_types(label_names: Sequence[str]) -> list[str]:
+    """The entity types the tags name (B-person and I-person: person), sorted."""
+    return sorted({tag[2:] for tag in label_names if tag != OUTSIDE})
+
+
+class TagDataView(DataView):
+    summary = "Tag every word of a text (named-entity recognition: BIO or IOBES tags)."
+    column_roles = ("Tokens", None, "Tags")
+
+    def guess_columns(self, frame):
+        return guess_tag_columns(frame)
+
+    def describe(self, data):
+        return f"{self._tagging(data)} ({', '.join(entity_types(data.label_names))})"
+
+    def short_description(self, data):
+        return self._tagging(data).lower()
+
+    @staticmethod
+    def _tagging(data) -> str:
+        return f"Token tagging with {data.num_labels} tags over {len(entity_types(data.label_names))} entity types"
+
+    def tagged_preview(self, frame):
+        tokens, _, tags = guess_tag_columns(frame)
+        return [[(str(word), str(tag)) for word, tag in zip(row_tokens, row_tags)]
+                for row_tokens, row_tags in zip(frame[tokens], frame[tags]) if _is_list(row_tokens)
+                and _is_list(row_tags)]
+
+    def label_distribution(self, examples, label_names):
+        if not examples.labels:
+            return {}
+        counts = np.bincount(np.concatenate([np.asarray(tags, dtype=np.int64) for tags in examples.labels]),
+                             minlength=len(label_names))
+        return {name: int(count) for name, count in zip(label_names, counts)}
+
+
+class Tag(LinearHeadTask):  # a linear layer on every token; the tag names become the stock config's id2label
     name = "tag"
     pools = False  # a tag for every token
-    summary = "Tag every word of a text (named-entity recognition: BIO or IOBES tags)."
     stock_class = "AutoModelForTokenClassification"
-    column_roles = ("Tokens", None, "Tags")
-    make_head = Classify.make_head  # a linear layer, here on every token
-    stock_config = Classify.stock_config  # the tag names as id2label
+    data_view = TagDataView()
 
     def recognises(self, frame):
         return bool(_list_columns(frame))
@@ -415,26 +448,6 @@ class Tag(Task):
     def examples_from_texts(self, texts, pairs=None):
         return TagExamples.from_texts(texts)
 
-    def guess_columns(self, frame):
-        return guess_tag_columns(frame)
-
-    def describe_data(self, data):
-        types = sorted({tag[2:] for tag in data.label_names if tag != OUTSIDE})
-        return f"Token tagging with {data.num_labels} tags over {len(types)} entity types ({', '.join(types)})"
-
-    def tagged_preview(self, frame):
-        tokens, _, tags = guess_tag_columns(frame)
-        return [[(str(word), str(tag)) for word, tag in zip(row_tokens, row_tags)]
-                for row_tokens, row_tags in zip(frame[tokens], frame[tags]) if _is_list(row_tokens)
-                and _is_list(row_tags)]
-
-    def label_distribution(self, examples, label_names):
-        if not examples.labels:
-            return {}
-        counts = np.bincount(np.concatenate([np.asarray(tags, dtype=np.int64) for tags in examples.labels]),
-                             minlength=len(label_names))
-        return {name: int(count) for name, count in zip(label_names, counts)}
-
     def columns(self, data):
         return {"text": data.tokens_column, "text_pair": None, "label": data.tags_column}
 
@@ -448,9 +461,10 @@ class Tag(Task):
     def model_notes(self, model):
         if not model.family.causal:
             return ()
-        return (f"{model.info.family} is a decoder: it tags each word seeing only the words before it (the left "
+        note = (f"{model.info.family} is a decoder: it tags each word seeing only the words before it (the left "
                 "context), not those after it as an encoder does, so expect lower entity scores than an encoder of "
-                "its size",)
+                "its size")
+        return (note,)
 
     def truncation_note(self, train, validation, max_length):
         return (f"{train} training and {validation} validation words were cut off by the maximum length of "
@@ -490,13 +504,15 @@ class Tag(Task):
     def default_metric(self, problem):
         return "entity_f1"
 
-    def lower_is_better(self, metric):
-        return metric in LOWER_IS_BETTER
-
     def prediction_records(self, outputs, label_names, examples=None):
         return [{"entities": entities(examples.texts[index], examples.spans[index], output, label_names),
                  "words": examples.words(index), "tags": word_tags(output, label_names)}
                 for index, output in enumerate(outputs)]
+
+    def api_answer(self, record):
+        """The entities as transformers' token-classification pipeline gives them (aggregation 'simple')."""
+        return [{"entity_group": entity["type"], "score": entity["score"], "word": entity["text"],
+                 "start": entity["start"], "end": entity["end"]} for entity in record["entities"]]
 
     def check_stock_compatible(self, model):
         """Any trained tagger folds into the stock class (its head reads every token, as the stock head does)."""

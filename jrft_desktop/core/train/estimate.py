@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .. import methods
 from ..formatting import format_bytes
 from ..limits import memory_limit
 
@@ -49,11 +50,7 @@ def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_check
     their float copy and their gradient are held at once."""
     weights = FLOAT * info.parameters
     optimizer = 3 * FLOAT * plan.trainable_params
-    projections = 0
-    if plan.size_name == "d":
-        width = info.intermediate_size if plan.position == "intermediate" else info.hidden_size
-        kept = 3 if plan.on_the_fly else info.layers + 1
-        projections = FLOAT * plan.size * width * kept
+    projections = methods.get_method(plan.method).fixed_memory(plan, info)
     activations = 0
     if plan.method_params:  # the gradient flows back through every layer
         tokens = batch_size * max_length
@@ -97,7 +94,7 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
 
     import torch
 
-    from .. import methods
+    from ..build import build_model
     from .step import first_batches, sync
     from ..inference import pick_device
     from ..models import load_backbone
@@ -108,7 +105,7 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
     task = task_for(config.data.task, config.data.train)
     data = task.load_data(config.data, training.seed)
     loaded = load_backbone(config.model, task)
-    model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method, task)
+    model, method, plan = build_model(config.model, config.method, task, data.num_labels, loaded=loaded)
     encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model, config.data)
     memory = estimate_memory(model.info, plan, training.batch_size, encoder.max_length, training.gradient_checkpointing,
                              task.outputs_per_token(model))
@@ -117,7 +114,7 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
     model.to(device).train(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=method.default_lr_for(model.family))
-    optimization = Optimization.create(model, optimizer, task.loss_function(data.task), device,
+    optimization = Optimization.create(model, optimizer, task.loss_function(data.problem), device,
                                        precision=training.precision)
     times = []
     for index, (inputs, labels) in enumerate(first_batches(task, encoder, data.train, training.batch_size,

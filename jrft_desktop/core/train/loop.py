@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .. import methods, runs
+from ..build import build_model
 from ..config import RunConfig
 from ..errors import UserError
 from ..events import (
@@ -34,7 +35,7 @@ from ..events import (
     StepEvent,
     TrainerEvent,
 )
-from ..export import save_vector, vector_metadata
+from ..export.vector import save_vector, vector_metadata
 from ..inference import evaluate, peak_memory_mb, pick_device
 from ..methods.base import load_trainable_state, trainable_state
 from ..models import JrftModel, load_backbone
@@ -231,7 +232,7 @@ class Trainer:
         task = task_for(config.data.task, config.data.train)
         data = task.load_data(config.data, training.seed)
         loaded = load_backbone(config.model, task)
-        model, method, plan = methods.build(loaded, config.model.pooling, data.num_labels, config.method, task)
+        model, method, plan = build_model(config.model, config.method, task, data.num_labels, loaded=loaded)
         encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model, config.data)
         notes = [*data.notes, *([plan.note] if plan.note else []), *task.model_notes(model), *encoder.notes]
         train_rows, truncated = task.encode(encoder, data.train)
@@ -270,9 +271,9 @@ class Trainer:
         precision = "fp32" if private is not None else precisions.resolve(training.precision, device)
         if private is not None and training.precision == "bf16":
             notes.append("private training computes in fp32 (per-example gradients), not bf16")
-        optimization = Optimization.create(trained, optimizer, task.loss_function(data.task), device,
+        optimization = Optimization.create(trained, optimizer, task.loss_function(data.problem), device,
                                            precision=precision)
-        metric_name = task.default_metric(data.task) if training.metric == "auto" else training.metric
+        metric_name = task.default_metric(data.problem) if training.metric == "auto" else training.metric
         return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows, data.validation.labels,
                            device, schedule, metric_name, optimization, private, notes, precision)
 
@@ -348,7 +349,7 @@ class Trainer:
         schedule, last = run.schedule, state.step == run.schedule.total_steps
         if state.step % schedule.eval_every == 0 or last:
             tick = time.perf_counter()
-            scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
+            scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.problem,
                               run.device, self.processes, label_names=run.data.label_names, precision=run.precision)
             state.last_eval_s = time.perf_counter() - tick
             state.eval_time_s += state.last_eval_s
@@ -377,14 +378,14 @@ class Trainer:
         config, plan = run.config, run.plan
         metadata = vector_metadata(
             model=run.model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
-            max_length=config.data.max_length, task=run.data.task,
+            max_length=config.data.max_length, problem=run.data.problem,
             label_names=run.data.label_names, columns=run.task.columns(run.data), seed=config.training.seed,
             metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
         )
         metadata["precision"] = run.precision  # what it trained and was evaluated in
         report: tuple[Path, ...] = ()
         if run.private is not None:
-            from .privacy import write_report
+            from ..privacy_report import write_report
 
             metadata["privacy"] = summary["privacy"]
             title = f"{plan.method} on {Path(config.data.train).name}"
@@ -407,17 +408,17 @@ class Trainer:
             if best_file.is_file():
                 load_trainable_state(run.model, runs.load_state_file(best_file))
             tick = time.perf_counter()
-            scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.task,
+            scores = evaluate(run.model, run.encoder, run.validation_rows, run.validation_labels, run.data.problem,
                               run.device, label_names=run.data.label_names, precision=run.precision)
             state.eval_time_s += time.perf_counter() - tick
         training, plan = run.config.training, run.plan
         timed = state.step_times[1:] or state.step_times  # the first step pays for warm-up
         step_time = statistics.median(timed) if timed else None
-        projected = getattr(run.model, "projected", None)
+        projection = run.model.adaptation.projection
         summary = {
             "status": status, "method": plan.method, "trainable_params": plan.trainable_params,
             "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
-            "d": projected.spec.d if projected is not None else None, "size_name": plan.size_name, "size": plan.size,
+            "d": projection.spec.d if projection is not None else None, "size_name": plan.size_name, "size": plan.size,
             "position": plan.position, "pooling": run.model.pooling if run.task.pools else None,
             "train_steps": state.step,
             "best_step": state.best_step, "metric": run.metric_name, "lr": run.schedule.lr,

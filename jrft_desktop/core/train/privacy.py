@@ -22,7 +22,6 @@ import secrets
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -30,9 +29,7 @@ from ..config import ACCOUNTANTS, DEFAULT_DELTA, Privacy
 from .distributed import Processes
 from ..errors import PrivacyError, first_line  # PrivacyError: also config's refusal of ε, δ, C or σ
 from ..models import attention_implementation
-from ..paths import atomic_write_text
 
-REPORT_NAME = "privacy_report.md"
 # The PRV accountant reports an upper bound on ε within `eps_error` of its estimate (Opacus' default: 0.01). Scaled
 # to the ε at stake, the bound stays within 0.3% of it: 0.009 at ε = 3, never coarser than 0.01 or finer than 0.001.
 RELATIVE_EPS_ERROR = 0.003
@@ -189,59 +186,87 @@ def plan_privacy(privacy: Privacy, train_examples: int, logical_batch: int, step
         raise PrivacyError(f"The logical batch (batch size x gradient accumulation = {logical_batch}) is larger than "
                            f"the {n} training examples; private training samples each step from the data, so use "
                            f"at most {n}.")
-    if privacy.delta is None:
-        delta, delta_source = default_delta(n), f"default: min({DEFAULT_DELTA:g}, 1/(10 N)) for N = {n}"
-    else:
-        delta, delta_source = float(privacy.delta), "given"  # within (0, 1): Privacy checks its ranges
-        if delta >= 1 / n:
-            raise PrivacyError(f"δ = {delta:g} is not below 1/N = 1/{n} = {1 / n:.3g} for the {n} training examples: "
-                               "a δ that large allows the guarantee to fail for a whole example; use a δ below "
-                               f"{1 / n:.3g}, e.g. {default_delta(n):.3g} (the default when δ is empty).")
-    sample_rate = logical_batch / n
-    what = f"{n} training examples, a logical batch of {logical_batch} and {steps} steps"
-    accountant = privacy.accountant
-
-    def spent_after(sigma: float, eps_error: float, count: int = steps) -> float:
-        return _epsilon_after(sigma, sample_rate, delta, count, accountant, eps_error)
-
-    def most_steps(sigma: float, epsilon: float, eps_error: float) -> int:
-        return _most_steps_within(epsilon, sigma, sample_rate, delta, steps, accountant, eps_error)
-
+    delta, delta_source = _resolve_delta(privacy, n)
+    accounting = _Accounting(logical_batch / n, delta, steps, privacy.accountant,
+                             f"{n} training examples, a logical batch of {logical_batch} and {steps} steps")
     try:
         if privacy.noise_multiplier is not None:
-            sigma, noise_source = float(privacy.noise_multiplier), "given"
-            reference = privacy.epsilon if privacy.epsilon is not None else spent_after(sigma, eps_error_for(1.0))
-            eps_error = eps_error_for(reference)
-            spent = spent_after(sigma, eps_error)
-            if privacy.epsilon is not None and spent > privacy.epsilon:
-                fits = most_steps(sigma, privacy.epsilon, eps_error)
-                raise PrivacyError(
-                    f"The noise multiplier σ = {sigma:g} spends ε = {spent:.3g} with {what}, more than ε = "
-                    f"{privacy.epsilon:g}: leave σ empty to calibrate it to ε"
-                    + (f", or train at most {fits} steps." if fits else ".")
-                )
+            sigma, noise_source, spent, eps_error = _given_noise(privacy, accounting)
         else:
-            epsilon, eps_error = privacy.epsilon, eps_error_for(privacy.epsilon)
-            most_noise = MAX_NOISE_PER_EXAMPLE * logical_batch
-            least = spent_after(most_noise, eps_error)
-            if least > epsilon:
-                fits = most_steps(most_noise, epsilon, eps_error)
-                fewer = f"at most {fits} steps ({fits * sample_rate:.2g} epochs) for ε = {epsilon:g}, " if fits else ""
-                raise PrivacyError(
-                    f"ε = {epsilon:g} cannot be reached with {what}: it needs a noise multiplier σ above "
-                    f"{most_noise:g}, where the noise would drown every gradient. Within reach: ε ≥ {least:.3g} for "
-                    f"these steps, {fewer}or more data or a larger logical batch (gradient accumulation)."
-                )
-            sigma, noise_source = _calibrate(epsilon, delta, sample_rate, steps, accountant, eps_error), \
-                f"calibrated to ε = {epsilon:g}"
-            spent = spent_after(sigma, eps_error)
+            sigma, noise_source, spent, eps_error = _calibrated_noise(privacy, accounting, logical_batch)
     except (ValueError, RuntimeError) as error:  # the accountants' numerical limits (e.g. a tiny δ)
-        raise PrivacyError(f"The {accountant} accountant cannot compute ε for δ = {delta:g} with {what} "
-                           f"({error}); try a larger δ or the other accountant.") from None
+        raise PrivacyError(f"The {privacy.accountant} accountant cannot compute ε for δ = {delta:g} with "
+                           f"{accounting.what} ({error}); try a larger δ or the other accountant.") from None
     return PrivacyPlan(epsilon_target=privacy.epsilon, delta=delta, delta_source=delta_source, noise_multiplier=sigma,
-                       noise_source=noise_source, max_grad_norm=float(privacy.max_grad_norm), sample_rate=sample_rate,
-                       expected_batch_size=logical_batch, steps=steps, accountant=accountant, train_examples=n,
-                       epsilon_planned=spent, epsilon_error=eps_error)
+                       noise_source=noise_source, max_grad_norm=float(privacy.max_grad_norm),
+                       sample_rate=accounting.sample_rate, expected_batch_size=logical_batch, steps=steps,
+                       accountant=privacy.accountant, train_examples=n, epsilon_planned=spent, epsilon_error=eps_error)
+
+
+def _resolve_delta(privacy: Privacy, n: int) -> tuple[float, str]:
+    """δ and where it came from: given (and below 1/N), or the default for N training examples."""
+    if privacy.delta is None:
+        return default_delta(n), f"default: min({DEFAULT_DELTA:g}, 1/(10 N)) for N = {n}"
+    delta = float(privacy.delta)  # within (0, 1): Privacy checks its ranges
+    if delta >= 1 / n:
+        raise PrivacyError(f"δ = {delta:g} is not below 1/N = 1/{n} = {1 / n:.3g} for the {n} training examples: "
+                           "a δ that large allows the guarantee to fail for a whole example; use a δ below "
+                           f"{1 / n:.3g}, e.g. {default_delta(n):.3g} (the default when δ is empty).")
+    return delta, "given"
+
+
+@dataclass(frozen=True)
+class _Accounting:
+    """One run's sampling, as the accountant sees it, and how it is described in a refusal."""
+
+    sample_rate: float
+    delta: float
+    steps: int
+    accountant: str
+    what: str
+
+    def spent_after(self, sigma: float, eps_error: float) -> float:
+        return _epsilon_after(sigma, self.sample_rate, self.delta, self.steps, self.accountant, eps_error)
+
+    def most_steps(self, sigma: float, epsilon: float, eps_error: float) -> int:
+        return _most_steps_within(epsilon, sigma, self.sample_rate, self.delta, self.steps, self.accountant,
+                                  eps_error)
+
+
+def _given_noise(privacy: Privacy, accounting: _Accounting) -> tuple[float, str, float, float]:
+    """(σ, its source, ε spent, ε's error) for a given noise multiplier, refused when it overspends a given ε."""
+    sigma = float(privacy.noise_multiplier)
+    reference = privacy.epsilon if privacy.epsilon is not None else accounting.spent_after(sigma, eps_error_for(1.0))
+    eps_error = eps_error_for(reference)
+    spent = accounting.spent_after(sigma, eps_error)
+    if privacy.epsilon is not None and spent > privacy.epsilon:
+        fits = accounting.most_steps(sigma, privacy.epsilon, eps_error)
+        raise PrivacyError(
+            f"The noise multiplier σ = {sigma:g} spends ε = {spent:.3g} with {accounting.what}, more than ε = "
+            f"{privacy.epsilon:g}: leave σ empty to calibrate it to ε"
+            + (f", or train at most {fits} steps." if fits else ".")
+        )
+    return sigma, "given", spent, eps_error
+
+
+def _calibrated_noise(privacy: Privacy, accounting: _Accounting,
+                      logical_batch: int) -> tuple[float, str, float, float]:
+    """(σ, its source, ε spent, ε's error) with σ calibrated to ε, refused when ε is out of reach."""
+    epsilon, eps_error = privacy.epsilon, eps_error_for(privacy.epsilon)
+    most_noise = MAX_NOISE_PER_EXAMPLE * logical_batch
+    least = accounting.spent_after(most_noise, eps_error)
+    if least > epsilon:
+        fits = accounting.most_steps(most_noise, epsilon, eps_error)
+        fewer = (f"at most {fits} steps ({fits * accounting.sample_rate:.2g} epochs) for ε = {epsilon:g}, "
+                 if fits else "")
+        raise PrivacyError(
+            f"ε = {epsilon:g} cannot be reached with {accounting.what}: it needs a noise multiplier σ above "
+            f"{most_noise:g}, where the noise would drown every gradient. Within reach: ε ≥ {least:.3g} for "
+            f"these steps, {fewer}or more data or a larger logical batch (gradient accumulation)."
+        )
+    sigma = _calibrate(epsilon, accounting.delta, accounting.sample_rate, accounting.steps, accounting.accountant,
+                       eps_error)
+    return sigma, f"calibrated to ε = {epsilon:g}", accounting.spent_after(sigma, eps_error), eps_error
 
 
 def _calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str,
@@ -425,55 +450,3 @@ class PrivateTraining:
             "sampling": "poisson",
             "opacus_version": opacus_version(),
         }
-
-
-# --- the report -------------------------------------------------------------------------------------------------
-def privacy_report(privacy: dict, title: str = "") -> str:
-    """A Markdown report of a private run, from its recorded privacy fields."""
-    target = privacy.get("epsilon_target")
-    accountants = {"prv": "PRV (privacy random variables, Gopi et al. 2021); ε is an upper bound within "
-                          f"{privacy['epsilon_error']:g} of the estimate",
-                   "rdp": "RDP (Rényi differential privacy, whole orders 2 to 256)"}
-    rows = [
-        ("ε spent", f"{privacy['epsilon_spent']:.4g}"),
-        ("ε target", f"{target:g}" if target is not None else "none (the noise multiplier was given)"),
-        ("δ", f"{privacy['delta']:.3g} ({privacy['delta_source']})"),
-        ("Noise multiplier σ", f"{privacy['noise_multiplier']:.4g} ({privacy['noise_source']})"),
-        ("Clipping norm C", f"{privacy['max_grad_norm']:g}"),
-        ("Sampling", f"Poisson, rate q = {privacy['sample_rate']:.4g} (expected logical batch "
-                     f"{privacy['expected_batch_size']} of {privacy['train_examples']} training examples)"),
-        ("Steps", f"{privacy['steps']} of {privacy['planned_steps']} planned"),
-        ("Accountant", accountants.get(privacy["accountant"], privacy["accountant"])),
-        ("Opacus", privacy["opacus_version"]),
-    ]
-    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
-    heading = f"# Privacy report{': ' + title if title else ''}"
-    return f"""{heading}
-
-This model was trained with differentially private SGD (DP-SGD, through Opacus): it is
-**({privacy['epsilon_spent']:.3g}, {privacy['delta']:.3g})-differentially private** with respect to each training
-example: for any outcome, its probability with a given example in the training data is at most
-e^ε = {math.exp(min(privacy['epsilon_spent'], 700)):.3g} times its probability without that example, plus δ.
-
-| Setting | Value |
-| --- | --- |
-{table}
-
-## How it was achieved
-- Every step drew each training example independently with probability q (Poisson sampling), from the operating
-  system's randomness, not from the run's recorded seed.
-- Each example's gradient was computed on its own and scaled down to a norm of at most C; Gaussian noise of
-  standard deviation σ·C was added to their sum once per step.
-- Validation data is used only to score checkpoints; it is not covered by the guarantee, and scoring it spends
-  no privacy budget.
-
-## What is not covered
-- The training loss shown while training and kept in the run's history.json is computed on the private batches
-  without noise: do not share it.
-- Only the training examples are protected: the base model, the validation data and the settings are public.
-- The noise uses torch's standard generator (Opacus' secure mode against floating-point attacks is off).
-"""
-
-
-def write_report(folder: Path, privacy: dict, title: str = "") -> Path:
-    return atomic_write_text(Path(folder) / REPORT_NAME, privacy_report(privacy, title))

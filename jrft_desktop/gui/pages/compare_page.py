@@ -65,6 +65,18 @@ class ComparePage(Page):
         self._relay = _ProgressRelay(self)
         self._relay.progress.connect(self._show_progress)
 
+        self.body.addWidget(self._build_settings_group())
+        self.body.addLayout(self._build_buttons())
+        self.status = Note("Loading the methods…")
+        self.body.addWidget(self.status)
+        self.body.addWidget(self._build_results_splitter(), 1)
+
+        self.run_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.folder_button.clicked.connect(self.open_folder)
+
+    def _build_settings_group(self) -> QGroupBox:
+        """The methods to compare (their boxes follow once they load), the budget, the steps and the curve."""
         settings = QGroupBox("What to compare")
         columns = QHBoxLayout(settings)
         self.method_grid = QGridLayout()
@@ -88,8 +100,10 @@ class ComparePage(Page):
         self.memory_box.setChecked(True)
         form.addRow(self.memory_box)
         columns.addLayout(form, 1)
-        self.body.addWidget(settings)
+        return settings
 
+    def _build_buttons(self) -> QHBoxLayout:
+        """Compare, Stop, the results folder, and the progress across the methods."""
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Compare")
         self.run_button.setObjectName("primary")
@@ -103,10 +117,10 @@ class ComparePage(Page):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m")
         buttons.addWidget(self.progress, 1)
-        self.body.addLayout(buttons)
-        self.status = Note("Loading the methods…")
-        self.body.addWidget(self.status)
+        return buttons
 
+    def _build_results_splitter(self) -> QSplitter:
+        """The comparison table over the budget curve."""
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, 0)
         self.table.setObjectName("comparison")
@@ -117,11 +131,7 @@ class ComparePage(Page):
         self.curve_plot = BudgetCurvePlot()
         self.splitter.addWidget(self.curve_plot)
         self.splitter.setStretchFactor(1, 1)  # the plot takes what the window gains or loses; the table keeps its rows
-        self.body.addWidget(self.splitter, 1)
-
-        self.run_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        self.folder_button.clicked.connect(self.open_folder)
+        return self.splitter
 
     def load(self) -> None:
         run_in_background(self, bench_choices, on_result=self._show_choices,

@@ -105,12 +105,26 @@ class DataPage(Page):
         self._summary_timer.timeout.connect(self._request_summary)
         self.setAcceptDrops(True)
 
+        left, right = self._build_column_layouts()
+        left.addWidget(self._build_source_group())
+        left.addWidget(self._build_fill_group())
+        left.addWidget(self._build_validation_group())
+        left.addWidget(self._build_column_choices())
+        right.addWidget(self._build_summary_group())
+        self.body.addWidget(self._build_preview_group(), 1)
+        self._connect_settings_signals()
+
+    def _build_column_layouts(self) -> tuple[QVBoxLayout, QVBoxLayout]:
+        """The choices on the left, what training will see on the right (the preview spans both below)."""
         columns = QHBoxLayout()
         left, right = QVBoxLayout(), QVBoxLayout()
         columns.addLayout(left, 3)
         columns.addLayout(right, 2)
         self.body.addLayout(columns)
+        return left, right
 
+    def _build_source_group(self) -> QGroupBox:
+        """The training file (or the bundled sample) and the task."""
         source = QGroupBox("Training data")
         grid = QGridLayout(source)
         self.sample_button = QPushButton("Use the bundled SST-2 sample")
@@ -136,8 +150,10 @@ class DataPage(Page):
         grid.addWidget(QLabel("Task:"), 2, 0)
         grid.addWidget(self.task_combo, 2, 1, 1, 2)
         grid.setColumnStretch(1, 1)
-        left.addWidget(source)
+        return source
 
+    def _build_fill_group(self) -> QGroupBox:
+        """A value for each placeholder in the data (hidden until the data has some)."""
         self.fill_box = QGroupBox("Placeholders to fill in")
         self.fill_box.setToolTip("The data holds placeholders such as {{name}}; every one is replaced by the value "
                                  "you give here before training (the command line's --fill name=value).")
@@ -148,8 +164,10 @@ class DataPage(Page):
         self.fill_form.addRow(fill_note)
         self.fill_edits: dict[str, QLineEdit] = {}  # placeholder name -> its value box
         self.fill_box.hide()
-        left.addWidget(self.fill_box)
+        return self.fill_box
 
+    def _build_validation_group(self) -> QGroupBox:
+        """A share of the training rows held out, or a validation file."""
         validation = QGroupBox("Validation")
         validation.setToolTip("The validation data scores the model during training and picks the best checkpoint.")
         grid = QGridLayout(validation)
@@ -178,8 +196,10 @@ class DataPage(Page):
         grid.addWidget(self.validation_edit, 1, 1)
         grid.addWidget(self.browse_validation_button, 1, 2)
         grid.setColumnStretch(1, 1)
-        left.addWidget(validation)
+        return validation
 
+    def _build_column_choices(self) -> QGroupBox:
+        """Which columns hold the text, the second text and the label, and how many rows to use."""
         chosen = QGroupBox("Columns")
         form = compact_form(chosen)
         guessed_note = QLabel("Guessed from the names and contents; change them if the guess is wrong.")
@@ -200,8 +220,10 @@ class DataPage(Page):
         form.addRow("Label", self.label_combo)
         form.addRow("Train on at most", self.rows_spin)
         form.addRow("Score on at most", self.validation_rows_spin)
-        left.addWidget(chosen)
+        return chosen
 
+    def _build_summary_group(self) -> QGroupBox:
+        """The summary of the data as read, and its labels' distribution."""
         summary = QGroupBox("What training will see")
         box = QVBoxLayout(summary)
         self.summary_label = QLabel("Choose a file to see its labels.")
@@ -220,8 +242,10 @@ class DataPage(Page):
         self.status = Note()
         box.addWidget(self.status)
         box.addStretch(1)
-        right.addWidget(summary)
+        return summary
 
+    def _build_preview_group(self) -> QGroupBox:
+        """The first rows as a table, or (token data) the words with their entities coloured."""
         preview = QGroupBox(f"Preview (the first {PREVIEW_ROWS} rows)")
         box = QVBoxLayout(preview)
         self.preview_view = QTableView()
@@ -235,8 +259,10 @@ class DataPage(Page):
         self.token_preview.setObjectName("tokenPreview")
         self.token_preview.hide()
         box.addWidget(self.token_preview)
-        self.body.addWidget(preview, 1)
+        return preview
 
+    def _connect_settings_signals(self) -> None:
+        """Any change to the columns, the row limits or the validation choice asks for a new summary."""
         for combo in (self.text_combo, self.pair_combo, self.label_combo):
             combo.currentIndexChanged.connect(self._settings_changed)
         self.fraction_spin.valueChanged.connect(self._settings_changed)

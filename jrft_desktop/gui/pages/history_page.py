@@ -59,6 +59,22 @@ class HistoryPage(Page):
         self.runs: list[RunSummary] = []
         self.training_dir: Path | None = None  # the run being trained now (it cannot be deleted)
 
+        self.body.addLayout(self._build_buttons())
+        self.status = Note()
+        self.body.addWidget(self.status)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self._build_runs_table())
+        splitter.addWidget(self._build_comparison())
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 2)
+        self.comparison.hide()
+        self.body.addWidget(splitter, 1)
+
+        self._connect_signals()
+        self._lister = LatestRequest(self, list_runs, self._show_runs, self._show_failure)
+
+    def _build_buttons(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
         self.open_button = QPushButton("Open")
         self.compare_button = QPushButton("Compare")
@@ -71,11 +87,10 @@ class HistoryPage(Page):
         buttons.addStretch(1)
         buttons.addWidget(self.refresh_button)
         buttons.addWidget(self.folder_button)
-        self.body.addLayout(buttons)
-        self.status = Note()
-        self.body.addWidget(self.status)
+        return buttons
 
-        splitter = QSplitter(Qt.Orientation.Vertical)
+    def _build_runs_table(self) -> QTableWidget:
+        """A row per run; several can be selected (to compare them)."""
         self.table = QTableWidget(0, len(RUN_COLUMNS))
         self.table.setObjectName("runs")
         self.table.setHorizontalHeaderLabels(RUN_COLUMNS)
@@ -89,8 +104,10 @@ class HistoryPage(Page):
         # about four runs stay in view while a comparison fills the rest of the page
         self.table.setMinimumHeight(header.sizeHint().height() + 4 * self.table.verticalHeader().defaultSectionSize()
                                     + 2 * self.table.frameWidth())
-        splitter.addWidget(self.table)
+        return self.table
 
+    def _build_comparison(self) -> QGroupBox:
+        """The selected runs side by side, and their curves (shown once two or more are compared)."""
         self.comparison = QGroupBox("Comparison")
         box = QVBoxLayout(self.comparison)
         self.compare_table = QTableWidget(0, len(COMPARE_COLUMNS))
@@ -105,12 +122,9 @@ class HistoryPage(Page):
         box.addWidget(self.compare_table)
         self.compare_plots = CurvePanel(("loss", "metric"), columns=2)
         box.addWidget(self.compare_plots, 1)
-        splitter.addWidget(self.comparison)
-        splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 2)
-        self.comparison.hide()
-        self.body.addWidget(splitter, 1)
+        return self.comparison
 
+    def _connect_signals(self) -> None:
         self.open_button.clicked.connect(self._open_selected)
         self.compare_button.clicked.connect(self.compare_selected)
         self.resume_button.clicked.connect(self._resume_selected)
@@ -119,7 +133,6 @@ class HistoryPage(Page):
         self.folder_button.clicked.connect(self.open_runs_folder)
         self.table.itemSelectionChanged.connect(self._show_buttons)
         self.table.doubleClicked.connect(self._open_selected)
-        self._lister = LatestRequest(self, list_runs, self._show_runs, self._show_failure)
 
     @property
     def busy(self) -> bool:

@@ -98,12 +98,33 @@ class MethodPage(Page):
         self._train_examples: int | None = None
         self._planner = LatestRequest(self, plan_method, self._show_plan, self._show_plan_failure)
 
+        left, right = self._build_column_layouts()
+        left.addWidget(self._build_method_choice())
+        right.addWidget(self._build_budget_group())
+        right.addWidget(self._build_placement_group())
+
+        self.privacy = PrivacySettings()
+        self.privacy.changed.connect(self.changed)
+        left.addWidget(self.privacy)
+        left.addStretch(1)
+
+        self.training = TrainingSettings()
+        self.training.changed.connect(self._update_privacy_context)
+        self.training.changed.connect(self._show_memory)
+        self.training.changed.connect(self.changed)
+        right.addWidget(self.training)
+        right.addStretch(1)
+
+    def _build_column_layouts(self) -> tuple[QVBoxLayout, QVBoxLayout]:
         columns = QHBoxLayout()
         self.body.addLayout(columns)
         left, right = QVBoxLayout(), QVBoxLayout()
         columns.addLayout(left, 1)
         columns.addLayout(right, 1)
+        return left, right
 
+    def _build_method_choice(self) -> QGroupBox:
+        """The preset list and a radio button per method (the buttons follow once the catalog loads)."""
         choice = QGroupBox("Method")
         self.method_box = QVBoxLayout(choice)
         preset_row = QHBoxLayout()
@@ -120,8 +141,10 @@ class MethodPage(Page):
         self.loading = QLabel("Loading the methods…")
         self.method_box.addWidget(self.loading)
         self.method_box.addStretch(1)
-        left.addWidget(choice)
+        return choice
 
+    def _build_budget_group(self) -> QGroupBox:
+        """The method's size, the trainable parameters it gives, and the memory it needs."""
         size = QGroupBox("Budget: how many parameters train")
         form = compact_form(size)
         self.size_label = QLabel("Size")
@@ -142,8 +165,10 @@ class MethodPage(Page):
         self.memory_note = Note()
         self.memory_note.setObjectName("memoryNote")
         form.addRow(self.memory_note)
-        right.addWidget(size)
+        return size
 
+    def _build_placement_group(self) -> QGroupBox:
+        """Every method option but the size (each shown for its methods only), and the pooling."""
         placement = QGroupBox("Where it acts")
         form = self.placement_form = compact_form(placement)
         self.option_controls: dict[str, QWidget] = {}  # every method option but the sizes; shown for its methods
@@ -162,19 +187,7 @@ class MethodPage(Page):
         form.addRow("Pooling", self.pooling_combo)
         self.merge_note = Note()
         form.addRow(self.merge_note)
-        right.addWidget(placement)
-
-        self.privacy = PrivacySettings()
-        self.privacy.changed.connect(self.changed)
-        left.addWidget(self.privacy)
-        left.addStretch(1)
-
-        self.training = TrainingSettings()
-        self.training.changed.connect(self._update_privacy_context)
-        self.training.changed.connect(self._show_memory)
-        self.training.changed.connect(self.changed)
-        right.addWidget(self.training)
-        right.addStretch(1)
+        return placement
 
     def load(self) -> None:
         """List the methods and devices (this loads torch, in the background; called once the window shows)."""

@@ -50,6 +50,20 @@ class ModelPage(Page):
         self.error = ""  # why the chosen model cannot be used, when it cannot
         self._describe = LatestRequest(self, describe_model, self._show_info, self._show_failure)
 
+        self.body.addWidget(self._build_choice_group())
+        self.body.addWidget(self._build_about_group())
+        self.body.addWidget(self._build_guide_group())
+        self.body.addStretch(1)
+
+        self.bundled_radio.setChecked(True)  # until load() restores the remembered choice
+        self._enable_edits()
+        self.kinds.buttonToggled.connect(self._kind_toggled)
+        self.folder_edit.editingFinished.connect(self._describe_choice)
+        self.hub_edit.editingFinished.connect(self._describe_choice)
+        self.trust_box.toggled.connect(self._describe_choice)  # off at every start: trust is given per session
+
+    def _build_choice_group(self) -> QGroupBox:
+        """A radio button per kind of model (the bundled ones, a folder, a Hub id) with its box."""
         choice = QGroupBox("Which model")
         grid = QGridLayout(choice)
         grid.setColumnStretch(1, 1)
@@ -79,8 +93,10 @@ class ModelPage(Page):
         self.trust_box = with_help(QCheckBox("Run Python code that ships with the model (trust remote code)"),
                                    ModelSpec, "trust_remote_code")
         grid.addWidget(self.trust_box, 6, 1, 1, 2)
-        self.body.addWidget(choice)
+        return choice
 
+    def _build_about_group(self) -> QGroupBox:
+        """The chosen model's facts, once described."""
         about = QGroupBox("About this model")
         form = QFormLayout(about)
         self.facts = {name: QLabel("–") for name in ("family", "kind", "layers", "hidden", "parameters", "context",
@@ -93,21 +109,15 @@ class ModelPage(Page):
             form.addRow(label, self.facts[name])
         self.status = Note()
         form.addRow(self.status)
-        self.body.addWidget(about)
+        return about
 
+    @staticmethod
+    def _build_guide_group() -> QGroupBox:
         steps = QGroupBox("How it works")
         guide = QLabel(HOW_IT_WORKS)
         guide.setWordWrap(True)
         QVBoxLayout(steps).addWidget(guide)
-        self.body.addWidget(steps)
-        self.body.addStretch(1)
-
-        self.bundled_radio.setChecked(True)  # until load() restores the remembered choice
-        self._enable_edits()
-        self.kinds.buttonToggled.connect(self._kind_toggled)
-        self.folder_edit.editingFinished.connect(self._describe_choice)
-        self.hub_edit.editingFinished.connect(self._describe_choice)
-        self.trust_box.toggled.connect(self._describe_choice)  # off at every start: trust is given per session
+        return steps
 
     def load(self) -> None:
         """Describe the remembered model (in the background; called once the window shows)."""

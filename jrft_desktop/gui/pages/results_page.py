@@ -90,7 +90,20 @@ class ResultsPage(Page):
         self.merge_problem = ""
         self.forms: tuple[MergedForm, ...] = ()  # the merged-model forms this run can be saved in
         self.busy_with: set[str] = set()  # background work in flight: 'load', 'confusion', 'predict', 'export'
+        self.asked = ""  # the sentence last tried
 
+        self._build_header()
+        self.tabs = QTabWidget()
+        self.body.addWidget(self.tabs, 1)
+        self._build_summary_tab()
+        self._build_curve_tabs()
+        self._connect_signals()
+        self._opener = LatestRequest(self, read_run, self._show_run,
+                                     lambda failure: self.status.show_text(failure.message, "error"))
+        self._show_controls()
+
+    def _build_header(self) -> None:
+        """The run's name with the export and resume buttons, and the status line under them."""
         header = QHBoxLayout()
         self.run_label = QLabel("No run open yet: train one, or open one from History.")
         self.run_label.setObjectName("runTitle")
@@ -107,11 +120,27 @@ class ResultsPage(Page):
         self.status = Note()
         self.body.addWidget(self.status)
 
-        self.tabs = QTabWidget()
-        self.body.addWidget(self.tabs, 1)
+    def _build_summary_tab(self) -> None:
+        """Metrics on the left; the confusion matrix (or the per-type entity scores) and the try-it box on the
+        right, or, for a generate run, the chat across both."""
         summary = QWidget()
         grid = QGridLayout(summary)
         self.tabs.addTab(summary, "Summary")
+        grid.addWidget(self._build_metrics_box(), 0, 0, 2, 1)
+        grid.addWidget(self._build_confusion_box(), 0, 1)
+        self.entity_box = QGroupBox("Entities by type (validation data, scored as seqeval scores them)")
+        self.entity_box.setLayout(QVBoxLayout())
+        self.entity_box.hide()  # a tagging run's per-type scores, in place of the confusion matrix
+        grid.addWidget(self.entity_box, 0, 1)
+        grid.addWidget(self._build_try_box(), 1, 1)
+        grid.addWidget(self._build_chat_box(), 0, 1, 2, 1)
+        self.summary_grid = grid
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        grid.setRowStretch(0, 2)  # the confusion matrix takes most of the height (it scrolls past a dozen classes)
+        grid.setRowStretch(1, 1)
+
+    def _build_metrics_box(self) -> QGroupBox:
         metrics_box = QGroupBox("Metrics")
         box = QVBoxLayout(metrics_box)
         self.metrics_table = _read_only_table(0, 2)
@@ -122,8 +151,9 @@ class ResultsPage(Page):
         self.metrics_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.metrics_table.horizontalHeader().setStretchLastSection(True)
         box.addWidget(self.metrics_table)
-        grid.addWidget(metrics_box, 0, 0, 2, 1)
+        return metrics_box
 
+    def _build_confusion_box(self) -> QGroupBox:
         confusion_box = QGroupBox("Confusion matrix (rows: true label, columns: predicted)")
         box = QVBoxLayout(confusion_box)
         self.confusion_table = _read_only_table(0, 0)
@@ -135,14 +165,11 @@ class ResultsPage(Page):
         self.confusion_note.setObjectName("detail")
         self.confusion_note.setWordWrap(True)
         box.addWidget(self.confusion_note)
-        grid.addWidget(confusion_box, 0, 1)
         self.confusion_box = confusion_box
-        self.entity_box = QGroupBox("Entities by type (validation data, scored as seqeval scores them)")
-        self.entity_box.setLayout(QVBoxLayout())
-        self.entity_box.hide()  # a tagging run's per-type scores, in place of the confusion matrix
-        grid.addWidget(self.entity_box, 0, 1)
-        self.asked = ""  # the sentence last tried
+        return confusion_box
 
+    def _build_try_box(self) -> QGroupBox:
+        """A sentence (or a pair) to classify, the answer, and a bar per class."""
         try_box = QGroupBox("Try it")
         form = QGridLayout(try_box)
         self.try_edit = QLineEdit()
@@ -159,36 +186,33 @@ class ResultsPage(Page):
         self.bars = QVBoxLayout()
         form.addLayout(self.bars, 3, 0, 1, 2)
         form.setRowStretch(4, 1)
-        grid.addWidget(try_box, 1, 1)
         self.try_box = try_box
+        return try_box
+
+    def _build_chat_box(self) -> QGroupBox:
         self.chat_box = QGroupBox("Chat with the tuned model")  # a generate run's, in place of the two boxes above
         self.chat_box.setObjectName("chatBox")
         box = QVBoxLayout(self.chat_box)
         self.chat = ChatBox()
         box.addWidget(self.chat)
         self.chat_box.hide()
-        grid.addWidget(self.chat_box, 0, 1, 2, 1)
-        self.summary_grid = grid
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
-        grid.setRowStretch(0, 2)  # the confusion matrix takes most of the height (it scrolls past a dozen classes)
-        grid.setRowStretch(1, 1)
+        return self.chat_box
 
+    def _build_curve_tabs(self) -> None:
+        """The training curves, and a generate run's sample answers (that tab shows only for such a run)."""
         self.curves = CurvePanel(HISTORY_PLOTS, columns=3)
         self.tabs.addTab(self.curves, "Training curves")
         self.samples = SamplesView()  # a generate run's answers to its validation prompts at each evaluation
         self.samples_tab = self.tabs.addTab(self.samples, "Samples")
         self.tabs.setTabVisible(self.samples_tab, False)
 
+    def _connect_signals(self) -> None:
         self.vector_button.clicked.connect(self._ask_vector_target)
         self.merged_button.clicked.connect(self.offer_merged_forms)
         self.resume_button.clicked.connect(lambda: self.resume_requested.emit(str(self.run.path)))
         self.try_button.clicked.connect(self.try_text)
         self.try_edit.returnPressed.connect(self.try_text)
         self.try_pair_edit.returnPressed.connect(self.try_text)
-        self._opener = LatestRequest(self, read_run, self._show_run,
-                                     lambda failure: self.status.show_text(failure.message, "error"))
-        self._show_controls()
 
     # --- opening a run ------------------------------------------------------------------------------------
     def open_run(self, run_dir: str | Path) -> None:

@@ -51,12 +51,37 @@ class TrainPage(Page):
         self.probe = LagProbe(parent=self)
         self.max_lag_ms: float | None = None  # the longest the UI thread was blocked during the last run
 
+        self.body.addWidget(self._build_run_group())
+        self.body.addLayout(self._build_watched_row(), 1)
+        self._connect_signals()
+        self._show_buttons()
+
+    def _build_run_group(self) -> QGroupBox:
+        """What will train, the buttons, the progress with its ETA, and the run's state and notes."""
         top = QGroupBox("Run")
         grid = QGridLayout(top)
         self.plan_label = QLabel("")
         self.plan_label.setObjectName("runPlan")
         self.plan_label.setWordWrap(True)
         grid.addWidget(self.plan_label, 0, 0, 1, 2)
+        grid.addLayout(self._build_buttons(), 1, 0, 1, 2)
+        self.progress = QProgressBar()
+        self.progress.setFormat("")
+        grid.addWidget(self.progress, 2, 0)
+        self.eta_label = QLabel("")
+        self.eta_label.setObjectName("eta")
+        self.eta_label.setMinimumWidth(180)
+        grid.addWidget(self.eta_label, 2, 1)
+        self.state_label = QLabel("Ready.")
+        self.state_label.setObjectName("trainState")
+        self.state_label.setWordWrap(True)
+        grid.addWidget(self.state_label, 3, 0, 1, 2)
+        self.notes = Note()
+        grid.addWidget(self.notes, 4, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+        return top
+
+    def _build_buttons(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("primary")
@@ -74,22 +99,10 @@ class TrainPage(Page):
                        self.resume_button, self.results_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
-        grid.addLayout(buttons, 1, 0, 1, 2)
-        self.progress = QProgressBar()
-        self.progress.setFormat("")
-        grid.addWidget(self.progress, 2, 0)
-        self.eta_label = QLabel("")
-        self.eta_label.setObjectName("eta")
-        self.eta_label.setMinimumWidth(180)
-        grid.addWidget(self.eta_label, 2, 1)
-        self.state_label = QLabel("Ready.")
-        self.state_label.setObjectName("trainState")
-        self.state_label.setWordWrap(True)
-        grid.addWidget(self.state_label, 3, 0, 1, 2)
-        self.notes = Note()
-        grid.addWidget(self.notes, 4, 0, 1, 2)
-        grid.setColumnStretch(0, 1)
-        self.body.addWidget(top)
+        return buttons
+
+    def _build_watched_row(self) -> QHBoxLayout:
+        """The live curves, and beside them a generate run's answers at each evaluation."""
         self.plots = CurvePanel(LIVE_PLOTS, live=True)
         self.plots.show_kind("epsilon", False)  # until a private run starts
         watched = QHBoxLayout()
@@ -103,15 +116,15 @@ class TrainPage(Page):
         box.addWidget(self.samples)
         self.samples_box.hide()  # until an evaluation answers prompts
         watched.addWidget(self.samples_box, 2)
-        self.body.addLayout(watched, 1)
+        return watched
 
+    def _connect_signals(self) -> None:
         self.start_button.clicked.connect(self.start)
         self.measure_button.clicked.connect(self.measure)
         self.pause_button.toggled.connect(self._pause_toggled)
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button.clicked.connect(lambda: self.resume(self.last_run_dir))
         self.results_button.clicked.connect(lambda: self.results_requested.emit(str(self.last_run_dir)))
-        self._show_buttons()
 
     @property
     def running(self) -> bool:

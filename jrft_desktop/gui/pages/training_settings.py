@@ -7,6 +7,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
@@ -52,7 +53,12 @@ class TrainingSettings(QGroupBox):
         box = QVBoxLayout(self)
         main = compact_form()
         box.addLayout(main)
+        self._build_main_form(main, defaults)
+        self._build_more_settings(box, defaults)
+        self._connect_signals()
 
+    def _build_main_form(self, main: QFormLayout, defaults: TrainingSpec) -> None:
+        """The settings always shown: how long, in what batches, how fast, and on what."""
         self.epochs_radio = with_help(QRadioButton("Epochs"), TrainingSpec, "epochs")
         self.steps_radio = with_help(QRadioButton("Steps"), TrainingSpec, "max_steps")
         self.epochs_spin = _real(TrainingSpec, "epochs", 1000, 3.0, 1, 0.5)
@@ -89,6 +95,8 @@ class TrainingSettings(QGroupBox):
             self.precision_combo.addItem(label, value)
         main.addRow("Precision", self.precision_combo)
 
+    def _build_more_settings(self, box: QVBoxLayout, defaults: TrainingSpec) -> None:
+        """The rarer settings, folded under a 'More settings' button."""
         self.more_button = QToolButton()
         self.more_button.setText("More settings")
         self.more_button.setCheckable(True)
@@ -124,6 +132,7 @@ class TrainingSettings(QGroupBox):
         self.more.setVisible(False)
         self.more_button.toggled.connect(self._toggle_more)
 
+    def _connect_signals(self) -> None:
         self.epochs_radio.toggled.connect(self._length_kind_changed)
         self._length_kind_changed()
         for spin in (self.epochs_spin, self.steps_spin, self.batch_spin, self.max_length_spin, self.eval_spin,
