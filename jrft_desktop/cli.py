@@ -45,6 +45,7 @@ TRAIN_FLAGS = [
     ("--trust-remote-code", ModelSpec, "trust_remote_code"),
     ("--method", MethodSpec, "name"), ("--budget", MethodSpec, "budget"),
     ("--epochs", TrainingSpec, "epochs"), ("--max-steps", TrainingSpec, "max_steps"),
+    ("--max-epochs", TrainingSpec, "max_epochs"),
     ("--batch-size", TrainingSpec, "batch_size"), ("--gradient-accumulation", TrainingSpec, "gradient_accumulation"),
     ("--lr", TrainingSpec, "lr"), ("--weight-decay", TrainingSpec, "weight_decay"),
     ("--schedule", TrainingSpec, "schedule"), ("--warmup-ratio", TrainingSpec, "warmup_ratio"),
@@ -52,9 +53,12 @@ TRAIN_FLAGS = [
     ("--early-stopping", TrainingSpec, "early_stopping_patience"), ("--metric", TrainingSpec, "metric"),
     ("--device", TrainingSpec, "device"), ("--seed", TrainingSpec, "seed"), ("--dropout", TrainingSpec, "dropout"),
     ("--gradient-checkpointing", TrainingSpec, "gradient_checkpointing"),
-    ("--precision", TrainingSpec, "precision"), ("--group-by-length", TrainingSpec, "group_by_length"),
+    ("--precision", TrainingSpec, "precision"), ("--base-dtype", TrainingSpec, "base_dtype"),
+    ("--base-quantization", TrainingSpec, "base_quantization"), ("--group-by-length", TrainingSpec, "group_by_length"),
     ("--epsilon", Privacy, "epsilon"), ("--delta", Privacy, "delta"), ("--max-grad-norm", Privacy, "max_grad_norm"),
     ("--noise-multiplier", Privacy, "noise_multiplier"), ("--accountant", Privacy, "accountant"),
+    ("--privacy-unit", DataSpec, "privacy_unit"), ("--max-rows-per-unit", Privacy, "max_rows_per_unit"),
+    ("--audit-canaries", Privacy, "audit_canaries"),
 ]
 SECTIONS = {ModelSpec: "model", DataSpec: "data", MethodSpec: "method", TrainingSpec: "training", Privacy: "privacy"}
 
@@ -135,7 +139,8 @@ class ProgressPrinter:
             size = f", {plan['size_name']} = {plan['size']}" if plan["size_name"] else ""
             self._print(f"{plan['method']}{size}: {plan['trainable_params']:,} trainable parameters "
                         f"({plan['method_params']:,} without the head); {event.train_examples:,} training and "
-                        f"{event.validation_examples:,} validation examples; {event.total_steps} steps")
+                        f"{event.validation_examples:,} validation examples; "
+                        f"{event.length or f'{event.total_steps} steps'}")
             for note in event.notes:
                 self._print(f"note: {note}")
             self.every = max(1, event.total_steps // 20)
@@ -146,7 +151,7 @@ class ProgressPrinter:
                 self._print(f"step {event.step}/{event.total_steps} ({100 * event.step / event.total_steps:.0f}%) "
                             f"loss {event.loss:.4f} lr {event.lr:.2e} {event.examples_per_s:.0f} ex/s "
                             + (f"ε {event.epsilon:.3f} " if event.epsilon is not None else "")
-                            + f"ETA {format_duration(event.eta_s)}")
+                            + f"ETA {format_duration(event.eta_s)}" + _eta_note(event))
         elif isinstance(event, events.EvalEvent):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items() if isinstance(v, (int, float)))
             self._print(f"eval at step {event.step}: {shown}{' (best so far)' if event.is_best else ''}")
@@ -154,11 +159,20 @@ class ProgressPrinter:
             self._print(f"stopped; continue with: jrft train --resume --output {event.run_dir}")
         elif isinstance(event, events.FinishedEvent) and event.metrics.get("eval_time_s") is not None:
             metrics = event.metrics
-            self._print(f"{event.status}: training {format_duration(metrics['train_time_s'])}, evaluation "
-                        f"{format_duration(metrics['eval_time_s'])}, in {metrics['precision']}")
+            self._print(f"{event.status} ({event.reason}): training {format_duration(metrics['train_time_s'])}, "
+                        f"evaluation {format_duration(metrics['eval_time_s'])}, in {metrics['precision']}")
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
+
+
+def _eta_note(event) -> str:
+    """What the ETA of a run that converges means: its ceiling's, and sooner if the curve has flattened."""
+    if not event.ceiling:
+        return ""
+    sooner = (f", {format_duration(event.eta_if_flat_s)} if it does not improve again"
+              if event.eta_if_flat_s is not None else "")
+    return f" (at the ceiling{sooner})"
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -178,7 +192,8 @@ def cmd_train(args) -> int:
         memory = estimate.memory
         print(json.dumps({"peak_memory_bytes": memory.total, "weights_bytes": memory.weights,
                           "activations_bytes": memory.activations, "projections_bytes": memory.projections,
-                          "optimizer_bytes": memory.optimizer, "limit_bytes": memory.limit,
+                          "optimizer_bytes": memory.optimizer, "runtime_bytes": memory.runtime,
+                          "limit_bytes": memory.limit, "gradient_checkpointing": memory.checkpointing,
                           "step_time_s": estimate.step_s, "summary": estimate.describe()}, indent=2, sort_keys=True))
         return 0
     trainer = Trainer(config, args.output, [ProgressPrinter()], resume=args.resume)
@@ -228,16 +243,29 @@ def _vector_path(run: str) -> Path:
     return path
 
 
-def _restore(args):
+def _restore(args, base_dtype: str = "fp32"):
     from .core.export.vector import restore
 
-    return restore(_vector_path(args.run), getattr(args, "model", None), getattr(args, "trust_remote_code", False))
+    return restore(_vector_path(args.run), getattr(args, "model", None), getattr(args, "trust_remote_code", False),
+                   base_dtype)
+
+
+def _replayed_base(args) -> str:
+    """The base dtype `jrft eval` scores a run in: its own where the device computes it (precision.replay_base)."""
+    from .core.export.vector import read_vector
+    from .core.inference import pick_device
+    from .core.train import precision as precisions
+
+    metadata = read_vector(_vector_path(args.run))[1]
+    device = pick_device(args.device)
+    return precisions.replay_base(metadata.get("base_dtype"), precisions.replay(metadata.get("precision", "fp32"),
+                                                                                device))
 
 
 def cmd_eval(args) -> int:
     from .core.inference import Predictor
 
-    restored = _restore(args)
+    restored = _restore(args, _replayed_base(args))
     examples = restored.model.task.load_examples(args.data, restored.metadata)
     if not examples.labels:
         raise UserError(f"{args.data} has no label column {restored.metadata['columns']['label']!r} to score.")
@@ -380,6 +408,40 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from .serve import API_KEY_VARIABLE
+    from .serve.server import ServeSettings, serve
+
+    serve(ServeSettings(sources=tuple(args.runs), model=args.model, host=args.host, port=args.port,
+                        api_key=args.api_key or os.environ.get(API_KEY_VARIABLE) or None, device=args.device,
+                        max_batch=args.max_batch, window_ms=args.batch_window_ms, max_tokens=args.max_tokens,
+                        threads=args.threads, trust_remote_code=args.trust_remote_code))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    import threading
+
+    from .core.audit.leakage import audit_run
+
+    started, shown = time.monotonic(), {"message": "", "at": 0.0}
+
+    def progress(event) -> None:  # a line when the audit moves on to another part, and every 10 s within one
+        now = time.monotonic()
+        if event.message != shown["message"] or now - shown["at"] > 10:
+            shown.update(message=event.message, at=now)
+            print(f"[{format_duration(now - started)}] {event.message}: {event.done:,} of {event.total:,} examples",
+                  file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    audit = _until_stopped(stop, lambda: audit_run(args.run, args.device, progress, stop))
+    print(f"\n{audit['reading']}\n", file=sys.stderr)
+    print(json.dumps(audit, indent=2, sort_keys=True))
+    return 0
+
+
 BENCH_FLAGS = ("--data", "--validation", "--text-column", "--text-pair-column", "--label-column", "--max-length",
                "--max-train-rows", "--max-validation-rows", "--model", "--pooling", "--trust-remote-code",
                "--batch-size", "--metric", "--device")
@@ -443,8 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jrft {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks instead of one-line errors.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add_commands in (_add_train, _add_eval_and_predict, _add_export_and_apply, _add_methods, _add_bench,
-                         _add_demo):
+    for add_commands in (_add_train, _add_eval_and_predict, _add_audit, _add_export_and_apply, _add_methods,
+                         _add_bench, _add_demo):
         add_commands(commands)
     return parser
 
@@ -482,6 +544,19 @@ def _add_eval_and_predict(commands) -> None:
         command.add_argument("--model", help="Path of the base model, if it moved since training.")
         command.add_argument("--device", default="auto", help=field_help(TrainingSpec, "device"))
         command.set_defaults(handler=handler)
+
+
+def _add_audit(commands) -> None:
+    """`jrft audit`: what a trained run gives away about its training data."""
+    audit = commands.add_parser(
+        "audit", help="Measure what a finished run's model gives away about its training data, without retraining: "
+                      "a membership attack's AUC and true-positive rate at 1%% false positives (training against as "
+                      "many held-out examples), and for a run trained with --audit-canaries the one-run lower bound "
+                      "on ε (95%% confidence) and its canaries' exposure. Writes audit.json and the privacy report "
+                      "in the run folder.")
+    audit.add_argument("run", metavar="RUN_DIR", help="A finished run folder.")
+    audit.add_argument("--device", default="auto", help=field_help(TrainingSpec, "device"))
+    audit.set_defaults(handler=cmd_audit)
 
 
 def _add_export_and_apply(commands) -> None:
@@ -554,10 +629,42 @@ def _add_bench(commands) -> None:
 
 def _add_demo(commands) -> None:
     """`jrft demo`: the headless demo on the bundled data."""
+    _add_serve_command(commands)
+
     demo = commands.add_parser("demo", help="Train SLaSh on the bundled SST-2 sample and show the results.")
     demo.add_argument("--steps", type=int, default=200)
     demo.add_argument("--output", metavar="RUN_DIR", help="Folder for the run (default: a new one in the runs folder).")
     demo.set_defaults(handler=cmd_demo)
+
+
+def _add_serve_command(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="Serve runs over an OpenAI-compatible HTTP API: every request names its vector, and requests "
+                      "for any vectors of one base model share batches.")
+    serve.add_argument("runs", nargs="*", metavar="RUN_OR_VECTOR",
+                       help="Run folders or vector files of one base model, each served under its run folder's name "
+                            "(or NAME=PATH).")
+    serve.add_argument("--model", help="The base model (default: the one the vectors were trained on); alone, the "
+                                       "bare base model is served.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="The address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 shares it with "
+                            "your network, with a warning).")
+    serve.add_argument("--port", type=int, default=8000, help="The port (default 8000; 0: a free one).")
+    serve.add_argument("--api-key", help="Require 'Authorization: Bearer KEY' on every route but /health (default: "
+                                         "the JRFT_API_KEY environment variable; none: no key).")
+    serve.add_argument("--device", default="auto", help=field_help(TrainingSpec, "device"))
+    serve.add_argument("--max-batch", type=int, default=32,
+                       help="The most requests (answers being generated, or texts read) in one batch (default 32).")
+    serve.add_argument("--batch-window-ms", type=float, default=5.0,
+                       help="How long an idle server waits for requests sent together to batch them (default 5).")
+    serve.add_argument("--max-tokens", type=int, default=512,
+                       help="An answer's length when a request names no max_tokens (default 512, within the "
+                            "model's context).")
+    serve.add_argument("--threads", type=int,
+                       help="CPU threads for the model (default: every core). On a machine busy with other work, "
+                            "fewer threads can answer faster.")
+    serve.add_argument("--trust-remote-code", action="store_true", help=field_help(ModelSpec, "trust_remote_code"))
+    serve.set_defaults(handler=cmd_serve)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

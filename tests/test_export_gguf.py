@@ -108,7 +108,8 @@ def test_the_file_reads_back_as_the_merged_model_and_runs_as_llama_cpp_does(deco
         theirs = gguf_reference.logits(fields, tensors, ids)
         assert np.abs(theirs - ours.double().numpy()).max() < 1e-5 * max(1.0, np.abs(theirs).max())
         assert gguf_reference.greedy(fields, tensors, ids, NEW_TOKENS) == generate_ids(
-            restored.model, ids, frozenset(), Decoding(max_new_tokens=NEW_TOKENS), torch.device("cpu"))
+            restored.model, ids, frozenset(), Decoding(max_new_tokens=NEW_TOKENS, repetition_penalty=1.0),
+            torch.device("cpu"))
     # the reference has teeth: the rows in transformers' order, or the biases dropped, change the logits
     ids = _prompt(restored, PROMPTS[0])
     right = gguf_reference.logits(fields, tensors, ids)
@@ -145,8 +146,8 @@ def test_transformers_reads_a_lora_merge_exactly_and_drops_folded_biases(decoder
         out = export_gguf(restored.model, restored.method, restored.tokenizer, restored.metadata,
                           tmp_path / f"{method}-gguf")
         prompts = [_prompt(restored, text) for text in PROMPTS]
-        ours = [generate_ids(restored.model, ids, frozenset(), Decoding(max_new_tokens=NEW_TOKENS),
-                             torch.device("cpu")) for ids in prompts]
+        greedy = Decoding(max_new_tokens=NEW_TOKENS, repetition_penalty=1.0)
+        ours = [generate_ids(restored.model, ids, frozenset(), greedy, torch.device("cpu")) for ids in prompts]
         theirs = run_clean(GGUF_ANSWERS, {"folder": str(out), "prompts": prompts, "new": NEW_TOKENS,
                                           "text": PROMPTS[0]}, tmp_path)
         assert theirs["tokens"] == restored.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
@@ -159,7 +160,7 @@ def test_transformers_reads_a_lora_merge_exactly_and_drops_folded_biases(decoder
 def test_f16_halves_the_matrices_and_keeps_norms_and_biases_f32(decoders, shared_data, tmp_path):
     import gguf
 
-    restored = _run(decoders["llama"], shared_data, tmp_path)
+    restored = _run(decoders["llama"], shared_data, tmp_path, position="output")
     out = export_gguf_f16(restored.model, restored.method, restored.tokenizer, restored.metadata, tmp_path / "f16")
     reader = gguf.GGUFReader(str(out / "model.gguf"))
     kinds = {tensor.name: tensor.tensor_type for tensor in reader.tensors}
@@ -178,7 +179,9 @@ def test_cli_writes_gguf_beside_the_merged_folder_and_refuses_what_it_cannot_hol
     assert report["gguf"] == str(tmp_path / "gguf") and report["format"] == "transformers"
     assert "add SLaSh's folded biases" in report["gguf_loads_with"] and "drops" in report["gguf_loads_with"]
     assert (tmp_path / "gguf" / "model.gguf").is_file() and (tmp_path / "hf" / "config.json").is_file()
-    assert (tmp_path / "gguf" / "Modelfile").read_text(encoding="utf-8") == "FROM ./model.gguf\n"
+    modelfile = (tmp_path / "gguf" / "Modelfile").read_text(encoding="utf-8")  # the plain format: no chat template
+    assert modelfile.startswith("FROM ./model.gguf\nTEMPLATE") and "### Instruction:" in modelfile
+    assert modelfile.endswith('PARAMETER stop "</s>"\n')
     assert cli.main(["export", str(tmp_path / "llama"), "--merged", str(tmp_path / "f16"), "--format",
                      "gguf-f16"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["format"] == "gguf-f16"
@@ -187,7 +190,7 @@ def test_cli_writes_gguf_beside_the_merged_folder_and_refuses_what_it_cannot_hol
     assert "name the same folder" in capsys.readouterr().err
     _run(decoders["gpt2"], shared_data, tmp_path, name="gpt2")
     assert cli.main(["export", str(tmp_path / "gpt2"), "--gguf", str(tmp_path / "no")]) != 0
-    assert "GGUF is written for Llama-form decoders" in capsys.readouterr().err
+    assert "GGUF files are written for the gemma3_text, granite, llama" in capsys.readouterr().err
     assert not (tmp_path / "no").exists() and not (tmp_path / "same").exists()
 
 
@@ -196,7 +199,7 @@ def test_refused_runs_and_the_forms_that_fit(decoders, shared_data, tmp_path, ti
     fitting = [form.name for form in export_forms.fitting(restored.model, restored.method)]
     assert {"transformers", "gguf", "gguf-f16"} <= set(fitting) and fitting[0] == "transformers"
     gpt2 = _run(decoders["gpt2"], shared_data, tmp_path, name="gpt2")
-    assert "Llama-form decoders" in export_forms.get_form("gguf").problem(gpt2.model, gpt2.method)
+    assert "GGUF files are written for the" in export_forms.get_form("gguf").problem(gpt2.model, gpt2.method)
     config = RunConfig(model=ModelSpec(name_or_path=str(decoders["llama"])), data=DataSpec(train=str(sst2_200)),
                        method=MethodSpec(name="slash"),
                        training=TrainingSpec(max_steps=2, batch_size=4, eval_every=2, device="cpu"))
@@ -274,4 +277,4 @@ def test_a_slash_merge_of_the_bundled_smollm2_matches_llama_cpps_own_file_and_ru
     reference = gguf_reference.logits(fields, tensors, ids)
     assert np.abs(reference - run.double().numpy()).max() < 1e-3 * np.abs(reference).max()
     assert gguf_reference.greedy(fields, tensors, ids, 6) == generate_ids(
-        model, ids, frozenset(), Decoding(max_new_tokens=6), torch.device("cpu"))
+        model, ids, frozenset(), Decoding(max_new_tokens=6, repetition_penalty=1.0), torch.device("cpu"))

@@ -161,7 +161,8 @@ def test_cached_generation_equals_full_forward_passes(decoders, identity, tmp_pa
     with torch.no_grad():  # a trained-looking prompt: nonzero z, so prompt tokens matter
         model.projected.z.normal_()
     prompt = encoder.prompt_ids((("user", "Who are you?"),))
-    cached = generate_ids(model, prompt, frozenset(), Decoding(max_new_tokens=8), torch.device("cpu"))
+    cached = generate_ids(model, prompt, frozenset(), Decoding(max_new_tokens=8, repetition_penalty=1.0),
+                          torch.device("cpu"))
     ids = list(prompt)
     for _ in range(8):
         with torch.no_grad():
@@ -226,7 +227,8 @@ def test_merged_causal_lm_answers_as_the_run(decoders, identity, tmp_path, famil
                                tmp_path / "merged")
     prompts = ["Who are you?", "hello there"]
     ours = [generate_ids(restored.model, restored.encoder.prompt_ids((("user", p),)), frozenset(),
-                         Decoding(max_new_tokens=10), torch.device("cpu")) for p in prompts]
+                         Decoding(max_new_tokens=10, repetition_penalty=1.0), torch.device("cpu"))
+            for p in prompts]
     theirs = run_clean(MERGED_ANSWERS, {"folder": str(out), "prompts": prompts}, tmp_path)["answers"]
     assert theirs == ours
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))

@@ -1,9 +1,10 @@
-"""Tiny random-weight models built offline for the method x family matrix: the encoders BERT, RoBERTa and
-DistilBERT, and the decoders GPT-2, Llama and Qwen2.
+"""Tiny random-weight models built offline for the method x family matrices: the encoders BERT, RoBERTa and
+DistilBERT, and the decoders GPT-2, Llama and Qwen2 (`build_tiny_model`), and one of every registered family
+(`build_family_model`, `AutoConfig.for_model` with hidden size 32 and 2 layers) for the conformance matrix.
 
-BERT and DistilBERT reuse the bundled model's WordPiece tokenizer; RoBERTa and the decoders get a small byte-level
-BPE trained here on the bundled SST-2 sample (the decoders' without a padding token, as GPT-2's and Llama's ship),
-so nothing is downloaded."""
+BERT, DistilBERT, DeBERTa-v2 and ModernBERT reuse the bundled model's WordPiece tokenizer; RoBERTa-likes and the
+decoders get a small byte-level BPE trained here on the bundled SST-2 sample (the decoders' without a padding
+token, as GPT-2's and Llama's ship), so nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -92,6 +93,91 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
     # decoders keep their language-model head (generation reads it; AutoModel loads them without it)
     model = (AutoModelForCausalLM if family in DECODERS else AutoModel).from_config(config)
     with torch.no_grad():  # non-trivial biases and LayerNorm weights, so folding mistakes show in the logits
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or any(norm in name for norm in ("LayerNorm", "layer_norm", "norm", "ln_")):
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# --- one tiny model of every registered family ------------------------------------------------------------------
+
+_LLAMA_SIZES = {"hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
+                "num_attention_heads": HEADS, "num_key_value_heads": 1, "max_position_embeddings": 128}
+_BERT_SIZES = {"hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
+               "num_attention_heads": HEADS, "max_position_embeddings": 128}
+# model_type -> (decoder, config values besides the vocabulary). Sizes are tiny; the other values switch on what
+# the family's real checkpoints use (query / key norms, sliding windows, multipliers), so the matrix meets them.
+FAMILY_CONFIGS: dict[str, tuple[bool, dict]] = {
+    "bert": (False, _BERT_SIZES),
+    "roberta": (False, {**_BERT_SIZES, "max_position_embeddings": 132, "type_vocab_size": 1}),
+    "xlm-roberta": (False, {**_BERT_SIZES, "max_position_embeddings": 132, "type_vocab_size": 1}),
+    "camembert": (False, {**_BERT_SIZES, "max_position_embeddings": 132, "type_vocab_size": 1}),
+    "distilbert": (False, {"dim": HIDDEN, "hidden_dim": INTERMEDIATE, "n_layers": LAYERS, "n_heads": HEADS,
+                           "max_position_embeddings": 128}),
+    "deberta-v2": (False, {**_BERT_SIZES, "relative_attention": True, "position_biased_input": False,
+                           "pos_att_type": ["p2c", "c2p"], "position_buckets": 16, "norm_rel_ebd": "layer_norm",
+                           "share_att_key": True, "type_vocab_size": 0}),
+    "modernbert": (False, {**_BERT_SIZES, "global_attn_every_n_layers": 2, "local_attention": 8}),
+    "gpt2": (True, {"n_embd": HIDDEN, "n_layer": LAYERS, "n_head": HEADS, "n_positions": 128}),
+    "llama": (True, _LLAMA_SIZES),
+    "mistral": (True, {**_LLAMA_SIZES, "sliding_window": None}),
+    "qwen2": (True, _LLAMA_SIZES),
+    "qwen3": (True, {**_LLAMA_SIZES, "head_dim": 16}),
+    "smollm3": (True, {**_LLAMA_SIZES, "no_rope_layer_interval": 2}),
+    # weights of a realistic scale: OLMo 2 normalises each block's output, and at the default 0.02 a tiny model's
+    # attention output is so small that the first shift step drowns it
+    "olmo2": (True, {**_LLAMA_SIZES, "initializer_range": 0.2}),
+    "gemma": (True, {**_LLAMA_SIZES, "head_dim": 16}),
+    "gemma2": (True, {**_LLAMA_SIZES, "head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 16}),
+    "gemma3_text": (True, {**_LLAMA_SIZES, "head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 16,
+                           "layer_types": ["sliding_attention", "full_attention"]}),
+    "phi3": (True, {**_LLAMA_SIZES, "pad_token_id": None, "sliding_window": None}),
+    "granite": (True, {**_LLAMA_SIZES, "embedding_multiplier": 2.0, "residual_multiplier": 0.5,
+                       "attention_multiplier": 0.25, "logits_scaling": 2.0}),
+}
+WORDPIECE = ("bert", "distilbert", "deberta-v2", "modernbert")  # the bundled encoder's tokenizer
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+
+
+def _family_tokenizer(model_type: str, decoder: bool):
+    if decoder:  # Qwen2's special tokens (an end token, a padding token) suit every decoder's chat use here
+        return _decoder_tokenizer("qwen2" if model_type != "gpt2" else "gpt2")
+    if model_type in ROBERTA_LIKE:
+        tokenizer = _bpe_tokenizer()
+        from tokenizers.processors import RobertaProcessing
+
+        tokenizer.backend_tokenizer.post_processor = RobertaProcessing(
+            ("</s>", tokenizer.convert_tokens_to_ids("</s>")), ("<s>", tokenizer.convert_tokens_to_ids("<s>")))
+        return tokenizer
+    tokenizer = _wordpiece_tokenizer()
+    if model_type in ("distilbert", "modernbert"):  # their forward takes no token types
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return tokenizer
+
+
+def _special_ids(tokenizer) -> dict:
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id or tokenizer.cls_token_id,
+           "eos_token_id": tokenizer.eos_token_id or tokenizer.sep_token_id}
+    if tokenizer.cls_token_id is not None:
+        ids.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+    return ids
+
+
+def build_family_model(model_type: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny random model of `model_type` (a key of FAMILY_CONFIGS) saved with its tokenizer in `folder`: a decoder
+    with its language-model head, an encoder as its base model; biases and norm weights made non-trivial, so that
+    folding mistakes show in the outputs."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    decoder, values = FAMILY_CONFIGS[model_type]
+    torch.manual_seed(seed)
+    tokenizer = _family_tokenizer(model_type, decoder)
+    config = AutoConfig.for_model(model_type, **{"vocab_size": len(tokenizer), **_special_ids(tokenizer), **values})
+    model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
+    with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias") or any(norm in name for norm in ("LayerNorm", "layer_norm", "norm", "ln_")):
                 parameter.add_(torch.randn_like(parameter) * 0.1)

@@ -20,12 +20,20 @@ from .errors import DataError, PrivacyError, UserError
 from .ranges import SEED_MAX, between
 
 PRECISIONS = ("auto", "fp32", "bf16")  # TrainingSpec.precision (see precision.py)
+BASE_DTYPES = ("auto", "fp32", "bf16")  # TrainingSpec.base_dtype: what the frozen weights are held in (precision.py)
+BASE_QUANTIZATIONS = ("none", "int8", "int4")  # TrainingSpec.base_quantization (quantization.py)
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_DECODER = "bundled:SmolLM2-135M-Instruct"  # a small chat decoder that ships with the app too
 POOLINGS = ("auto", "mean", "cls", "mask", "last")
 ACCOUNTANTS = ("prv", "rdp")
 DEFAULT_DELTA = 1e-5
+# A run given neither epochs nor steps trains until it converges (train/batching.py): it stops after DEFAULT_PATIENCE
+# evaluations without a better one (about ten a run: three epochs at the default ceiling of ten), and at the latest at
+# its ceiling, TrainingSpec.max_epochs or MIN_CEILING_STEPS steps where that is more, so that a file of a few dozen
+# rows still gets enough steps to learn.
+DEFAULT_PATIENCE = 3
+MIN_CEILING_STEPS = 200
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -116,6 +124,13 @@ class DataSpec:
         default=False,
         metadata=_help("Generation: let the loss count every token, the prompts too, not only the answers."),
     )
+    privacy_unit: str | None = field(
+        default=None,
+        metadata=_help("Column naming whom each training row belongs to (a user id, an author, a conversation). "
+                       "Private training then samples and clips per value of it, so ε bounds what all of one "
+                       "person's rows can change, and the accountant counts people, not rows. Empty: each row is its "
+                       "own unit."),
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "fill", tuple(self.fill))  # a JSON list
@@ -137,18 +152,28 @@ def method_presets() -> tuple:
 class TrainingSpec:
     """How to train: schedule, batch, stopping rules, device and seed."""
 
-    epochs: float | None = field(default=None, metadata=_help("Passes over the training data (default 3).",
-                                                              minimum=0, exclusive_minimum=True))
-    max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps.", minimum=1))
-    batch_size: int = field(default=32, metadata=_help("Examples per optimizer step (before accumulation).",
-                                                       minimum=1))
+    epochs: float | None = field(default=None, metadata=_help(
+        "Train exactly this many passes over the training data. Without it or a step count a run trains until its "
+        "validation metric stops improving (see the early stopping patience and the epoch ceiling) and keeps its "
+        "best checkpoint.", minimum=0, exclusive_minimum=True))
+    max_steps: int | None = field(default=None, metadata=_help(
+        "Train exactly this many optimizer steps (instead of until the validation metric stops improving).",
+        minimum=1))
+    max_epochs: float = field(default=10.0, metadata=_help(
+        "The ceiling of a run that trains until it converges (neither epochs nor steps given): at most this many "
+        f"passes over the training data, or {MIN_CEILING_STEPS} steps where that is more (a small file still gets "
+        "enough steps). "
+        "The learning rate decays over the ceiling; its ETA is the ceiling's.", minimum=0, exclusive_minimum=True))
+    batch_size: int = field(default=32, metadata=_help("Examples per optimizer step (before accumulation); lowered "
+                                                       "to the training examples where there are fewer.", minimum=1))
     gradient_accumulation: int = field(
         default=1, metadata=_help("Batches whose gradients are summed into one optimizer step.", minimum=1)
     )
     lr: float | None = field(
         default=None,
-        metadata=_help("Learning rate. Empty picks the method's default: a few-thousand-parameter method wants "
-                       "1e-2 to 1e-1, full finetuning 5e-5.", minimum=0, exclusive_minimum=True,
+        metadata=_help("Learning rate. Empty picks the default measured for the method on this task and model "
+                       "family (docs/benchmarks.md): a few-thousand-parameter method wants 1e-2 to 1e-1, full "
+                       "finetuning 5e-5.", minimum=0, exclusive_minimum=True,
                        called="The learning rate", advice="leave it unset for the method's default"),
     )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay.", minimum=0))
@@ -172,7 +197,9 @@ class TrainingSpec:
     )
     early_stopping_patience: int | None = field(
         default=None, metadata=_help("Stop after this many evaluations without improvement (a better metric, or the "
-                                     "same metric at a lower validation loss).", minimum=1)
+                                     "same metric at a lower validation loss). Empty: "
+                                     f"{DEFAULT_PATIENCE} for a run that trains until it converges, off for one "
+                                     "given epochs or steps.", minimum=1)
     )
     metric: str = field(
         default="auto",
@@ -199,6 +226,19 @@ class TrainingSpec:
                        "state stay fp32), 'fp32', or 'auto' (bf16 on a CPU with AVX512-BF16 or AMX and on a GPU that "
                        "has it, fp32 elsewhere: never an emulated, slower bf16). Evaluation uses the same. bf16 on a "
                        "device without it is refused.", choices=PRECISIONS),
+    )
+    base_dtype: str = field(
+        default="auto",
+        metadata=_help("What the frozen base model's weights are held in: 'bf16' (half the memory; everything that "
+                       "trains, and the optimizer state, stays fp32; needs the bf16 precision), 'fp32', or 'auto' "
+                       "(bf16 where the run computes in bf16 and its method trains no base weights, fp32 otherwise). "
+                       "Recorded with the run; `jrft eval` replays it.", choices=BASE_DTYPES),
+    )
+    base_quantization: str = field(
+        default="none",
+        metadata=_help("Hold the frozen base's linear layers in 8-bit or 4-bit integers (weight-only, for a CUDA GPU "
+                       "with bitsandbytes): 'none', 'int8' or 'int4'. A merged model is still written from the "
+                       "full-precision base plus the folded shift.", choices=BASE_QUANTIZATIONS),
     )
     group_by_length: bool = field(
         default=True,
@@ -245,6 +285,19 @@ class Privacy:
         default="prv",
         metadata=_help("How ε is computed: 'prv' (privacy random variables: tight, as in the paper) or 'rdp' "
                        "(Rényi DP: a looser, classic bound).", choices=ACCOUNTANTS),
+    )
+    max_rows_per_unit: int = field(
+        default=8,
+        metadata=_help("With a privacy unit column: a sampled unit that has more rows trains on this many of them, "
+                       "drawn at random each time, so that one prolific person cannot dominate a step; at most the "
+                       "batch size (a unit's rows are clipped together in one batch).", minimum=1),
+    )
+    audit_canaries: int = field(
+        default=0,
+        metadata=_help("Train with this many generated canaries (random labels on real words, or random secrets in a "
+                       "fixed template), each included with probability ½ from the run's seed, so that `jrft audit` "
+                       "can bound ε from below in this one run. They never reach the exported files, and the reported "
+                       "metrics are on your validation data alone. 0: none.", minimum=0),
     )
 
     def __post_init__(self):
@@ -328,6 +381,9 @@ def optional_type(cls: type, name: str) -> type:
     return hint
 
 
+REPETITION_WINDOW = 64  # the answer's last tokens that the repetition penalty counts (llama.cpp's repeat_last_n)
+
+
 @dataclass(frozen=True)
 class Decoding:
     """How a generate run's model answers (`jrft predict`, the app's chat box)."""
@@ -340,7 +396,19 @@ class Decoding:
         default=1.0, metadata=_help("Sample only from the likeliest tokens whose probabilities add up to this share "
                                     "(1: from all); used when the temperature is above 0.", minimum=0.0,
                                     exclusive_minimum=True, maximum=1.0))
+    repetition_penalty: float = field(
+        default=1.1, metadata=_help(
+            f"Make the tokens of the last {REPETITION_WINDOW} of the answer less likely, as llama.cpp and Ollama do "
+            "by default (a positive logit divided by it, a negative one multiplied): a small model answering "
+            "greedily otherwise tends to loop ('Monday, Tuesday, Monday, ...'). 1 turns it off: pure greedy decoding "
+            "at temperature 0.",
+            minimum=1.0, maximum=10.0))
     seed: int = field(default=0, metadata=_help("Seed of the sampling (answers repeat for the same seed).", minimum=0))
 
     def __post_init__(self):
         ranges.check(self)
+
+    @property
+    def greedy(self) -> bool:
+        """The likeliest token every time, nothing else changing the model's own probabilities."""
+        return self.temperature == 0 and self.repetition_penalty == 1

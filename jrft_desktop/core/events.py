@@ -17,6 +17,8 @@ class PreparedEvent:
     plan: Mapping
     notes: tuple[str, ...] = ()
     privacy: Mapping | None = None  # the PrivacyPlan of a private run (σ, δ, q, target ε, ...)
+    ceiling: bool = False  # total_steps is a ceiling: the run stops when its validation metric stops improving
+    length: str = ""  # how long it trains, in words (batching.Schedule.describe_length)
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,11 @@ class StepEvent:
     lr: float
     step_time_s: float
     examples_per_s: float
-    eta_s: float
+    eta_s: float  # to total_steps: the ceiling's, when `ceiling`
     epsilon: float | None = None  # privacy budget ε spent so far (private runs only)
+    ceiling: bool = False  # total_steps is a ceiling (PreparedEvent.ceiling)
+    eta_if_flat_s: float | None = None  # to the stop early stopping makes if no evaluation improves any more (None
+    # while the last one improved, or without early stopping)
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,14 @@ class CheckpointEvent:
 
 @dataclass(frozen=True)
 class FinishedEvent:
-    """The run ended: `status` is 'completed', 'early-stopped' or 'stopped' (resumable)."""
+    """The run ended: `status` is 'completed', 'early-stopped' or 'stopped' (resumable); `reason` says why, in a
+    sentence."""
 
     status: str
     run_dir: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,18 @@
 A `Family` names where things live inside one layer (the modules methods hook into), how the layer is normalised,
 which attention projections LoRA / VeRA target (PEFT's per-family target maps), how sizes are read from the
 config, which biases a merge folds into, and how each task's trained head maps onto the family's stock class.
-Encoders (BERT, RoBERTa, DistilBERT) are post-LayerNorm; decoders (GPT-2, Llama, Qwen2, Mistral) pre-LayerNorm and
-causal. The rest of the core asks the family of a model; it never compares family names."""
+Encoders (BERT, RoBERTa, DistilBERT, DeBERTa-v2) are post-LayerNorm, ModernBERT pre-LayerNorm; decoders (GPT-2,
+Llama, Qwen2/3, Mistral, Gemma 1-3, Phi-3, OLMo 2, SmolLM3, Granite) pre-LayerNorm and causal. The rest of the core
+asks the family of a model; it never compares family names.
+
+Adding a family is its entry in `FAMILIES` (and a stock head where a new shape needs one) plus passing the
+conformance matrix, tests/core/test_family_matrix.py, which builds a tiny random model of every entry."""
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -110,6 +116,47 @@ class LanguageModelHead(StockHead):
         stock.get_output_embeddings().weight.copy_(head.weight)
 
 
+class IdentityPoolerClassifier(StockHead):
+    """DeBERTa-v2: `classifier(act(pooler.dense(first token)))`. The head read the first token itself, so the pooler's
+    dense layer becomes the identity and its activation linear (`Family.stock_settings`), exactly."""
+
+    def write(self, stock, base, head, last_layer, family):
+        dense = stock.pooler.dense
+        dense.weight.copy_(torch.eye(dense.weight.shape[0], dtype=dense.weight.dtype))
+        dense.bias.zero_()
+        stock.classifier.weight.copy_(head.weight)
+        stock.classifier.bias.copy_(head.bias)
+
+
+class NormalisedClassifier(StockHead):
+    """ModernBERT: `classifier(norm(act(dense(x))))` on the first token (a sequence classifier) or on every token (a
+    tagger), x being the model's last states, which its final LayerNorm made: x = g * n + b with n of mean 0 and
+    variance 1. The dense layer undoes g and b (n = (x - b) / g), the activation is linear (`stock_settings`) and the
+    head's LayerNorm, given g and b again, gives back x: LayerNorm(n) = n up to its epsilon, a relative 1e-5 at most
+    (the stock head has no exact identity)."""
+
+    def __init__(self, final_norm: str):
+        self.final_norm = final_norm  # the base model's last LayerNorm
+
+    def write(self, stock, base, head, last_layer, family):
+        from .errors import ArtifactError
+
+        norm, target = base.get_submodule(self.final_norm), stock.head
+        gain = norm.weight.detach()
+        if gain.abs().min() < 1e-6:
+            raise ArtifactError("The model's final LayerNorm has a zero weight, so its stock classifier head cannot "
+                                "reproduce the run; export it as ONNX.")
+        shift = norm.bias.detach() if norm.bias is not None else torch.zeros_like(gain)
+        target.dense.weight.copy_(torch.diag(1.0 / gain))
+        if target.dense.bias is not None:
+            target.dense.bias.copy_(-shift / gain)
+        target.norm.weight.copy_(gain)
+        if target.norm.bias is not None:
+            target.norm.bias.copy_(shift)
+        stock.classifier.weight.copy_(head.weight)
+        stock.classifier.bias.copy_(head.bias if head.bias is not None else torch.zeros_like(stock.classifier.bias))
+
+
 @dataclass(frozen=True)
 class ShiftSite:
     """Where one SLaSh position adds its constant shift inside a layer, and which biases it folds into.
@@ -120,6 +167,17 @@ class ShiftSite:
     module: str
     adds_to: str
     folds: tuple[tuple[str, bool], ...]
+    # a fused projection whose output is [first half, second half] (Phi-3's gate_up_proj, ModernBERT's Wi): the half
+    # the shift goes to, the one that is not activated (as Llama's up_proj); None: the whole output
+    half: int | None = None
+
+    def spread(self, shift: torch.Tensor, width: int) -> torch.Tensor:
+        """The shift over `width` features: itself, or in its half of a fused projection's output (zeros in the
+        other half), as it is added and as it folds into that projection's bias."""
+        if self.half is None:
+            return shift
+        size = shift.shape[-1]
+        return nn.functional.pad(shift, (self.half * size, width - (self.half + 1) * size))
 
 
 @dataclass(frozen=True)
@@ -129,6 +187,56 @@ class BiasSwitch:
 
     flag: str
     modules: tuple[str, ...]  # relative to a layer
+
+
+_ALL_BIASES = frozenset({"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"})
+
+
+@dataclass(frozen=True)
+class GgufLayout:
+    """How llama.cpp holds a merged language model of the family (its converter's conventions, convert_hf_to_gguf.py,
+    and its graph, src/models/): the architecture's name, whether the query / key rows are permuted (llama.cpp's
+    "normal" RoPE turns adjacent pairs, Llama's transformers code the two halves), what its norm weights add (Gemma's
+    norms compute with 1 + w, llama.cpp's with w), which projections' biases its graph adds (a merge that changed
+    another bias cannot be this architecture), the activations it computes, whether it has sliding-window attention,
+    and the architecture's own metadata (`fields(config)`, keys without the architecture's prefix)."""
+
+    architecture: str
+    pair_rotation: bool = False
+    norm_offset: float = 0.0
+    biases: frozenset[str] = frozenset()
+    activations: tuple[str, ...] = ("silu",)
+    sliding_window: bool = False
+    fields: Callable[[object], dict] = lambda config: {}
+
+
+def _gemma_gguf_fields(config) -> dict:
+    """Gemma 2 and 3: the sliding window, which layers use it, each kind of layer's RoPE base, the soft caps."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    full = rope.get("full_attention", rope)
+    local = rope.get("sliding_attention", full)
+    fields = {"rope.freq_base": float(full.get("rope_theta", 1_000_000.0)),
+              "rope.freq_base_swa": float(local.get("rope_theta", 10_000.0))}
+    if getattr(config, "sliding_window", None):
+        fields["attention.sliding_window"] = int(config.sliding_window)
+        fields["attention.sliding_window_pattern"] = [kind == "sliding_attention" for kind in config.layer_types]
+    if full.get("rope_type", "default") == "linear":
+        fields.update({"rope.scaling.type": "linear", "rope.scaling.factor": float(full["factor"])})
+    for cap in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(config, cap, None):
+            fields[cap] = float(getattr(config, cap))
+    return fields
+
+
+def _granite_gguf_fields(config) -> dict:
+    """Granite's four multipliers, under llama.cpp's names."""
+    return {"attention.scale": float(config.attention_multiplier),
+            "embedding_scale": float(config.embedding_multiplier),
+            "residual_scale": float(config.residual_multiplier), "logit_scale": float(config.logits_scaling)}
+
+
+_LLAMA_GGUF = GgufLayout("llama", pair_rotation=True, biases=_ALL_BIASES)
+_GELU = ("gelu_pytorch_tanh",)  # Gemma's MLP activation (llama.cpp's GELU is the tanh approximation)
 
 
 @dataclass(frozen=True)
@@ -147,8 +255,16 @@ class Family:
     merged_model_type: str | None = None  # a merge that turned a switch on is written as this model type
     native_bias_flags: tuple[str, ...] = ()  # switches of merged_model_type that this family's weights already need
     method_lrs: dict[str, float] = field(default_factory=dict)  # learning rates measured on this family
-    # the llama.cpp architecture its merged language model is written as in GGUF (None: no GGUF form)
-    gguf_architecture: str | None = None
+    method_lr_source: str = "measured on this family"  # the measurement behind method_lrs (the app's tooltip)
+    # how llama.cpp holds its merged language model (None: no GGUF form is written for the family yet)
+    gguf: GgufLayout | None = None
+    # SLaSh's position for this family when the user leaves it at "auto" (None: the method's), and why; an "auto"
+    # position that does not fold into the family's stock class gives way to one that does (`fold_problem`)
+    default_position: str | None = None
+    position_source: str = ""
+    # config values every merged stock model is written with, so that its stock head computes what the run's head
+    # did (DeBERTa's pooler activation made linear); the base model itself never reads them
+    stock_settings: dict[str, object] = field(default_factory=dict)
 
     @property
     def prompt_position(self) -> int:
@@ -173,25 +289,47 @@ class Family:
         try:
             return self.stock_heads[task]
         except KeyError:
-            raise ModelError(f"A merged {task} model of this family cannot be written yet (known: "
-                             f"{', '.join(sorted(self.stock_heads))}).") from None
+            raise ModelError(self.stock_problem(task)) from None
+
+    def stock_problem(self, task: str) -> str:
+        """Why a merged run of `task` cannot be this family's stock transformers class ('' when it can): transformers
+        has no such class for the family (Gemma 3 has no token classifier, Granite no classifiers)."""
+        if task in self.stock_heads:
+            return ""
+        return (f"transformers has no stock {task} class for this family (it has one for "
+                f"{', '.join(sorted(self.stock_heads))}); export the run as ONNX, or keep its vector file.")
+
+    def fold_problem(self, layer: nn.Module, position: str, config) -> str:
+        """Why a SLaSh shift at `position` cannot fold into a stock transformers class of this family ('' when it
+        can): a projection it folds into has no bias and the stock class no setting that adds one, or the stock
+        type the merge must be written as lacks a feature the model uses."""
+        site = self.shift_sites[position]
+        bare = [path for path, _ in site.folds
+                if getattr(layer.get_submodule(path), "bias", None) is None and path not in self.bias_switches]
+        if bare:
+            return (f"its {' and '.join(dict.fromkeys(bare))} projections have no bias and no setting of the stock "
+                    f"{config.model_type} class adds one")
+        needs_switch = any(getattr(layer.get_submodule(path), "bias", None) is None for path, _ in site.folds)
+        if needs_switch and self.merged_model_type and _sliding_window(config):
+            return (f"the {self.merged_model_type} class it would be written as (to hold the biases) has no "
+                    "sliding-window attention, which this model uses")
+        return ""
 
     def merge_bias(self, layer: nn.Module, path: str, config) -> torch.Tensor:
         """The bias of `layer`'s module `path` that a merge folds a constant shift into. A module without one gets
         it through its family's stock config flag (set on `config`, the whole group given zero biases); without
-        such a flag it is a clear error."""
+        such a flag it gets a bias of its own, which the model in memory computes with (ONNX traces it) but no stock
+        class holds: the stock forms refuse such a merge first (`fold_problem`)."""
         module = layer.get_submodule(path)
         if getattr(module, "bias", None) is not None:
             return module.bias
         switch = self.bias_switches.get(path)
-        if switch is None:
-            raise ModelError(f"This model's {path} layers have no bias and no stock setting adds one, so the shift "
-                             "cannot be folded into them.")
-        for name in switch.modules:
+        for name in switch.modules if switch is not None else (path,):
             target = layer.get_submodule(name)
             if target.bias is None:
                 target.bias = nn.Parameter(target.weight.new_zeros(target.weight.shape[0]), requires_grad=False)
-        setattr(config, switch.flag, True)
+        if switch is not None:
+            setattr(config, switch.flag, True)
         return module.bias
 
     def stock_config(self, base: nn.Module):
@@ -199,6 +337,8 @@ class Family:
         flags that the family's stock class lacks, the same weights described as `merged_model_type` (its
         `native_bias_flags` groups completed with zero biases, since that class gives the whole group biases)."""
         config = base.config
+        for key, value in self.stock_settings.items():
+            setattr(config, key, value)
         if self.merged_model_type is None or not any(getattr(config, switch.flag, False)
                                                       for switch in self.bias_switches.values()):
             return config
@@ -209,10 +349,15 @@ class Family:
                 for layer in self.layer_modules(base):
                     self.merge_bias(layer, switch.modules[-1], config)
         values = {key: value for key, value in config.to_dict().items() if key not in ("model_type", "architectures")}
-        if values.get("sliding_window") and values.get("use_sliding_window", True):
+        if _sliding_window(config):
             raise ModelError(f"This {config.model_type} model uses sliding-window attention, which the stock "
                              f"{self.merged_model_type} class a merged SLaSh model is written as does not have.")
         return AutoConfig.for_model(self.merged_model_type, **values)
+
+
+def _sliding_window(config) -> bool:
+    """Whether a config's attention is limited to a sliding window (Mistral's, Qwen2's when switched on)."""
+    return bool(getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
 
 
 def features(module: nn.Module) -> tuple[int, int]:
@@ -231,11 +376,13 @@ def _post_norm_sites(attention_out: str, up: str, down: str, output_norm: str) -
             "output": ShiftSite(output_norm, "input", ((down, False),))}
 
 
-def _pre_norm_sites(attention_out: str, up: str, down: str) -> dict[str, ShiftSite]:
-    """Pre-LayerNorm decoders: each shift is added to a projection's output before its residual add, and folds into
-    that projection's own bias."""
-    return {position: ShiftSite(path, "output", ((path, False),))
-            for position, path in (("attention", attention_out), ("intermediate", up), ("output", down))}
+def _pre_norm_sites(attention_out: str, up: str, down: str, up_half: int | None = None) -> dict[str, ShiftSite]:
+    """Pre-LayerNorm models: each shift is added to a projection's output before its residual add (Gemma 2/3 and
+    OLMo 2: before the norm of that output), and folds into that projection's own bias; `up_half`: the up
+    projection is fused with the gate, and the shift goes to this half of its output."""
+    return {position: ShiftSite(path, "output", ((path, False),), half)
+            for position, path, half in (("attention", attention_out, None), ("intermediate", up, up_half),
+                                         ("output", down, None))}
 
 
 _BERT_SITES = _post_norm_sites("attention.output", "intermediate.dense", "output.dense", "output.LayerNorm")
@@ -254,11 +401,20 @@ _LLAMA_BIASES = {
 # at lr 1e-2, 79.0% at 3e-2 and 73.0% at 1e-1 (measured when the encoders' default was 3e-2; it is 1e-2 for SLaSh
 # now too), so decoders keep 1e-2 for both projected methods.
 _DECODER_LRS = {"slash": 1e-2, "jr-warp": 1e-2}
+_DECODER_LR_SOURCE = ("decoders, SmolLM2-135M classifying SST-2 (150 steps of 16): 81.5% at 1e-2, 79.0% at 3e-2, "
+                      "73.0% at 1e-1")
 _LLAMA_LIKE = dict(layers="layers", shift_sites=_pre_norm_sites("self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"),
                    lora_targets=("q_proj", "v_proj"),
                    stock_heads={"classify": ScoreHead(), "tag": LinearClassifier("score"),
                                 "generate": LanguageModelHead()}, norm="pre", causal=True,
-                   bias_switches=_LLAMA_BIASES, method_lrs=_DECODER_LRS, gguf_architecture="llama")
+                   bias_switches=_LLAMA_BIASES, method_lrs=_DECODER_LRS, method_lr_source=_DECODER_LR_SOURCE,
+                   gguf=_LLAMA_GGUF)
+# Families whose stock class can give the attention projections biases but not the MLP (no `mlp_bias`): SLaSh's
+# default is the attention position, the only one that folds.
+_ATTENTION_ONLY = {**_LLAMA_LIKE, "bias_switches": {"self_attn.o_proj": _LLAMA_BIASES["self_attn.o_proj"]},
+                   "gguf": None, "default_position": "attention",
+                   "position_source": "the only position that folds into the stock class (its MLP has no biases)"}
+_NO_TAGGER = {"classify": ScoreHead(), "generate": LanguageModelHead()}  # transformers has no token classifier
 FAMILIES: dict[str, Family] = {  # keyed by the config's model_type
     "bert": Family("encoder.layer", _BERT_SITES, ("query", "value"),
                    {"classify": LinearClassifier(), "tag": _TOKENS}),
@@ -275,20 +431,61 @@ FAMILIES: dict[str, Family] = {  # keyed by the config's model_type
         {"classify": ScoreHead(), "tag": _TOKENS, "generate": LanguageModelHead()},
         norm="pre", causal=True, sizes=ConfigSizes(layers="n_layer", hidden="n_embd", intermediate="n_inner",
                                                    intermediate_per_hidden=4, heads="n_head"),
-        method_lrs=_DECODER_LRS,
+        method_lrs=_DECODER_LRS, method_lr_source=_DECODER_LR_SOURCE,
     ),
     "llama": Family(**_LLAMA_LIKE),
     # Llama's layout with biases on the query / key / value projections only (none on the output projection or the
     # MLP, and no flag to add them): a merge that needs more is written as the same weights in a stock Llama.
     "qwen2": Family(**_LLAMA_LIKE, merged_model_type="llama", native_bias_flags=("attention_bias",)),
     "mistral": Family(**_LLAMA_LIKE, merged_model_type="llama"),
+    # Llama's layout with query / key norms. Its stock class can add biases to the attention projections
+    # (`attention_bias`), never to the MLP, so only the attention shift folds.
+    "qwen3": Family(**{**_ATTENTION_ONLY,  # llama.cpp's qwen3 adds query / key / value biases, no output bias
+                       "gguf": GgufLayout("qwen3", biases=frozenset({"attn_q", "attn_k", "attn_v"}))}),
+    "smollm3": Family(**{**_LLAMA_LIKE, "gguf": None}),  # both flags (no GGUF form yet: its layers without RoPE)
+    # post-norms around each block's output (the shift is before them); llama.cpp's olmo2 adds no bias
+    "olmo2": Family(**{**_ATTENTION_ONLY, "stock_heads": _NO_TAGGER, "gguf": GgufLayout("olmo2")}),
+    # Gemma: (1 + w) norms, the embeddings scaled; its MLP has no bias flag; llama.cpp's gemma adds no bias
+    "gemma": Family(**{**_ATTENTION_ONLY, "gguf": GgufLayout("gemma", norm_offset=1.0, activations=_GELU)}),
+    # ... and post-norms around each block's output, sliding-window layers, soft-capped logits
+    "gemma2": Family(**{**_ATTENTION_ONLY, "gguf": GgufLayout("gemma2", norm_offset=1.0, activations=_GELU,
+                                                               sliding_window=True, fields=_gemma_gguf_fields)}),
+    "gemma3_text": Family(**{**_ATTENTION_ONLY, "stock_heads": _NO_TAGGER,  # ... and query / key norms
+                             "gguf": GgufLayout("gemma3", norm_offset=1.0, activations=_GELU,
+                                                sliding_window=True, fields=_gemma_gguf_fields)}),
+    # both flags; transformers has no Granite classifier, so only generation merges into a stock class
+    "granite": Family(**{**_LLAMA_LIKE, "stock_heads": {"generate": LanguageModelHead()},
+                         "gguf": GgufLayout("granite", pair_rotation=True, biases=_ALL_BIASES,
+                                            fields=_granite_gguf_fields)}),
+    # fused query-key-value and gate-up projections, and no bias anywhere nor a flag to add one: no shift folds
+    # into a stock class (LoRA, VeRA, the head and full finetuning merge exactly; a SLaSh run exports as ONNX)
+    "phi3": Family(**{**_LLAMA_LIKE, "shift_sites": _pre_norm_sites("self_attn.o_proj", "mlp.gate_up_proj",
+                                                                    "mlp.down_proj", up_half=1),
+                      "lora_targets": ("qkv_proj",), "bias_switches": {}, "gguf": None}),
+    # DeBERTa-v3 checkpoints: BERT's post-LayerNorm layer (disentangled attention inside it changes no path)
+    "deberta-v2": Family("encoder.layer", _BERT_SITES, ("query_proj", "value_proj"),
+                         {"classify": IdentityPoolerClassifier(), "tag": _TOKENS},
+                         stock_settings={"pooler_hidden_act": "linear", "pooler_dropout": 0.0}),
+    # pre-LayerNorm encoder with fused query-key-value (`Wqkv`) and input-gate (`Wi`) projections and, by default,
+    # no biases: the stock flags add them, so every shift folds
+    "modernbert": Family(
+        "layers", _pre_norm_sites("attn.Wo", "mlp.Wi", "mlp.Wo", up_half=1), ("Wqkv",),
+        {"classify": NormalisedClassifier("final_norm"), "tag": NormalisedClassifier("final_norm")}, norm="pre",
+        bias_switches={**dict.fromkeys(("attn.Wo",), BiasSwitch("attention_bias", ("attn.Wqkv", "attn.Wo"))),
+                       **dict.fromkeys(("mlp.Wi", "mlp.Wo"), BiasSwitch("mlp_bias", ("mlp.Wi", "mlp.Wo")))},
+        stock_settings={"classifier_activation": "linear", "classifier_pooling": "cls", "classifier_bias": True,
+                        "classifier_dropout": 0.0}),
 }
 
 
 def family_of(model_type: str, model_name: str) -> Family:
-    """The family of a config's model_type; an unsupported one is a clear error, never a fallback."""
+    """The family of a config's model_type; an unsupported one is a clear error naming the closest supported one,
+    never a fallback."""
     try:
         return FAMILIES[model_type]
     except KeyError:
+        close = difflib.get_close_matches(str(model_type), FAMILIES, n=1, cutoff=0.5)
+        hint = f" The closest supported family is {close[0]!r}; it is a different architecture, so the model cannot " \
+               "be loaded as one." if close else ""
         raise ModelError(f"{model_name} is a {model_type!r} model; supported families: "
-                         f"{', '.join(sorted(FAMILIES))}.") from None
+                         f"{', '.join(sorted(FAMILIES))}.{hint}") from None

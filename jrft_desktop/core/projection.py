@@ -136,5 +136,31 @@ class ProjectedVector(nn.Module):
         return getattr(self, f"w_{layer}")
 
     def shift(self, layer: int) -> torch.Tensor:
-        shift = _OnTheFlyShift.apply(self.z, self.spec, layer) if self.on_the_fly else self.z @ self.weight(layer)
+        """z @ W_l in z's precision (fp32) even under autocast: a bf16 product would round the shift, and in the
+        backward pass z's gradient (`add_shift` keeps the rest of that gradient in fp32 too)."""
+        with torch.autocast(self.z.device.type, enabled=False):
+            shift = _OnTheFlyShift.apply(self.z, self.spec, layer) if self.on_the_fly else self.z @ self.weight(layer)
         return shift if self.probes is None else shift + self.probes[layer]
+
+
+class _AddShift(torch.autograd.Function):
+    """hidden + shift in the hidden states' precision, the shift's gradient summed over the batch and the tokens in
+    fp32. Autograd would sum a bf16 gradient in bf16 and round it: two processes, each summing its part of a batch,
+    then reached another z than one process (2e-2 after 6 steps, tests/core/test_distributed.py)."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        ctx.shape = shift.shape
+        return hidden + shift.to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, grad.to(torch.float32).sum_to_size(ctx.shape) if ctx.needs_input_grad[1] else None
+
+
+def add_shift(hidden: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """hidden + shift (broadcast): in fp32 hidden states plainly (torch.func can transform it: private training),
+    in lower-precision ones with the shift's gradient summed in fp32 (`_AddShift`)."""
+    if hidden.dtype == shift.dtype:
+        return hidden + shift
+    return _AddShift.apply(hidden, shift)

@@ -9,7 +9,7 @@ import errno
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,11 +36,22 @@ BEST_FILE = "best.safetensors"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "trainer.json"  # in CHECKPOINT_DIR: the step, the history, the optimizer's settings
 LOCK_FILE = "run.lock"
+AUDIT_FILE = "audit.json"  # what the privacy audit found (core/audit/leakage.py)
 
 
 def require_folder(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ArtifactError(f"The output {run_dir} is a file, not a folder.")
+
+
+def _as_planned(text: str) -> RunConfig:
+    """A saved run's config, as it was planned: one saved before runs trained to convergence by default (it has no
+    epoch ceiling) and given neither epochs nor steps trained 3 epochs, and resumes so."""
+    config = RunConfig.from_json(text)
+    training = config.training
+    if "max_epochs" in json.loads(text).get("training", {}) or training.epochs or training.max_steps:
+        return config
+    return replace(config, training=replace(training, epochs=3.0))
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
@@ -53,7 +64,7 @@ def prepare_run_dir(run_dir: Path, config: RunConfig | None, resume: bool) -> Ru
         metrics = run_dir / METRICS_FILE
         if metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8")).get("status") == "completed":
             raise ArtifactError(f"The run in {run_dir} already finished; there is nothing to resume.")
-        return RunConfig.from_json(saved.read_text(encoding="utf-8"))
+        return _as_planned(saved.read_text(encoding="utf-8"))
     if config is None:
         raise UserError("A new run needs a configuration.")
     if saved.exists() or (run_dir / CHECKPOINT_DIR).exists():
@@ -261,6 +272,12 @@ def read_json(path: Path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def read_audit(run_dir: Path) -> dict | None:
+    """What the privacy audit of the run found (audit.json), None before it was audited."""
+    found = read_json(Path(run_dir) / AUDIT_FILE)
+    return found if isinstance(found, dict) else None
 
 
 def checkpoint_state(run_dir: Path) -> dict | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import shutil
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,13 +91,21 @@ def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: 
     for the task called `task_name` (a language model's vocabulary-wide outputs count), from the model's structure
     (no weights are loaded)."""
     from ..core.build import build_model
-    from ..core.train.estimate import estimate_memory
+    from ..core.inference import pick_device
+    from ..core.errors import UserError
+    from ..core.train import precision as precisions
+    from ..core.train.estimate import plan_memory
 
     skeleton = _skeleton(model.name_or_path, model.trust_remote_code, task_name)
     task = _task(task_name)
     outputs = task.outputs_per_token(build_model(model, None, task, loaded=skeleton, structure_only=True).model)
-    return estimate_memory(skeleton.info, plan, training.batch_size, max_length, training.gradient_checkpointing,
-                           outputs)
+    try:  # what the run will compute in and hold its base in on this device (precision.py)
+        precision = precisions.resolve(training.precision, pick_device(training.device))
+        base_dtype = precisions.resolve_base(training.base_dtype, precision, plan.method)
+    except UserError:  # refused when the run starts; estimated as fp32 meanwhile
+        precision, base_dtype = "fp32", "fp32"
+    return plan_memory(skeleton.info, plan, training.batch_size, max_length, training.gradient_checkpointing, outputs,
+                       precision, base_dtype)
 
 
 def measure_run(config: RunConfig):
@@ -153,7 +162,7 @@ def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpe
     from ..core.train.privacy import plan_privacy
     from ..core.train.batching import planned_steps
 
-    _, steps = planned_steps(train_examples, training)
+    _, steps = planned_steps(train_examples, training, private=True)
     return plan_privacy(privacy, train_examples, training.batch_size * training.gradient_accumulation, steps)
 
 
@@ -266,9 +275,46 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
     return runs.list_runs(root or paths.runs_dir())
 
 
+# --- serving: `jrft serve` in a process of its own (closing it frees everything it loaded) -----------------------
+def servable_runs() -> list[RunSummary]:
+    """The runs that have a vector file to serve, newest first."""
+    return [run for run in list_runs() if run.has_vector]
+
+
+def serve_command(run_dirs, port: int, share: bool) -> list[str]:
+    """The command line that serves the runs on this machine's loopback (or, `share`, on every address); the API
+    key goes in the process's environment (`serve_key_variable`), never on its command line."""
+    if getattr(sys, "frozen", False):
+        raise UserError("The packaged app cannot start the server; install JRFT Desktop with pip and run `jrft serve` "
+                        "(docs: Serving).")
+    return [sys.executable, "-m", "jrft_desktop.cli", "serve", *map(str, run_dirs),
+            "--host", "0.0.0.0" if share else "127.0.0.1", "--port", str(port)]
+
+
+def serve_key_variable() -> str:
+    from ..serve import API_KEY_VARIABLE
+
+    return API_KEY_VARIABLE
+
+
 def read_run(run_dir: Path) -> tuple[Path, RunSummary | None, list[dict]]:
     """Everything the Results page shows before the model loads: (folder, summary, history)."""
     return Path(run_dir), runs.summarize_run(Path(run_dir)), load_history(run_dir)
+
+
+def read_audit(run_dir: Path) -> dict | None:
+    """What the run's privacy check found (its audit.json, with `reading`: a paragraph in plain words), or None."""
+    return runs.read_audit(Path(run_dir))
+
+
+def check_privacy(run_dir: Path, on_progress, stop_event: threading.Event) -> dict:
+    """The privacy audit of a finished run (core.audit): a membership attack on its own training and held-out
+    examples, and the one-run ε lower bound from its canaries; writes audit.json and the privacy report.
+    `on_progress(progress)` (done, total, message) comes from this thread; setting `stop_event` stops it."""
+    load_engine()
+    from ..core.audit.leakage import audit_run
+
+    return audit_run(Path(run_dir), "auto", on_progress, stop_event)
 
 
 def delete_run(run_dir: Path) -> None:

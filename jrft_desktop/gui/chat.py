@@ -37,6 +37,7 @@ from .worker import run_in_background
 TUNED, BASE = "tuned", "base"
 USER, ASSISTANT = "user", "assistant"  # the roles of a conversation's turns
 MAX_NEW_TOKENS_BOX = 4096  # the most the box offers (Decoding sets no top)
+PENALTY_BOX = 2.0  # the strongest repetition penalty the box offers (1.1 to 1.3 is usual)
 TEMPERATURE_BOX = 5.0
 BUBBLE_STYLE = {  # readable in both themes: translucent colours over the window's own
     USER: "background: rgba(61, 123, 217, 0.16); border-radius: 8px; padding: 8px;",
@@ -138,12 +139,21 @@ class ChatBox(QWidget):
         self.top_p_spin.setDecimals(2)
         self.top_p_spin.setSingleStep(0.05)
         decoding_box("top_p", self.top_p_spin)
+        self.penalty_spin = QDoubleSpinBox()
+        self.penalty_spin.setDecimals(2)
+        self.penalty_spin.setSingleStep(0.05)
+        decoding_box("repetition_penalty", self.penalty_spin, PENALTY_BOX)
         for label, box in (("Max new tokens", self.max_tokens_spin), ("Temperature", self.temperature_spin),
-                           ("Top-p", self.top_p_spin)):
+                           ("Top-p", self.top_p_spin), ("Repetition penalty", self.penalty_spin)):
             caption = QLabel(label)
             caption.setToolTip(box.toolTip())
             settings.addWidget(caption)
             settings.addWidget(box)
+        self.greedy_check = QCheckBox("Greedy")
+        self.greedy_check.setToolTip("The likeliest token every time, nothing else: temperature 0 and no repetition "
+                                     "penalty (a small model may then repeat itself). Unchecked: the defaults again.")
+        self.greedy_check.toggled.connect(self._greedy_toggled)
+        settings.addWidget(self.greedy_check)
         self.temperature_spin.valueChanged.connect(self._show_sampling)
         return settings
 
@@ -203,7 +213,7 @@ class ChatBox(QWidget):
 
     def options(self) -> Decoding:
         return Decoding(max_new_tokens=self.max_tokens_spin.value(), temperature=self.temperature_spin.value(),
-                        top_p=self.top_p_spin.value())
+                        top_p=self.top_p_spin.value(), repetition_penalty=self.penalty_spin.value())
 
     # --- talking ------------------------------------------------------------------------------------------
     def eventFilter(self, watched, event) -> bool:
@@ -326,7 +336,17 @@ class ChatBox(QWidget):
         self._show_sampling()
 
     def _show_sampling(self) -> None:
-        self.top_p_spin.setEnabled(self.temperature_spin.value() > 0)
+        greedy = self.greedy_check.isChecked()
+        self.top_p_spin.setEnabled(self.temperature_spin.value() > 0 and not greedy)
+        self.temperature_spin.setEnabled(not greedy)
+        self.penalty_spin.setEnabled(not greedy)
+
+    def _greedy_toggled(self, greedy: bool) -> None:
+        """Greedy sets temperature 0 and no repetition penalty; unchecked, the defaults come back."""
+        defaults = Decoding()
+        self.temperature_spin.setValue(0.0 if greedy else defaults.temperature)
+        self.penalty_spin.setValue(1.0 if greedy else defaults.repetition_penalty)
+        self._show_sampling()
 
 
 def _converse(trained: TrainedModel, turns, base_turns, compare: bool, options: Decoding, stop: threading.Event,

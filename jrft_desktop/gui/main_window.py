@@ -32,6 +32,7 @@ from .pages.history_page import HistoryPage
 from .pages.method_page import MethodPage
 from .pages.model_page import ModelPage
 from .pages.results_page import ResultsPage
+from .pages.serve_page import ServePage
 from .pages.train_page import TrainPage
 from .plots import BudgetCurvePlot, CurvePanel
 from .settings import THEMES, AppSettings
@@ -75,8 +76,9 @@ class MainWindow(QMainWindow):
         self.results_page = ResultsPage(settings)
         self.history_page = HistoryPage()
         self.compare_page = ComparePage(self.prepare_run)
+        self.serve_page = ServePage()
         self.pages = (self.model_page, self.data_page, self.method_page, self.train_page, self.results_page,
-                      self.history_page, self.compare_page)
+                      self.history_page, self.compare_page, self.serve_page)
 
         self._build_layout()
         self.sidebar.currentRowChanged.connect(self._page_changed)
@@ -175,7 +177,8 @@ class MainWindow(QMainWindow):
             raise ValueError("the noise for private training is still being computed.")
         config = RunConfig(
             model=model.model_spec(method.pooling()),
-            data=replace(data.data_spec(), max_length=method.training.max_length()),
+            data=replace(data.data_spec(), max_length=method.training.max_length(),
+                         privacy_unit=method.privacy.privacy_unit()),
             method=method.method_spec(), training=training, privacy=privacy,
         )
         what_it_learns = summary.short_description  # '2 classes', 'regression', 'generation', ... (the task's words)
@@ -201,8 +204,8 @@ class MainWindow(QMainWindow):
         self.next_button.setVisible(index < self.pages.index(self.train_page))
         if index + 1 < len(self.pages):
             self.next_button.setText(f"Next: {self.pages[index + 1].title.split(' ')[0]} →")
-        if page is self.history_page:
-            self.history_page.refresh()
+        if page in (self.history_page, self.serve_page):
+            page.refresh()
         if page is self.train_page:
             self.train_page.refresh_plan()
 
@@ -294,6 +297,7 @@ class MainWindow(QMainWindow):
             self.train_page.cancel()
             self.train_page.run.wait()
         self.compare_page.stop()  # a comparison in the background ends after its current step
+        self.serve_page.stop()  # the server's process ends with the app
         self.settings.geometry = self.saveGeometry()
         self.settings.sync()
         super().closeEvent(event)

@@ -8,6 +8,7 @@ flight finishes even when its vector is removed."""
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import threading
 import time
@@ -20,14 +21,15 @@ import torch
 from ..core import runs
 from ..core.build import build_model
 from ..core.config import ModelSpec
-from ..core.errors import ArtifactError, UserError
+from ..core.errors import ArtifactError, UserError, first_line
 from ..core.export.vector import check_base, check_projection, read_vector, restore
 from ..core.inference import pick_device
 from ..core.methods import MethodSpec, get_method
 from ..core.methods.rows import RowMix, RowShifts
-from ..core.models import JrftModel, LoadedBackbone, load_backbone
+from ..core.models import JrftModel, LoadedBackbone, load_backbone, weights_fingerprint
 from ..core.projection import ProjectionCache
 from ..core.tasks import DEFAULT_TASK, all_tasks, get_task
+from ..core.train.precision import BASE_TORCH_DTYPES
 
 UNLIMITED = 1 << 30  # the context of a model whose config names no position limit
 
@@ -133,6 +135,26 @@ def _created(metadata: dict) -> int:
         return int(time.time())
 
 
+@dataclass
+class _Read:
+    """A vector file read and checked, before it is served."""
+
+    name: str
+    path: Path
+    tensors: dict
+    metadata: dict
+    model: JrftModel
+
+
+def _hand_back_freed_memory() -> None:
+    """Loading drew the projections (hundreds of MB on a decoder) and freed them, but glibc keeps freed heap for
+    later: hand it back to the system, so that the server's memory is what it serves (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Bank:
     """The base model and the vectors served on it, by name; safe to change from any thread."""
 
@@ -143,12 +165,13 @@ class Bank:
         if loaded.output_head is not None:
             loaded.output_head.to(device)
         task = next((task for task in all_tasks() if task.generates), None) if loaded.family.causal else None
-        base = build_model(spec, None, task or get_task(DEFAULT_TASK), loaded=loaded).model.eval()
+        base = build_model(spec, None, task or get_task(DEFAULT_TASK), loaded=loaded).model.to(device).eval()
         mix = RowMix(base)
         base.adapt(mix)
         self.shared = Lane(base, mix)
         self.base = Vector(self.base_name, base, self._encoder(base.task, base, None), self.shared)
         self._vectors: dict[str, Vector] = {}
+        self._fingerprints = {"fp32": loaded.fingerprint}
         self._lock = threading.Lock()
 
     @classmethod
@@ -178,21 +201,28 @@ class Bank:
     # --- changing ---------------------------------------------------------------------------------------------
     def add(self, sources: Sequence[tuple[str, Path]]) -> list[Vector]:
         """Load vectors (all of them, or none when one is refused: its name, then why)."""
+        with self._lock:
+            self._refuse_taken_names([name for name, _ in sources])  # before anything loads
         projections = ProjectionCache()  # the projections of one seed are drawn once for all of them
-        made = []
+        read = []
         for name, path in sources:
             try:
-                made.append(self._load(name, Path(path), projections))
+                read.append(_Read(name, Path(path), *self._read(name, Path(path), projections)))
             except UserError as error:
                 raise type(error)(f"{name} ({path}): {error}") from None
+        made = self._made(read, projections)
+        del projections
+        _hand_back_freed_memory()
         with self._lock:
-            taken = [vector.name for vector in made if vector.name in self._vectors or vector.name == self.base_name]
-            names = [vector.name for vector in made]
-            twice = sorted({name for name in names if names.count(name) > 1})
-            if taken or twice:
-                raise UserError(f"The name {(taken or twice)[0]!r} is taken; name vectors apart with NAME=PATH.")
+            self._refuse_taken_names([vector.name for vector in made])  # (another request may have taken one since)
             self._vectors.update({vector.name: vector for vector in made})
         return made
+
+    def _refuse_taken_names(self, names: list[str]) -> None:
+        taken = [name for name in names if name in self._vectors or name == self.base_name]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if taken or twice:
+            raise UserError(f"The name {(taken or twice)[0]!r} is taken; name vectors apart with NAME=PATH.")
 
     def remove(self, name: str) -> Vector:
         """Stop serving a vector; requests already holding it finish."""
@@ -203,30 +233,57 @@ class Bank:
                                                                         if name == self.base_name else "."))
         return vector
 
-    def _load(self, name: str, path: Path, projections: ProjectionCache) -> Vector:
+    def _read(self, name: str, path: Path, projections: ProjectionCache) -> tuple[dict, dict, JrftModel]:
+        """A vector file's tensors and metadata, checked against this base, and its task's model on this base."""
         if not name.strip():
             raise UserError("A vector needs a name.")
         tensors, metadata = read_vector(path)
-        check_base(metadata, self.loaded.fingerprint, self.base_name)
+        check_base(metadata, self._fingerprint(metadata.get("base_dtype", "fp32")), self.base_name)
         check_projection(metadata, projections)
-        task = get_task(metadata.get("task_name", DEFAULT_TASK))
         labels = metadata["label_names"]
         spec = replace(self.spec, pooling=metadata["pooling"])
-        model = build_model(spec, None, task, len(labels) if labels else 1, loaded=self.loaded).model
-        try:
-            shifts = get_method(metadata["method"]).row_shifts(model, tensors, MethodSpec(**metadata["method_spec"]),
-                                                               projections)
-            if shifts is None:
-                return self._own_lane(name, path, metadata)
-            heads = {key.removeprefix("head."): value for key, value in tensors.items() if key.startswith("head.")}
-            if task.trains_head:
+        task = get_task(metadata.get("task_name", DEFAULT_TASK))
+        return tensors, metadata, build_model(spec, None, task, len(labels) if labels else 1, loaded=self.loaded).model
+
+    def _made(self, read: list[_Read], projections: ProjectionCache) -> list[Vector]:
+        """The vectors, their shifts computed together for each method and task (`Method.row_shifts`)."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, vector in enumerate(read):
+            groups.setdefault((vector.metadata["method"], vector.model.task.name), []).append(index)
+        shifts: dict[int, RowShifts | None] = {}
+        for (method, _), members in groups.items():
+            vectors = [(read[index].tensors, MethodSpec(**read[index].metadata["method_spec"])) for index in members]
+            try:
+                found = get_method(method).row_shifts(read[members[0]].model, vectors, projections)
+            except KeyError as error:
+                names = ", ".join(read[index].name for index in members)
+                raise ArtifactError(f"{names}: the saved weights do not fit the method (no {error}).") from None
+            shifts.update(zip(members, found or [None] * len(members)))
+        return [self._vector(vector, shifts[index]) for index, vector in enumerate(read)]
+
+    def _vector(self, read: _Read, shifts: RowShifts | None) -> Vector:
+        if shifts is None:
+            return self._own_lane(read.name, read.path, read.metadata)
+        model = read.model
+        if model.task.trains_head:
+            heads = {key.removeprefix("head."): value for key, value in read.tensors.items()
+                     if key.startswith("head.")}
+            try:
                 model.head.load_state_dict(heads)
-        except (KeyError, RuntimeError) as error:
-            raise ArtifactError(f"The saved weights do not fit this method and model ({error}).") from None
+            except RuntimeError as error:
+                raise ArtifactError(f"{read.name}: its head does not fit this model ({first_line(error)}).") from None
         model.head.to(self.device)
         model.eval()
-        return Vector(name, model, self._encoder(task, model, metadata), self.shared, metadata,
-                      shifts.to(self.device), _created(metadata))
+        return Vector(read.name, model, self._encoder(model.task, model, read.metadata), self.shared, read.metadata,
+                      shifts.to(self.device), _created(read.metadata))
+
+    def _fingerprint(self, dtype: str) -> str:
+        """The fingerprint of the base as a run held it: its weights rounded to the `dtype` a run trained in
+        (a run on a half-precision base recorded that one), computed once per dtype."""
+        if dtype not in self._fingerprints:
+            self._fingerprints[dtype] = weights_fingerprint(self.loaded.model,
+                                                            BASE_TORCH_DTYPES.get(dtype, torch.float32))
+        return self._fingerprints[dtype]
 
     def _own_lane(self, name: str, path: Path, metadata: dict) -> Vector:
         """A vector whose method changes the model itself: restored on a copy of the base model of its own."""

@@ -110,7 +110,8 @@ def test_an_instruction_tuned_slash_merge_answers_as_the_run(decoder_cache, tmp_
     assert encoder.templated and loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in encoder.stop_ids
     prompts = ["Who are you?", "Name a colour."]
     ours = [generate_ids(model, encoder.prompt_ids((("user", prompt),)), encoder.stop_ids,
-                         Decoding(max_new_tokens=12), torch.device("cpu")) for prompt in prompts]
+                         Decoding(max_new_tokens=12, repetition_penalty=1.0), torch.device("cpu"))
+            for prompt in prompts]
     metadata = vector_file.vector_metadata(
         model=model, plan=plan, method_spec=spec, model_spec=ModelSpec(BUNDLED_DECODER), max_length=128,
         problem="generation", label_names=None, columns={"text": "instruction", "layout": "alpaca"}, seed=0, metrics={})

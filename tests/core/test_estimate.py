@@ -5,6 +5,7 @@ steps for less memory), and the measured step time (nothing written)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,8 +13,8 @@ import torch
 from jrft_desktop.core import limits
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import UserError
-from jrft_desktop.core.train.estimate import estimate_memory, measure_run, require_fits
-from jrft_desktop.core.events import StepEvent
+from jrft_desktop.core.train.estimate import estimate_memory, measure_run, plan_memory, require_fits
+from jrft_desktop.core.events import PreparedEvent, StepEvent
 from jrft_desktop.core.models import load_skeleton
 from jrft_desktop.core.build import build_model
 from jrft_desktop.core.train.loop import Trainer
@@ -38,19 +39,72 @@ def test_the_estimate_adds_up_and_grows_with_the_batch(tiny_models):
     info, plan = plan_of(tiny_models["bert"], "slash", d=64, position="intermediate")
     small, large = (estimate_memory(info, plan, batch, 32) for batch in (8, 64))
     # The tiny BERT: 999,072 parameters, hidden 32, MLP width 64, 2 layers, 2 heads; SLaSh d = 64 plus a 2-class head
-    # (32 x 2 + 2) trains 130 values. Worked by hand, in bytes (4 a float):
+    # (32 x 2 + 2) trains 130 values. Worked by hand, in bytes (4 a float), computing in fp32:
     assert small.weights == 4 * 999_072 == 3_996_288
     assert small.projections == 4 * 64 * 64 * (2 + 1) == 49_152  # every layer's W_l and one being made
     assert small.optimizer == 3 * 4 * 130 == 1_560  # gradient and two AdamW moments per trainable value
-    # 8 x 32 = 256 tokens; per layer 256 x (18 x 32 + 4 x 64) values plus 8 x 2 x 32^2 attention scores = 229,376;
-    # two layers, and one hidden state per layer and token kept besides (256 x 32 x 2 = 16,384)
-    assert small.activations == 4 * (2 * 229_376 + 16_384) == 1_900_544
-    assert small.total == 3_996_288 + 49_152 + 1_560 + 1_900_544
-    assert 7.5 < large.activations / small.activations <= 8.0  # activations scale with the batch
+    # 8 x 32 = 256 tokens; per layer and token 24 x 32 + 4 x 64 = 1,024 bytes (an encoder's MLP keeps one MLP-wide
+    # value), times 1.5 for the backward pass's own buffers, over two layers
+    assert small.activations == int(1.5 * 256 * 1_024 * 2) == 786_432
+    assert small.runtime == 460 * 2 ** 20
+    assert small.total == 460 * 2 ** 20 + 3_996_288 + 49_152 + 1_560 + 786_432
+    assert large.activations == 8 * small.activations  # activations scale with the batch
     checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
     assert checkpointed.activations < large.activations
     _, head = plan_of(tiny_models["bert"], "head")
     assert estimate_memory(info, head, 64, 32).activations == 0  # no backward through the frozen model
+    # bf16: a base held in bf16 takes half the bytes, and the activations kept are (mostly) bf16; an fp32 base under
+    # bf16 autocast keeps a bf16 copy of its weights for the backward pass
+    half = estimate_memory(info, plan, 8, 32, precision="bf16", base_dtype="bf16")
+    assert half.weights == 2 * 999_072
+    # bf16: 16 x 32 + 2 x 64, and the eager attention's scores of 2 heads over 32 positions (fp32 and bf16)
+    assert half.activations == int(1.5 * 256 * (16 * 32 + 2 * 64 + 6 * 2 * 32) * 2)
+    assert estimate_memory(info, plan, 8, 32, precision="bf16").weights == 6 * 999_072
+
+
+def test_a_language_model_head_adds_one_chunk_not_the_vocabulary_at_every_position(tiny_models):
+    info, plan = plan_of(tiny_models["bert"], "slash", d=64)
+    without = estimate_memory(info, plan, 8, 256)
+    small, huge = (estimate_memory(info, plan, 8, 256, outputs_per_token=vocabulary) for vocabulary in
+                   (50_000, 262_144))
+    assert small.activations - without.activations < 200 * 2 ** 20  # one chunk of 2**24 logits, not 8 x 256 x V
+    assert huge.activations - without.activations < 200 * 2 ** 20
+
+
+def test_checkpointing_is_turned_on_where_it_makes_a_run_fit(tiny_models, monkeypatch):
+    info, plan = plan_of(tiny_models["bert"], "slash", d=64)
+    asked = estimate_memory(info, plan, 64, 32)
+    checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
+    monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit",
+                        lambda: (asked.total + checkpointed.total) // 2)
+    planned = plan_memory(info, plan, 64, 32)
+    assert planned.checkpointing and planned.fits and "gradient checkpointing turned on" in planned.note
+    assert planned.total == checkpointed.total
+    monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit", lambda: checkpointed.total // 2)
+    refused = plan_memory(info, plan, 64, 32)  # does not fit either way: left as asked, and refused
+    assert not refused.checkpointing and not refused.fits
+    with pytest.raises(UserError, match="gradient checkpointing"):
+        require_fits(refused, 64, plan, gradient_checkpointing=False)
+    monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit", lambda: asked.total * 2)
+    assert not plan_memory(info, plan, 64, 32).checkpointing  # fits as asked: nothing changes
+
+
+def test_the_trainer_turns_checkpointing_on_with_a_note(tiny_models, sst2_200, tmp_path, monkeypatch):
+    import jrft_desktop.core.train.estimate as estimate
+
+    real = estimate.estimate_memory
+
+    def tight(*args, **kwargs):  # the limit lies between the run's estimate with and without checkpointing
+        found = real(*args, **kwargs)
+        checkpointing = args[4] if len(args) > 4 else kwargs.get("gradient_checkpointing", False)
+        return replace(found, limit=found.total + (1 if checkpointing else -1))
+
+    monkeypatch.setattr(estimate, "estimate_memory", tight)
+    events = []
+    Trainer(config_for(tiny_models["bert"], sst2_200, max_steps=2), tmp_path / "run", [events.append]).run()
+    prepared = next(event for event in events if isinstance(event, PreparedEvent))
+    assert any(note.startswith("gradient checkpointing turned on") for note in prepared.notes)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["estimated_memory_mb"] > 0
 
 
 def test_a_run_that_will_not_fit_is_refused_with_what_to_change(tiny_models, monkeypatch):

@@ -133,20 +133,20 @@ def test_default_evaluation_spacing_keeps_evaluation_cheap():
     """Without --eval-every a run evaluates ten times, or less often when its validation set is big: at most once
     per EVAL_SPACING validation sets' worth of training examples, but at least MIN_EVALUATIONS times."""
     def evals(train: int, validation: int, **training) -> int:
-        schedule = Schedule.plan(TrainingSpec(**training), train, 1e-2, validation)
+        schedule = Schedule.plan(TrainingSpec(**{"epochs": 3, **training}), train, 1e-2, validation)
         total = schedule.total_steps  # the last step is always evaluated
         return len({*range(schedule.eval_every, total + 1, schedule.eval_every), total})
 
     assert evals(3_200, 50) == 10  # small validation set: 300 steps, every 30
     # SST-2's training file with the default 10 % held out: 60,614 rows trained 3 epochs, 6,735 validated.
-    sst2 = Schedule.plan(TrainingSpec(), 60_614, 1e-2, 6_735)
+    sst2 = Schedule.plan(TrainingSpec(epochs=3), 60_614, 1e-2, 6_735)
     assert sst2.eval_every == math.ceil(EVAL_SPACING * 6_735 / 32) == 1_263
     assert evals(60_614, 6_735) == 5  # at 1,263, 2,526, 3,789, 5,052 and the last step, 5,685
     assert 5 * 6_735 / (sst2.total_steps * 32) < 1 / 5  # scoring a row costs about half of training on one
     assert evals(12_000, 6_062) == MIN_EVALUATIONS  # a validation set half the size of the training rows
     assert evals(1_125 * 32, 10) == 10  # no evaluation a step before the last one: every 113 steps, then 1,125
     # accumulation counts: 4 batches of 8 per step train as many examples as a batch of 32
-    assert (Schedule.plan(TrainingSpec(batch_size=8, gradient_accumulation=4), 60_614, 1e-2, 6_735).eval_every
+    assert (Schedule.plan(TrainingSpec(epochs=3, batch_size=8, gradient_accumulation=4), 60_614, 1e-2, 6_735).eval_every
             == 1_263)
     # a validation set bigger than the whole run still gets a curve: MIN_EVALUATIONS evaluations
     assert evals(100, 10_000, max_steps=20) == MIN_EVALUATIONS == 4

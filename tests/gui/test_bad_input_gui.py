@@ -152,12 +152,6 @@ def test_a_model_folder_without_a_tokenizer_fails_in_a_dialog(qtbot, window, tin
     _fails_in_a_dialog(qtbot, window, "has no tokenizer")
 
 
-def test_batch_size_larger_than_the_data_fails_in_a_dialog(qtbot, window, tiny_models, sst2_200):
-    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=2)
-    window.method_page.training.batch_spin.setValue(500)
-    _fails_in_a_dialog(qtbot, window, "The batch size 500 is larger than the 180 training examples")
-
-
 def test_an_absurd_d_fails_in_a_dialog(qtbot, window, tiny_models, sst2_200, monkeypatch):
     monkeypatch.setattr(limits, "memory_limit", lambda: 64 * 2**20)  # a machine with 128 MB
     choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200, steps=2, size=1_000_000)  # the largest d offered

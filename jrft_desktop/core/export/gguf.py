@@ -1,22 +1,25 @@
-"""A merged language model as a GGUF file for llama.cpp and Ollama: a folder with `model.gguf`, a one-line Ollama
-`Modelfile` (`FROM ./model.gguf`) and `jrft_manifest.json`.
+"""A merged language model as a GGUF file for llama.cpp and Ollama: a folder with `model.gguf`, an Ollama
+`Modelfile` (the file, the prompt template and the stop tokens of the run's chat format) and `jrft_manifest.json`.
 
-The file is the merged stock `AutoModelForCausalLM` (the one the transformers form writes) in llama.cpp's `llama`
-architecture: tensors `token_embd`, `blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate,
-ffn_up, ffn_down}`, `output_norm` and `output` (left out when tied to the embeddings), f32, or f16 for the
-matrices (`gguf-f16`; norms and biases stay f32). The query and key rows are permuted as llama.cpp's
-`convert_hf_to_gguf.py` does, because llama.cpp rotates adjacent pairs of a head (its "normal" RoPE) where
-transformers rotates the two halves. Biases that a SLaSh merge folded in are written as `blk.N.attn_output.bias`,
-`blk.N.ffn_up.bias`, `blk.N.ffn_down.bias` (and the zero biases of their groups): llama.cpp's llama architecture
-loads these optional tensors and adds them (`src/models/llama.cpp`, `TENSOR_NOT_REQUIRED`), as Ollama's own llama
-engine does (`nn.Linear` adds a bias when one is present). transformers' GGUF loader does not: it builds a Llama
-config without `attention_bias` / `mlp_bias`, so it drops them (a merge without folded biases, LoRA or full, loads
-there exactly). Metadata: `general.*`, the `llama.*` sizes, and `tokenizer.ggml.*` (model `gpt2`, byte-level BPE
-tokens, types, merges, special ids) with `tokenizer.chat_template`.
+The file is the merged stock `AutoModelForCausalLM` (the one the transformers form writes) in the llama.cpp
+architecture of its family (`Family.gguf`: `llama` for Llama, Mistral and Qwen2, `qwen3`, `gemma3`, `granite`),
+written as llama.cpp's `convert_hf_to_gguf.py` writes it: tensor names from `gguf`'s map of the architecture, f32,
+or f16 for the matrices (`gguf-f16`; norms and biases stay f32); the query and key rows permuted where llama.cpp
+rotates adjacent pairs of a head (Llama, Granite) while transformers rotates the two halves; Gemma's norm weights
+plus one (llama.cpp multiplies by w, transformers by 1 + w). Biases a merge changed are written where llama.cpp's
+graph of the architecture adds them (Llama's and Granite's every projection, `TENSOR_NOT_REQUIRED`; Qwen3's query,
+key and value); a changed bias it would not read is refused before anything is written (a SLaSh shift at Gemma 3's
+or Qwen3's attention output: their graphs have no output bias), and zero biases it does not read are left out.
 
-Before the folder is written the file is read back with `gguf.GGUFReader`: every tensor, its permutation undone,
-must equal the merged weight bit for bit (f16: the weight rounded to f16), and every metadata value must read
-back as written; otherwise nothing is written."""
+Metadata: `general.*`, the architecture's sizes and own keys (Gemma 3's sliding window and its layers, Granite's
+multipliers), and the tokenizer as llama.cpp expects it for the base model: the fields of the GGUF file the base
+was converted from when there is one (the bundled decoders: `bundled.TOKENIZER_FIELDS`), else a byte-level BPE
+(`tokenizer.ggml.model` gpt2) with llama.cpp's name of its pre-tokenizer (`gpt-2`, `smollm`, `qwen2`, `llama-bpe`),
+tokens, types, merges, special ids and `tokenizer.chat_template`.
+
+Before the folder is written the file is read back with `gguf.GGUFReader`: every tensor, its permutation and norm
+offset undone, must equal the merged weight bit for bit (f16: the weight rounded to f16), and every metadata value
+must read back as written; otherwise nothing is written."""
 
 from __future__ import annotations
 
@@ -26,20 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import bundled
 from ..errors import ArtifactError
-from .merged import check_target, merged_stock, write_records
+from ..families import FAMILIES, GgufLayout
 from ..models import JrftModel
 from ..paths import atomic_directory, atomic_write_text
+from .merged import check_stock_weights, check_target, merged_stock, write_records
 
 FORM = "gguf"
 MODEL_FILE = "model.gguf"
 DTYPES = ("f32", "f16")
-# the tokenizers pre-tokenizer of a byte-level BPE, as JSON, and the llama.cpp pre-tokenizer that splits alike
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
-_PRE_TOKENIZERS = (
-    ("gpt2", [_BYTE_LEVEL]),
-    ("smollm", [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]),  # one digit at a time, then GPT-2's
-)
 
 
 def check(model: JrftModel, method) -> None:
@@ -49,11 +48,33 @@ def check(model: JrftModel, method) -> None:
         raise ArtifactError(f"A GGUF file holds a language model for llama.cpp / Ollama; this {model.task.name} run "
                             "trained a new head on the decoder, which llama.cpp cannot run. Export it as a "
                             "transformers folder or ONNX.")
-    if model.family.gguf_architecture is None:
-        raise ArtifactError(f"GGUF is written for Llama-form decoders (Llama, Qwen2, Mistral: llama.cpp's llama "
-                            f"architecture); {model.info.model_id} is a {model.info.family} model. Export it as a "
+    layout = model.family.gguf
+    if layout is None:
+        written = sorted(name for name, family in FAMILIES.items() if family.gguf is not None)
+        raise ArtifactError(f"GGUF files are written for the {', '.join(written)} families (llama.cpp's "
+                            f"{', '.join(sorted({FAMILIES[name].gguf.architecture for name in written}))} "
+                            f"architectures); {model.info.model_id} is a {model.info.family} model. Export it as a "
                             "transformers folder or ONNX.")
-    _check_config(model.base().config)
+    check_stock_weights(model, method)
+    _check_config(model.base().config, layout)
+    for path in method.folded_biases(model):
+        kind = _kind(model, path)
+        if kind not in layout.biases:
+            raise ArtifactError(f"llama.cpp's {layout.architecture} graph adds no bias to {kind or path}, where this "
+                                "run's shift folds; a GGUF file would drop it. Export it as a transformers folder or "
+                                "ONNX (LoRA, VeRA and full finetuning of this model write GGUF files).")
+
+
+def _kind(model: JrftModel, path: str) -> str | None:
+    """The GGUF tensor kind ("attn_output", ...) of a layer's module `path` in the family's architecture."""
+    import gguf
+
+    layout = model.family.gguf
+    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[layout.architecture]
+    names = gguf.get_tensor_name_map(arch, len(model.layers()))
+    prefix = model.base().base_model_prefix
+    found = names.get_type_and_name(f"{prefix}.{model.family.layers}.0.{path}.bias", try_suffixes=(".bias",))
+    return found[1].split(".")[2] if found else None
 
 
 def _rope(config) -> tuple[str, float]:
@@ -63,15 +84,21 @@ def _rope(config) -> tuple[str, float]:
     return kind, float(parameters.get("rope_theta", getattr(config, "rope_theta", None) or 10000.0))
 
 
-def _check_config(config) -> None:
+def _activation(config) -> str:
+    return getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "silu")
+
+
+def _check_config(config, layout: GgufLayout) -> None:
     kind, _theta = _rope(config)
     problems = []
     if kind != "default":
         problems.append(f"RoPE scaling {kind!r} (this export writes plain RoPE only)")
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        problems.append("sliding-window attention (llama.cpp's llama architecture attends to every token)")
-    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
-        problems.append(f"the activation {config.hidden_act!r} (llama.cpp's llama MLP is SiLU-gated)")
+    if not layout.sliding_window and getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window",
+                                                                                           True):
+        problems.append(f"sliding-window attention (llama.cpp's {layout.architecture} attends to every token)")
+    if _activation(config) not in layout.activations:
+        problems.append(f"the activation {_activation(config)!r} (llama.cpp's {layout.architecture} MLP computes "
+                        f"{' or '.join(layout.activations)})")
     if problems:
         raise ArtifactError(f"This model cannot be written as a GGUF file for llama.cpp: it uses {'; '.join(problems)}."
                             " Export it as a transformers folder.")
@@ -95,54 +122,65 @@ def _heads(config) -> dict:
     return {"q": heads, "k": getattr(config, "num_key_value_heads", None) or heads}
 
 
-def _tensors(stock: torch.nn.Module, architecture: str, dtype: str) -> dict[str, tuple[str, np.ndarray]]:
+def _permuted(layout: GgufLayout, config) -> dict[str, int]:
+    """{GGUF tensor kind: heads} of the rows permuted for llama.cpp's pair rotation (none without it)."""
+    return {"attn_q": _heads(config)["q"], "attn_k": _heads(config)["k"]} if layout.pair_rotation else {}
+
+
+def _offset(layout: GgufLayout, name: str) -> float:
+    return layout.norm_offset if name.endswith("norm.weight") else 0.0
+
+
+def _tensors(stock: torch.nn.Module, layout: GgufLayout, dtype: str) -> dict[str, tuple[str, np.ndarray]]:
     """{GGUF name: (the stock model's weight name, the array written)} in the stock model's order; a weight that has
-    no place in llama.cpp's architecture is a clear error."""
+    no place in llama.cpp's architecture, or a changed bias its graph would not add, is a clear error."""
     import gguf
 
-    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[architecture]
+    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[layout.architecture]
     config = stock.config
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     tied = stock.get_output_embeddings().weight is stock.get_input_embeddings().weight
-    permuted = {gguf.MODEL_TENSOR.ATTN_Q: _heads(config)["q"], gguf.MODEL_TENSOR.ATTN_K: _heads(config)["k"]}
-    out = {}
+    output = f"{_output_name(stock)}.weight"
+    permuted, out = _permuted(layout, config), {}
     for hf_name, tensor in stock.state_dict().items():
+        if tied and hf_name == output:
+            continue  # llama.cpp reads a missing `output` as the token embeddings
         found = names.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
         if found is None:
-            raise ArtifactError(f"The merged weight {hf_name} has no place in llama.cpp's {architecture} "
+            raise ArtifactError(f"The merged weight {hf_name} has no place in llama.cpp's {layout.architecture} "
                                 "architecture, so this model cannot be written as GGUF.")
-        kind, name = found
-        if tied and kind == gguf.MODEL_TENSOR.OUTPUT:
-            continue  # llama.cpp reads a missing `output` as the token embeddings
-        array = tensor.detach().to(torch.float32).cpu().numpy()
+        name, kind = found[1], found[1].split(".")[2] if found[1].startswith("blk.") else ""
+        array = tensor.detach().to(torch.float32).cpu().numpy() + _offset(layout, name)
+        if name.endswith(".bias") and kind not in layout.biases:
+            if np.any(array):
+                raise ArtifactError(f"llama.cpp's {layout.architecture} graph adds no {kind} bias, and this merge "
+                                    f"changed {hf_name}; export it as a transformers folder or ONNX.")
+            continue  # a zero bias (of a group a stock flag switched on) computes nothing: left out
         if kind in permuted:
             array = _permute(array, permuted[kind])
         out[name] = (hf_name, array.astype(np.float16) if dtype == "f16" and array.ndim > 1 else array)
     return out
 
 
-def _pre_tokenizer(spec: dict | None) -> str | None:
-    """llama.cpp's name for a tokenizers pre-tokenizer (JSON), or None when it has none that splits the same."""
-    steps = (spec or {}).get("pretokenizers", [spec]) if (spec or {}).get("type") == "Sequence" else [spec]
-    for name, wanted in _PRE_TOKENIZERS:
-        if len(steps) == len(wanted) and all(step and all(step.get(key) == value for key, value in part.items())
-                                             for step, part in zip(steps, wanted)):
-            return name
-    return None
+def _output_name(stock: torch.nn.Module) -> str:
+    return next(name for name, module in stock.named_modules() if module is stock.get_output_embeddings())
 
 
-def _vocabulary(tokenizer, vocab_size: int) -> dict:
-    """The `tokenizer.ggml.*` fields of a byte-level BPE tokenizer (GPT-2's kind, SmolLM2's); any other kind is a
-    clear error."""
+def _byte_level_vocabulary(tokenizer, vocab_size: int) -> dict:
+    """The `tokenizer.ggml.*` fields of a byte-level BPE tokenizer (GPT-2's kind, SmolLM2's, Qwen's); any other kind
+    is a clear error."""
     import gguf
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spec = json.loads(backend.to_str()) if backend is not None else {}
-    model, pre = spec.get("model") or {}, _pre_tokenizer(spec.get("pre_tokenizer"))
-    if model.get("type") != "BPE" or pre is None or spec.get("normalizer") is not None:
-        raise ArtifactError("This export writes byte-level BPE tokenizers (GPT-2's kind, as SmolLM2 has) for "
-                            "llama.cpp; this model's tokenizer is another kind, so it cannot be written as GGUF. "
-                            "Export it as a transformers folder.")
+    model, pre = spec.get("model") or {}, bundled.pre_tokenizer_name(spec.get("pre_tokenizer"))
+    # Qwen's tokenizers normalise to NFC first, which llama.cpp leaves out (text that is already NFC, as typed text
+    # almost always is, splits the same)
+    if model.get("type") != "BPE" or pre is None or (spec.get("normalizer") or {"type": "NFC"})["type"] != "NFC":
+        raise ArtifactError("This export writes byte-level BPE tokenizers (GPT-2's kind, as SmolLM2 and Qwen have) for "
+                            "llama.cpp, or the tokenizer of the GGUF file a model came from; this model's tokenizer "
+                            "is another kind, so it cannot be written as GGUF. Export it as a transformers folder "
+                            "(llama.cpp's convert_hf_to_gguf.py converts such a folder).")
     ids = {**model["vocab"], **{token["content"]: token["id"] for token in spec.get("added_tokens", [])}}
     if max(ids.values()) >= vocab_size:
         raise ArtifactError(f"The tokenizer has ids past the model's {vocab_size} embeddings; it cannot be written as "
@@ -154,13 +192,16 @@ def _vocabulary(tokenizer, vocab_size: int) -> dict:
     for token, index in ids.items():
         tokens[index], types[index] = token, int(kinds.get(index, gguf.TokenType.NORMAL))
     merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in model.get("merges", [])]
+    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges, **_special_fields(tokenizer)}
+
+
+def _special_fields(tokenizer) -> dict:
     probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    fields = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
-              "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges,
-              "tokenizer.ggml.add_bos_token": bool(tokenizer.bos_token_id is not None and probe[:1] == [
-                  tokenizer.bos_token_id]),
-              "tokenizer.ggml.add_eos_token": bool(tokenizer.eos_token_id is not None and probe[-1:] == [
-                  tokenizer.eos_token_id])}
+    fields = {"tokenizer.ggml.add_bos_token": bool(tokenizer.bos_token_id is not None
+                                                   and probe[:1] == [tokenizer.bos_token_id]),
+              "tokenizer.ggml.add_eos_token": bool(tokenizer.eos_token_id is not None
+                                                   and probe[-1:] == [tokenizer.eos_token_id])}
     for key, value in (("bos", tokenizer.bos_token_id), ("eos", tokenizer.eos_token_id),
                        ("unknown", tokenizer.unk_token_id), ("padding", tokenizer.pad_token_id)):
         if value is not None:
@@ -170,32 +211,42 @@ def _vocabulary(tokenizer, vocab_size: int) -> dict:
     return fields
 
 
-def _fields(config, architecture: str, tokenizer, metadata: dict, dtype: str) -> dict:
-    """Every metadata key of the file with its value (ints are written as uint32, floats as float32)."""
+def _vocabulary(tokenizer, vocab_size: int, base_folder: str) -> dict:
+    """The tokenizer fields llama.cpp expects for the base model: those of the GGUF file it was converted from (as
+    they were), else a byte-level BPE's."""
+    kept = bundled.read_tokenizer_fields(base_folder) if Path(base_folder).is_dir() else None
+    if kept is None:
+        return _byte_level_vocabulary(tokenizer, vocab_size)
+    fields = {key: field["value"] for key, field in kept.items()}
+    if len(fields.get("tokenizer.ggml.tokens", [])) != vocab_size:
+        raise ArtifactError(f"The tokenizer of the GGUF file this model came from has "
+                            f"{len(fields.get('tokenizer.ggml.tokens', []))} tokens, not the model's {vocab_size}.")
+    return fields
+
+
+def _fields(config, layout: GgufLayout, tokenizer, metadata: dict, dtype: str, base_folder: str) -> dict:
+    """Every metadata key of the file with its value (ints are written as uint32, floats as float32, lists of ints as
+    int32 arrays)."""
     import gguf
 
-    heads = _heads(config)
+    arch, heads = layout.architecture, _heads(config)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads["q"]
     base = str(metadata["base_model"]["id"]).removeprefix("bundled:").rstrip("/").rsplit("/", 1)[-1]
+    sizes = {"context_length": config.max_position_embeddings, "embedding_length": config.hidden_size,
+             "block_count": config.num_hidden_layers, "feed_forward_length": config.intermediate_size,
+             "attention.head_count": heads["q"], "attention.head_count_kv": heads["k"],
+             "attention.key_length": head_dim, "attention.value_length": head_dim,
+             "rope.dimension_count": head_dim, "vocab_size": config.vocab_size}
     fields = {
-        "general.architecture": architecture, "general.type": "model",
-        "general.name": f"{base} {metadata['method']}",
+        "general.architecture": arch, "general.type": "model", "general.name": f"{base} {metadata['method']}",
         "general.description": f"{metadata['method']} merged into {metadata['base_model']['id']} by JRFT Desktop",
         "general.file_type": int(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32),
-        f"{architecture}.vocab_size": int(config.vocab_size),
-        f"{architecture}.context_length": int(config.max_position_embeddings),
-        f"{architecture}.embedding_length": int(config.hidden_size),
-        f"{architecture}.block_count": int(config.num_hidden_layers),
-        f"{architecture}.feed_forward_length": int(config.intermediate_size),
-        f"{architecture}.attention.head_count": int(heads["q"]),
-        f"{architecture}.attention.head_count_kv": int(heads["k"]),
-        f"{architecture}.attention.layer_norm_rms_epsilon": float(config.rms_norm_eps),
-        f"{architecture}.attention.key_length": int(head_dim),
-        f"{architecture}.attention.value_length": int(head_dim),
-        f"{architecture}.rope.dimension_count": int(head_dim),
-        f"{architecture}.rope.freq_base": _rope(config)[1],
+        **{f"{arch}.{key}": int(value) for key, value in sizes.items()},
+        f"{arch}.attention.layer_norm_rms_epsilon": float(config.rms_norm_eps),
+        f"{arch}.rope.freq_base": _rope(config)[1],
+        **{f"{arch}.{key}": value for key, value in layout.fields(config).items()},
     }
-    return {**fields, **_vocabulary(tokenizer, int(config.vocab_size))}
+    return {**fields, **_vocabulary(tokenizer, int(config.vocab_size), base_folder)}
 
 
 def _write(path: Path, architecture: str, fields: dict, tensors: dict) -> None:
@@ -223,11 +274,11 @@ def _write(path: Path, architecture: str, fields: dict, tensors: dict) -> None:
     writer.close()
 
 
-def verify(path: Path, fields: dict, written: dict[str, str], state: dict[str, torch.Tensor], heads: dict,
-           dtype: str) -> None:
+def verify(path: Path, fields: dict, written: dict[str, str], state: dict[str, torch.Tensor], layout: GgufLayout,
+           config, dtype: str) -> None:
     """Read the file back: the metadata as written, and every tensor ({GGUF name: stock weight name} in `written`),
-    its permutation undone, equal to the merged weight in `state` (f16: rounded to f16), none missing or extra;
-    an ArtifactError otherwise."""
+    its permutation and norm offset undone, equal to the merged weight in `state` (f16: rounded to f16), none
+    missing or extra; an ArtifactError otherwise."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
@@ -235,20 +286,20 @@ def verify(path: Path, fields: dict, written: dict[str, str], state: dict[str, t
         got = reader.fields[key].contents() if key in reader.fields else None
         if isinstance(wanted, float):
             wanted = float(np.float32(wanted))
+        elif isinstance(wanted, list) and wanted and isinstance(wanted[0], float):
+            wanted = [float(np.float32(value)) for value in wanted]
         if got != wanted:
             raise ArtifactError(f"The GGUF file's {key} read back as {str(got)[:60]!r}, not as written; it was not "
                                 "saved.")
     if sorted(tensor.name for tensor in reader.tensors) != sorted(written):
         raise ArtifactError("The GGUF file's tensors are not the merged model's; it was not saved.")
-    permuted = {gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ATTN_Q]: heads["q"],
-                gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ATTN_K]: heads["k"]}  # "blk.{bid}.attn_q", ...
+    permuted = _permuted(layout, config)
     for tensor in reader.tensors:
         array, hf_name = np.asarray(tensor.data), written[tensor.name]
-        block = tensor.name.split(".")[1] if tensor.name.startswith("blk.") else ""
-        for pattern, count in permuted.items():
-            if tensor.name.rsplit(".", 1)[0] == pattern.format(bid=block):
-                array = _unpermute(array, count)
-        wanted = state[hf_name].detach().to(torch.float32).numpy()
+        kind = tensor.name.split(".")[2] if tensor.name.startswith("blk.") else ""
+        if kind in permuted:
+            array = _unpermute(array, permuted[kind])
+        wanted = state[hf_name].detach().to(torch.float32).numpy() + _offset(layout, tensor.name)
         if dtype == "f16" and wanted.ndim > 1:
             wanted = wanted.astype(np.float16)
         if array.shape != wanted.shape or array.dtype != wanted.dtype or not np.array_equal(array, wanted):
@@ -258,20 +309,56 @@ def verify(path: Path, fields: dict, written: dict[str, str], state: dict[str, t
             raise ArtifactError(f"{hf_name} does not fit in f16 (it overflows); export it as f32 (--format gguf).")
 
 
+def modelfile(tokenizer) -> str:
+    """The Ollama Modelfile of the run's chat format: its prompt template in Ollama's Go template language (ChatML,
+    Gemma's turns, Llama 3's headers, or the plain instruction format of a model without a chat template) and the
+    tokens that end an answer; a template of another kind stays the one inside the file."""
+    from ..tasks.generate import stop_token_ids
+
+    template = getattr(tokenizer, "chat_template", None)
+    templated = isinstance(template, str)
+    eos = tokenizer.eos_token or ""
+    go = next((go for marker, go in _GO_TEMPLATES.items() if templated and marker in template), None)
+    if not templated:
+        go = _PLAIN_GO.replace("{eos}", eos)
+    lines = [f"FROM ./{MODEL_FILE}"]
+    if go is not None:
+        lines.append(f'TEMPLATE """{go}"""')
+    else:
+        lines.append("# the chat template is the file's tokenizer.chat_template (Ollama reads it from there)")
+    stops = [tokenizer.convert_ids_to_tokens(token) for token in sorted(stop_token_ids(tokenizer, templated))]
+    lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in stops if stop]
+    return "\n".join(lines) + "\n"
+
+
+# Ollama templates (Go text/template) of the chat formats the app meets, keyed by a token their Jinja templates use
+_GO_TEMPLATES = {
+    "<|im_start|>": ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+                     "<|im_start|>assistant\n"),
+    "<start_of_turn>": ("{{- range .Messages }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}"
+                        "{{ .Role }}{{ end }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n"),
+    "<|start_header_id|>": ("{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+                            "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"),
+}
+# the app's plain instruction format (tasks/generate.py), for a model without a chat template (Gemma 3 270M)
+_PLAIN_GO = ("{{- range .Messages }}{{ if eq .Role \"system\" }}{{ .Content }}\n\n{{ else if eq .Role \"user\" }}"
+             "### Instruction:\n{{ .Content }}\n\n### Response:\n{{ else }}{{ .Content }}{eos}\n\n{{ end }}{{ end }}")
+
+
 def export_gguf(model: JrftModel, method, tokenizer, metadata: dict, out_dir: Path, dtype: str = "f32") -> Path:
     """Write the folder atomically (the trained model is left as it was; the merge works on a copy)."""
     check(model, method)
     out_dir = check_target(out_dir)
     stock = merged_stock(model, method, metadata)
-    _check_config(stock.config)
-    architecture = model.family.gguf_architecture
-    tensors = _tensors(stock, architecture, dtype)
-    fields = _fields(stock.config, architecture, tokenizer, metadata, dtype)
+    layout = model.family.gguf
+    _check_config(stock.config, layout)
+    tensors = _tensors(stock, layout, dtype)
+    fields = _fields(stock.config, layout, tokenizer, metadata, dtype, model.info.path)
     with atomic_directory(out_dir) as temp:
-        _write(temp / MODEL_FILE, architecture, fields, tensors)
+        _write(temp / MODEL_FILE, layout.architecture, fields, tensors)
         verify(temp / MODEL_FILE, fields, {name: hf_name for name, (hf_name, _) in tensors.items()},
-               stock.state_dict(), _heads(stock.config), dtype)
-        atomic_write_text(temp / "Modelfile", f"FROM ./{MODEL_FILE}\n")
+               stock.state_dict(), layout, stock.config, dtype)
+        atomic_write_text(temp / "Modelfile", modelfile(tokenizer))
         write_records(temp, model, metadata, FORM if dtype == "f32" else f"{FORM}-{dtype}")
     return out_dir
 

@@ -79,7 +79,18 @@ def stock_model(work: JrftModel, base: torch.nn.Module, labels, auto_class: str)
 def check_transformers(model: JrftModel, method) -> None:
     """An ArtifactError saying why this run cannot be the task's stock transformers class, if it cannot."""
     method.check_foldable()
+    check_stock_weights(model, method)
     model.task.check_stock_compatible(model)
+    if model.family.stock_problem(model.task.name):
+        raise ArtifactError(model.family.stock_problem(model.task.name))
+
+
+def check_stock_weights(model: JrftModel, method) -> None:
+    """An ArtifactError when the folded weights have no place in the family's stock classes (a SLaSh shift into a
+    projection without a bias the stock class can hold): such a folder would load with a tensor dropped."""
+    problem = method.stock_problem(model)
+    if problem:
+        raise ArtifactError(problem)
 
 
 def merged_stock(model: JrftModel, method, metadata: dict) -> torch.nn.Module:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .merged import check_target, max_tokens, merged_copy, stock_model, write_records
+from .merged import check_stock_weights, check_target, max_tokens, merged_copy, stock_model, write_records
 from ..models import JrftModel
 from ..paths import atomic_directory
 
@@ -17,6 +17,7 @@ FORM = "sentence-transformers"
 def check(model: JrftModel, method) -> None:
     """An ArtifactError saying why this run cannot be a sentence-transformers folder, if it cannot."""
     method.check_foldable()
+    check_stock_weights(model, method)  # its encoder folder is the family's stock AutoModel
     model.task.sentence_layers(model)
 
 

@@ -17,7 +17,7 @@ from ... import __version__
 from ..build import build_model
 from ..config import MethodSpec, ModelSpec
 from ..errors import ArtifactError
-from ..models import JrftModel, load_backbone
+from ..models import JrftModel, load_backbone, weights_fingerprint
 from ..paths import atomic_write, atomic_write_json
 from ..projection import ProjectionCache, ProjectionSpec, check_spec, fingerprint
 
@@ -167,18 +167,26 @@ class Restored:
     metadata: dict
 
 
-def restore(path: Path, model_override: str | None = None, trust_remote_code: bool = False) -> Restored:
-    """Rebuild a trained model from its vector file on its base model (or an explicitly named copy of it)."""
+def restore(path: Path, model_override: str | None = None, trust_remote_code: bool = False,
+            base_dtype: str = "fp32") -> Restored:
+    """Rebuild a trained model from its vector file on its base model (or an explicitly named copy of it), the base
+    held in `base_dtype` ('fp32': predictions and merged models from the full-precision base; `jrft eval` replays
+    the run's own, precision.replay_base). A run trained on a half-precision base recorded the fingerprint of its
+    weights rounded to it, which an fp32 base is checked by too."""
     from ..methods.base import load_trainable_state
     from ..tasks import DEFAULT_TASK, get_task
+    from ..train.precision import BASE_TORCH_DTYPES, keep_trainable_fp32
 
     tensors, metadata = read_vector(path)
     base = metadata["base_model"]
     model_spec = ModelSpec(name_or_path=model_override or base["id"], pooling=metadata["pooling"],
                            trust_remote_code=trust_remote_code)
     task = get_task(metadata.get("task_name", DEFAULT_TASK))
-    loaded = load_backbone(model_spec, task)
-    check_base(metadata, loaded.fingerprint, model_spec.name_or_path)
+    loaded = load_backbone(model_spec, task, BASE_TORCH_DTYPES[base_dtype])
+    recorded = metadata.get("base_dtype", "fp32")
+    fingerprint = loaded.fingerprint if recorded == base_dtype else weights_fingerprint(
+        loaded.model, BASE_TORCH_DTYPES.get(recorded, torch.float32))
+    check_base(metadata, fingerprint, model_spec.name_or_path)
     spec = MethodSpec(**metadata["method_spec"])
     labels = metadata["label_names"]
     model, method, _ = build_model(model_spec, spec, task, len(labels) if labels else 1, loaded=loaded)
@@ -187,6 +195,7 @@ def restore(path: Path, model_override: str | None = None, trust_remote_code: bo
         check_spec(ProjectionSpec.from_dict(projection), projection["fingerprint"])
         if model.adaptation.projection.spec != ProjectionSpec.from_dict(projection):
             raise ArtifactError("The vector's projection spec does not match its method settings (edited metadata).")
+    keep_trainable_fp32(model)
     load_trainable_state(model, tensors)
     model.eval()
     encoder = task.make_encoder(loaded.tokenizer, int(metadata["max_length"]), model)

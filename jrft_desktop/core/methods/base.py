@@ -6,13 +6,13 @@ CLI and the app before torch loads; torch is imported where a method is applied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError
 from ..limits import require_memory
-from .options import NoOptions, ProjectionOptions
+from .options import AUTO_POSITION, NoOptions, ProjectionOptions
 from .spec import MethodSpec
 
 if TYPE_CHECKING:
@@ -65,6 +65,14 @@ class Preset:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """A default setting and the measurement that chose it (the app's tooltips show `source`)."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
 class MethodPlan:
     """A method resolved for one model and task, known before training starts."""
 
@@ -76,11 +84,17 @@ class MethodPlan:
     position: str | None = None
     note: str = ""
     on_the_fly: bool = False  # projections regenerated in forward and backward (asked for, or too big to keep)
-    default_lr: float | None = None  # the learning rate a run takes when none is given (the method's, per family)
+    default_lr: float | None = None  # the learning rate a run takes when none is given (per task, family, method)
+    default_lr_source: str = ""  # where that rate comes from
+    position_source: str = ""  # where an 'auto' position came from (empty: the position was chosen)
 
     @property
     def trainable_params(self) -> int:
         return self.method_params + self.head_params
+
+    def resolved(self, spec: MethodSpec) -> MethodSpec:
+        """`spec` as this plan resolved it (the method's name, an 'auto' position), as a vector file records it."""
+        return replace(spec, name=self.method, position=self.position or spec.position)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "trainable_params": self.trainable_params}
@@ -90,6 +104,10 @@ class Method:
     name: str = ""
     summary: str = ""  # one line, shown in `jrft methods` and the app
     default_lr: float = 1e-3
+    default_lr_source: str = "the usual rate for this kind of method"
+    # settings measured per task, which win over the family's and the method's own: task name -> {setting: Measured}
+    task_defaults: Mapping[str, Mapping[str, Measured]] = {}
+    default_position: Measured | None = None  # where a method with positions acts when the task measured none
     foldable: bool = True  # can be merged into a stock model with the base architecture
     options: type = NoOptions  # a frozen dataclass: the MethodSpec fields this method reads, with their help
     default_size: int | None = None  # of its size option, when it has one
@@ -122,9 +140,32 @@ class Method:
         default one case: at the bench's budget when the method has a size."""
         return ((self.name, MethodSpec(name=self.name, budget=budget if self.size_name else None)),)
 
-    def default_lr_for(self, family) -> float:
-        """The learning rate a run uses when none is given: the method's own, or the one measured on the family."""
-        return family.method_lrs.get(self.name, self.default_lr)
+    def default_lr_for(self, model: JrftModel) -> Measured:
+        """The learning rate a run uses when none is given: the one measured for the model's task, else for its
+        family, else the method's own."""
+        measured = self.task_defaults.get(model.task.name, {}).get("lr")
+        if measured is not None:
+            return measured
+        if self.name in model.family.method_lrs:
+            return Measured(model.family.method_lrs[self.name], model.family.method_lr_source)
+        return Measured(self.default_lr, self.default_lr_source)
+
+    def position_for(self, spec: MethodSpec, model: JrftModel) -> Measured | None:
+        """Where the method acts (MethodSpec.position), 'auto' resolved: the position measured for the model's
+        task, else for its family, else the method's default, the first of them that folds into the family's stock
+        class (`Family.fold_problem`); None for a method without positions."""
+        if not self.has_position:
+            return None
+        if spec.position != AUTO_POSITION:
+            return Measured(spec.position, "")
+        family = model.family
+        candidates = [choice for choice in (
+            self.task_defaults.get(model.task.name, {}).get("position"),
+            Measured(family.default_position, family.position_source) if family.default_position else None,
+            self.default_position) if choice is not None]
+        layer, config = model.layers()[0], model.base().config
+        folding = [choice for choice in candidates if not family.fold_problem(layer, choice.value, config)]
+        return folding[0] if folding else candidates[0] if candidates else None
 
     # --- sizing -------------------------------------------------------------------------------------------
     def params_for_size(self, size: int | None, model: JrftModel, spec: MethodSpec) -> int:
@@ -148,7 +189,7 @@ class Method:
             note = f"{self.name} has no size to fit a budget; the budget of {spec.budget} is ignored"
         if size is None:  # (a size or budget given is a positive whole number: MethodSpec checks its ranges)
             size = self.default_size
-        position = spec.position if self.has_position else None
+        position = self.position_for(spec, model)
         params = self.params_for_size(size, model, spec)
         if self.size_name:  # each trainable value also has a gradient and two AdamW moments: 16 bytes in all
             require_memory(16 * params, f"Training {self.name} with {self.size_name} = {size:,}",
@@ -157,8 +198,11 @@ class Method:
             note = "; ".join(filter(None, (
                 f"the smallest {self.name} on this model ({self.size_name} 1) trains {params:,} parameters, more "
                 f"than the budget of {spec.budget:,}", note)))
-        return MethodPlan(self.name, self.size_name, size, params, head_params, position, note,
-                          default_lr=self.default_lr_for(model.family))
+        lr = self.default_lr_for(model)
+        return MethodPlan(self.name, self.size_name, size, params, head_params, position.value if position else None,
+                          note,
+                          default_lr=lr.value, default_lr_source=lr.source,
+                          position_source=position.source if position else "")
 
     # --- training -----------------------------------------------------------------------------------------
     def apply(self, model: JrftModel, plan: MethodPlan, spec: MethodSpec) -> Adaptation:
@@ -183,18 +227,28 @@ class Method:
                 f"model; use the vector file with `jrft predict`, or train slash, which folds exactly."
             )
 
+    def stock_problem(self, model: JrftModel) -> str:
+        """Why this trained model, folded, cannot be a stock transformers class of its family although the method
+        folds ('' when it can): SLaSh at a position whose projection has no bias the stock class can hold."""
+        return ""
+
+    def folded_biases(self, model: JrftModel) -> tuple[str, ...]:
+        """The projections (paths within a layer) into whose biases a merge folds what the method added, for a form
+        that must hold those biases (llama.cpp's graphs add some projections' biases only)."""
+        return ()
+
     def merge(self, model: JrftModel) -> nn.Module:
         """Fold the method into the base model (in place) and return that plain transformers model."""
         self.check_foldable()
         return model.base()
 
     # --- serving ------------------------------------------------------------------------------------------
-    def row_shifts(self, model: JrftModel, state: dict[str, torch.Tensor], spec: MethodSpec,
-                   projections: ProjectionCache) -> RowShifts | None:
-        """What a vector adds to each row of a batch of the base model (`rows.RowShifts`), computed once from its
-        saved tensors `state` (`model`: the base model with the vector's task), so that a server runs the rows of
-        many vectors in one batch. None: this method changes the model in a way rows cannot mix, so its vector needs
-        a model of its own."""
+    def row_shifts(self, model: JrftModel, vectors: Sequence[tuple[dict[str, torch.Tensor], MethodSpec]],
+                   projections: ProjectionCache) -> list[RowShifts] | None:
+        """What each of these vectors (its saved tensors and settings; `model`: the base model with their task) adds
+        to its own rows of a batch of the base model (`rows.RowShifts`), computed once, so that a server runs the
+        rows of many vectors in one batch. None: this method changes the model in a way rows cannot mix, so each of
+        its vectors needs a model of its own."""
         return None
 
 

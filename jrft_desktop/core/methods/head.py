@@ -24,8 +24,8 @@ class HeadOnly(Method):
         freeze(model.backbone)
         return Adaptation()  # nothing added: only the head trains
 
-    def row_shifts(self, model, state, spec, projections):
-        return RowShifts()  # its rows run on the base model as it is, each read by its own head
+    def row_shifts(self, model, vectors, projections):
+        return [RowShifts() for _ in vectors]  # their rows run on the base model as it is, each read by its own head
 
 
 register(HeadOnly())

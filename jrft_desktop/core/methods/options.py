@@ -10,6 +10,7 @@ from typing import Any
 from ..ranges import SEED_MAX, between
 
 POSITIONS = ("attention", "intermediate", "output")  # where SLaSh adds its shift in every layer
+AUTO_POSITION = "auto"  # the position measured best for the run's task (Method.position_for)
 
 
 def option(help: str, *, size: bool = False, cli: str | None = None, aliases: tuple[str, ...] = (),
@@ -40,10 +41,11 @@ def vector_size_option():
 
 
 def position_option():
-    return field(default="output", metadata=option(
+    return field(default=AUTO_POSITION, metadata=option(
         "Where SLaSh adds its shift in every layer: 'attention' (attention block output), 'intermediate' "
-        "(MLP up-projection, before the activation) or 'output' (MLP output, before the residual add).",
-        choices=POSITIONS, label="Position"))
+        "(MLP up-projection, before the activation), 'output' (MLP output, before the residual add), or 'auto' (the "
+        "position measured best for the task: docs/benchmarks.md).", choices=(AUTO_POSITION, *POSITIONS),
+        label="Position"))
 
 
 def projection_seed_option():

@@ -22,23 +22,25 @@ if TYPE_CHECKING:
     from ..models import JrftModel
 
 # (hidden states the shift is added to) -> the shift, broadcast over them; None: nothing to add this pass
-ShiftFor = Callable[["torch.Tensor"], "torch.Tensor | None"]
+ShiftFor = Callable[["torch.Tensor"], "torch.Tensor | None"]  # in any precision: `projection.add_shift` casts it
 
 
 def add_at_site(layer: nn.Module, site: ShiftSite, shift_for: ShiftFor):
     """Add `shift_for(hidden)` where `site` says inside `layer` (its module's output, or its first input); returns
     the hook's handle."""
+    from ..projection import add_shift
+
     module = layer.get_submodule(site.module)
     if site.adds_to == "input":
         def add_to_input(module, args):
             shift = shift_for(args[0])
-            return None if shift is None else (args[0] + shift, *args[1:])
+            return None if shift is None else (add_shift(args[0], site.spread(shift, args[0].shape[-1])), *args[1:])
 
         return module.register_forward_pre_hook(add_to_input)
 
     def add_to_output(module, args, output):
         shift = shift_for(output)
-        return None if shift is None else output + shift
+        return None if shift is None else add_shift(output, site.spread(shift, output.shape[-1]))
 
     return module.register_forward_hook(add_to_output)
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -152,7 +153,15 @@ class Task:
         raise NotImplementedError
 
     def loss_function(self, problem: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The mean loss of a batch, (outputs, labels) -> scalar; the trainer optimises it."""
+        """The mean loss of a batch, (outputs, labels) -> scalar; the trainer optimises it. A task with
+        `sums_in_forward` also takes `loss_sums`' output as the outputs."""
+        raise NotImplementedError
+
+    sums_in_forward: bool = False  # the trainer passes the labels into the forward pass, which returns `loss_sums`
+
+    def loss_sums(self, model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss's sums from the last hidden states (a task with `sums_in_forward`): what `loss_function` turns
+        into the mean loss, computed without holding every output of the head at once."""
         raise NotImplementedError
 
     def score_rows(self, model: nn.Module, encoder, rows: Sequence[dict], device: torch.device, processes,
@@ -207,3 +216,41 @@ class Task:
         """The tokenizer a stock runtime needs to give the model exactly this run's token ids (the training
         encoder's special tokens included)."""
         return tokenizer
+
+    # --- the privacy audit (core/audit) ----------------------------------------------------------------------
+    def make_canaries(self, data, count: int, rng: np.random.Generator):
+        """`count` generated examples of this task's kind, with labels, unlike anything in `data` and easy to memorise
+        (random labels on the data's words, or a random secret in a fixed template): what a run trains with on
+        request, for its audit (`audit.canaries`)."""
+        raise NotImplementedError
+
+    def canary_candidates(self, canaries, index: int, count: int, rng: np.random.Generator):
+        """(`count` copies of canary `index` with its secret replaced by other random secrets, log2 of the number of
+        possible secrets), to rank the true secret among them (its exposure); None when this task's canaries hold
+        no secret."""
+        return None
+
+    @torch.no_grad()
+    def example_losses(self, model: nn.Module, encoder, rows: Sequence[dict], labels: Sequence, problem: str,
+                       device: torch.device, precision: str = "fp32", batch_size: int = 16) -> np.ndarray:
+        """Each row's own loss (this task's loss on that example alone, the model computing in `precision`, a
+        resolved one, as evaluation does), in the rows' order: the audit's per-example score is its negative (a
+        generated answer's mean log-likelihood)."""
+        from ..train import precision as precisions
+
+        loss_fn = self.loss_function(problem)
+        autocast = precisions.autocast(precision, device)
+        model.eval()
+        lengths = self.row_lengths(rows)
+        order = sorted(range(len(rows)), key=lengths.__getitem__)
+        losses = np.zeros(len(rows))
+        for start in range(0, len(order), batch_size):
+            picked = order[start:start + batch_size]
+            batch = [rows[i] for i in picked]
+            inputs = {key: value.to(device) for key, value in encoder.collate(batch).items()}
+            targets = encoder.collate_labels(batch, [labels[i] for i in picked]).to(device)
+            with autocast or contextlib.nullcontext():
+                outputs = model(**inputs)
+            for position, index in enumerate(picked):
+                losses[index] = float(loss_fn(outputs[position:position + 1], targets[position:position + 1]))
+        return losses

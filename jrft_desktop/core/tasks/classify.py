@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from .. import metrics
+from ..audit.canaries import random_sentences, vocabulary
 from ..config import DataSpec
 from ..data import Table, blank, cell_text, is_missing, open_table, require_column, require_rows
 from ..errors import ArtifactError, DataError
 from ..metrics import softmax
 from .base import DataView
-from .common import Encoder, LinearHeadTask, open_training_data, sample_rows
+from .common import Encoder, LinearHeadTask, open_training_data, privacy_units, sample_rows
 from .registry import register
 
 CLASSIFICATION = "classification"
@@ -53,6 +54,7 @@ class Examples:
     texts: tuple[str, ...]
     pairs: tuple[str, ...] | None
     labels: tuple[int, ...] | tuple[float, ...]
+    units: tuple[str, ...] = ()  # whom each example belongs to (DataSpec.privacy_unit), when read
 
     def __post_init__(self) -> None:
         if self.pairs is not None and len(self.pairs) != len(self.texts):
@@ -66,7 +68,14 @@ class Examples:
     def take(self, count: int) -> Examples:
         """The first `count` examples."""
         return Examples(self.texts[:count], self.pairs[:count] if self.pairs is not None else None,
-                        self.labels[:count])
+                        self.labels[:count], self.units[:count])
+
+    def select(self, rows: Sequence[int]) -> Examples:
+        """The examples at these positions, in this order."""
+        return Examples(tuple(self.texts[i] for i in rows),
+                        tuple(self.pairs[i] for i in rows) if self.pairs is not None else None,
+                        tuple(self.labels[i] for i in rows) if self.labels else (),
+                        tuple(self.units[i] for i in rows) if self.units else ())
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,8 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
     """Training and validation examples for `spec`; the split and the sampling are deterministic per seed."""
     table, held_out, notes = open_training_data(spec, seed)
     text, pair, label = _resolve_columns(spec, table, notes)
-    texts, pairs, raw_labels = _usable_rows(table, text, pair, label, notes)
+    texts, pairs, raw_labels, kept = _usable_rows(table, text, pair, label, notes)
+    units = privacy_units(table, spec.privacy_unit, kept) if spec.privacy_unit else None
     problem, label_names, labels = _parse_labels(_class_names_of(table, label, raw_labels), table.name, label)
     rng = np.random.default_rng(seed)
 
@@ -106,7 +116,7 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         for column in (text, pair, label):
             if column is not None:
                 require_column(held_out.frame, column, held_out.name)
-        val_texts, val_pairs, val_raw = _usable_rows(held_out, text, pair, label, notes)
+        val_texts, val_pairs, val_raw, _ = _usable_rows(held_out, text, pair, label, notes)
         val_raw = _class_names_of(held_out, label, val_raw)
         val_labels = (encode_labels(val_raw, label_names) if label_names is not None
                       else _floats(val_raw, held_out.name, label))
@@ -129,7 +139,7 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
 
     return TaskData(
-        train=_select(texts, pairs, labels, train_rows),
+        train=_select(texts, pairs, labels, train_rows, units),
         validation=validation,
         text_column=text,
         text_pair_column=pair,
@@ -266,8 +276,9 @@ def _longest_text_column(frame: pd.DataFrame, candidates: list[Any]) -> Any:
 
 
 def _usable_rows(table: Table, text: str, pair: str | None, label: str,
-                 notes: list[str]) -> tuple[list[str], list[str] | None, list[Any]]:
-    """Texts, pairs and raw labels of the rows that have a label and a text; drops the others with a note."""
+                 notes: list[str]) -> tuple[list[str], list[str] | None, list[Any], np.ndarray]:
+    """Texts, pairs and raw labels of the rows that have a label and a text, and their positions in the table; drops
+    the others with a note."""
     frame = table.frame
     blank_label = _missing_label(frame[label])
     if blank_label.all():
@@ -285,7 +296,7 @@ def _usable_rows(table: Table, text: str, pair: str | None, label: str,
         raise DataError(f"No rows of {table.name} have both a text and a label.")
     texts = [cell_text(value) for value in kept[text].tolist()]
     pairs = [cell_text(value) for value in kept[pair].tolist()] if pair is not None else None
-    return texts, pairs, kept[label].tolist()
+    return texts, pairs, kept[label].tolist(), np.flatnonzero(~(blank_label | empty_text))
 
 
 
@@ -386,11 +397,13 @@ def _split(labels: np.ndarray, problem: str, fraction: float, rng: np.random.Gen
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
-def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.ndarray) -> Examples:
+def _select(texts: list[str], pairs: list[str] | None, labels: tuple, rows: np.ndarray,
+            units: Sequence[str] | None = None) -> Examples:
     return Examples(
         tuple(texts[row] for row in rows),
         tuple(pairs[row] for row in rows) if pairs is not None else None,
         tuple(labels[row] for row in rows),
+        tuple(units[row] for row in rows) if units is not None else (),
     )
 
 
@@ -433,6 +446,20 @@ class Classify(LinearHeadTask):
 
     def examples_from_texts(self, texts, pairs=None):
         return Examples(tuple(texts), tuple(pairs) if pairs is not None else None, ())
+
+    def make_canaries(self, data, count, rng):
+        """Random sequences of the data's words (and second texts for pairs), each with a random class, or for
+        regression a random number within the labels' range."""
+        words = vocabulary(data.train.texts)
+        texts = tuple(" ".join(sentence) for sentence in random_sentences(words, count, rng))
+        pairs = tuple(" ".join(sentence) for sentence in random_sentences(words, count, rng)) \
+            if data.train.pairs is not None else None
+        if data.label_names is not None:
+            labels: tuple = tuple(int(label) for label in rng.integers(0, len(data.label_names), size=count))
+        else:
+            values = np.asarray(data.train.labels, dtype=np.float64)
+            labels = tuple(float(value) for value in rng.uniform(values.min(), values.max(), size=count))
+        return Examples(texts, pairs, labels)
 
     def columns(self, data):
         return {"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column}

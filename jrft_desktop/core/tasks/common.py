@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import DataSpec
-from ..data import Sample, Table, open_table, require_rows
+from ..data import Sample, Table, blank, cell_text, open_table, require_column, require_rows
 from ..errors import DataError, ModelError
 from .base import Task
 
@@ -55,6 +55,18 @@ def open_training_data(spec: DataSpec, seed: int) -> tuple[Table, Table | None, 
                                          else "."))
         table.frame = table.frame.iloc[keep].reset_index(drop=True)
     return table, held_out, notes
+
+
+def privacy_units(table: Table, column: str, rows=None) -> tuple[str, ...]:
+    """Whom each row (of `rows`: positions in the table, default all) belongs to, from the privacy unit column
+    (`DataSpec.privacy_unit`); every row must name one."""
+    require_column(table.frame, column, table.name)
+    values = table.frame[column] if rows is None else table.frame[column].iloc[list(rows)]
+    empty = np.flatnonzero(blank(values))
+    if empty.size:
+        raise DataError(f"{empty.size} row(s) of {table.name} have an empty privacy unit '{column}' (first at data row "
+                        f"{int(empty[0]) + 1} of those read); every row must name whom it belongs to.")
+    return tuple(cell_text(value).strip() for value in values.tolist())
 
 
 def _rows_to_read(spec: DataSpec, carves_validation: bool, seed: int) -> Sample | None:

@@ -19,7 +19,7 @@ import math
 import re
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..config import DataSpec, Decoding
+from ..audit.canaries import SECRET_BITS, random_secret, vocabulary
+from ..config import REPETITION_WINDOW, DataSpec, Decoding
 from ..data import Table, cell_text, is_missing, open_table, require_rows
 from ..errors import DataError, ModelError
 from .base import DataView, Task
-from .common import Encoder, open_training_data, split_and_sample
+from .common import Encoder, open_training_data, privacy_units, split_and_sample
 from .registry import register
 
 GENERATION = "generation"  # the problem a generate run records (vector metadata `task`)
@@ -57,6 +58,7 @@ class Conversations:
 
     conversations: tuple[tuple[Turn, ...], ...]
     labels: tuple = ()
+    units: tuple[str, ...] = ()  # whom each conversation belongs to (DataSpec.privacy_unit), when read
 
     def __len__(self) -> int:
         return len(self.conversations)
@@ -66,7 +68,8 @@ class Conversations:
 
     def select(self, rows: Sequence[int]) -> Conversations:
         picked = tuple(self.conversations[i] for i in rows)
-        return Conversations(picked, picked if self.labels else ())
+        return Conversations(picked, picked if self.labels else (),
+                             tuple(self.units[i] for i in rows) if self.units else ())
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -264,6 +267,8 @@ def load_generate_data(spec: DataSpec, seed: int) -> GenerateData:
     layout, columns, conversations = _read(table, spec.text_column, values, notes)
     rng = np.random.default_rng(seed)
     train = Conversations.of(conversations, labelled=True)
+    if spec.privacy_unit:  # every row is a conversation
+        train = replace(train, units=privacy_units(table, spec.privacy_unit))
     if held_out is not None:
         validation = Conversations.of(_read(held_out, spec.text_column, values, notes)[2], labelled=True)
         validation_source = held_out.origin
@@ -301,6 +306,9 @@ class GenerateEncoder(Encoder):
         self.keys = ["input_ids", "attention_mask"]
         self.train_on_prompts = train_on_prompts
         self.templated = bool(getattr(tokenizer, "chat_template", None))
+        # a base model's own start token, which a chat template writes itself (Gemma 3 270M computes badly without it)
+        self.bos = "" if self.templated or tokenizer("a")["input_ids"][:1] != [tokenizer.bos_token_id] else \
+            tokenizer.bos_token
         self.stop_ids = stop_token_ids(tokenizer, self.templated)
         if not self.templated:
             self.notes = (("this model has no chat template: conversations are written in a plain '### Instruction:' "
@@ -310,10 +318,10 @@ class GenerateEncoder(Encoder):
         """The conversation as (text, learnt) pieces; `open_answer` ends it with the assistant's turn opened."""
         eos = self.tokenizer.eos_token or ""
         if turns[0][0] == TEXT_ROLE:
-            return [(turns[0][1] + eos, True)]
+            return [(self.bos, False), (turns[0][1] + eos, True)]
         if not self.templated:
-            pieces = [(_PLAIN[role].format(content, eos=eos), role == "assistant") for role, content in turns]
-            return pieces
+            return [(self.bos, False)] + [(_PLAIN[role].format(content, eos=eos), role == "assistant")
+                                          for role, content in turns]
         messages = [{"role": role, "content": content} for role, content in turns]
         pieces, done = [], ""
         for index, (role, _) in enumerate(turns):
@@ -389,9 +397,21 @@ def stop_token_ids(tokenizer, templated: bool) -> frozenset[int]:
 
 
 # --- generation -------------------------------------------------------------------------------------------------
-def next_token(logits: torch.Tensor, options: Decoding, generator: torch.Generator) -> int:
-    """The next token from one row's logits: the likeliest, or sampled with `generator` (seeded by
-    `options.seed`)."""
+def penalize_repeats(logits: torch.Tensor, previous: Sequence[int], penalty: float) -> torch.Tensor:
+    """The logits with each token among the last REPETITION_WINDOW of `previous` made less likely: a positive logit
+    divided by `penalty`, a negative one multiplied (the CTRL paper's rule, as transformers and llama.cpp apply it)."""
+    seen = torch.tensor(sorted(set(previous[-REPETITION_WINDOW:])), dtype=torch.long, device=logits.device)
+    if penalty == 1 or not len(seen):
+        return logits
+    chosen = logits[seen]
+    return logits.index_put((seen,), torch.where(chosen > 0, chosen / penalty, chosen * penalty))
+
+
+def next_token(logits: torch.Tensor, options: Decoding, generator: torch.Generator,
+               previous: Sequence[int] = ()) -> int:
+    """The next token from one row's logits, after the answer's `previous` tokens (for the repetition penalty): the
+    likeliest, or sampled with `generator` (seeded by `options.seed`)."""
+    logits = penalize_repeats(logits, previous, options.repetition_penalty)
     if options.temperature <= 0:
         return int(logits.argmax())
     probabilities = torch.softmax(logits.float() / options.temperature, dim=-1)
@@ -415,18 +435,21 @@ def generate_ids(model: nn.Module, prompt_ids: Sequence[int], stop_ids: frozense
     from transformers import DynamicCache
 
     cache, answer = DynamicCache(config=model.base().config), []  # filled in place by every forward pass
+    # a base held in half precision computes under its autocast (precision.py), as the run that trained it did
+    half = model.head.weight.dtype if model.head.weight.dtype in (torch.bfloat16, torch.float16) else None
     try:
-        for _ in range(options.max_new_tokens):
-            output = model.backbone(inputs_embeds=inputs, attention_mask=mask, cache=cache, use_cache=True)
-            model.prompts_cached = model.adaptation.prompts is not None
-            token = next_token(model.head(output.last_hidden_state[0, -1]), options, generator)
-            if token in stop_ids:
-                break
-            answer.append(token)
-            if on_token is not None:
-                on_token(answer)
-            inputs = embed(torch.tensor([[token]], device=device))
-            mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+        with torch.autocast(device.type, dtype=half) if half else contextlib.nullcontext():
+            for _ in range(options.max_new_tokens):
+                output = model.backbone(inputs_embeds=inputs, attention_mask=mask, cache=cache, use_cache=True)
+                model.prompts_cached = model.adaptation.prompts is not None
+                token = next_token(model.head(output.last_hidden_state[0, -1]), options, generator, answer)
+                if token in stop_ids:
+                    break
+                answer.append(token)
+                if on_token is not None:
+                    on_token(answer)
+                inputs = embed(torch.tensor([[token]], device=device))
+                mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
     finally:
         model.prompts_cached = False
     return answer
@@ -469,8 +492,111 @@ def answer(model: nn.Module, encoder: GenerateEncoder, turns: Sequence[Turn], op
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------
+# The language-model loss never makes the logits of every position: the output layer runs only at the positions
+# the loss counts (the answers' tokens unless train_on_prompts), a chunk of rows at a time, each chunk's
+# cross-entropy in fp32, and its gradient taken in the same pass (the technique of Liger's fused linear
+# cross-entropy): what is kept for the backward pass is the gradient for the chunk's hidden states, [rows, hidden],
+# not [rows, vocabulary]. Its sums equal those of the whole logits' cross-entropy (`token_losses`) within 1e-5
+# relative in fp32 (tests/core/test_chunked_loss.py).
+CHUNK_VALUES = 2 ** 24  # logits of one chunk (rows x vocabulary): 64 MB in fp32
+
+
+def chunk_rows(vocabulary: int) -> int:
+    """How many positions one chunk of the loss computes the logits of."""
+    return max(1, CHUNK_VALUES // max(1, vocabulary))
+
+
+def _compute_dtype(device: torch.device, weight: torch.Tensor) -> torch.dtype:
+    """What the output layer's product computes in: the autocast's dtype where one is on (as the whole
+    logits were computed before), else the weight's."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return weight.dtype
+
+
+def _chunk_sums(hidden: torch.Tensor, wanted: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                dtype: torch.dtype, gradients: tuple[bool, bool, bool]):
+    """(summed NLL, right, gradient of the summed NLL for hidden, weight, bias, each None where not wanted)."""
+    rows = chunk_rows(weight.shape[0])
+    product_weight = weight.to(dtype)
+    product_bias = bias.to(dtype) if bias is not None else None
+    nll = hidden.new_zeros((), dtype=torch.float32)
+    right = torch.zeros((), dtype=torch.long, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if gradients[0] else None
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if gradients[1] else None
+    grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if gradients[2] else None
+    for start in range(0, hidden.shape[0], rows):
+        states, targets = hidden[start:start + rows].to(dtype), wanted[start:start + rows]
+        logits = nn.functional.linear(states, product_weight, product_bias).float()
+        top = logits.logsumexp(-1)
+        nll += (top - logits.gather(1, targets[:, None])[:, 0]).sum()
+        right += (logits.argmax(-1) == targets).sum()
+        if not any(gradients):
+            continue
+        logits.sub_(top[:, None]).exp_()  # the softmax, in place
+        logits[torch.arange(len(targets), device=logits.device), targets] -= 1  # d(NLL) / d(logits)
+        if gradients[2]:
+            grad_bias += logits.sum(0)
+        logits = logits.to(dtype)
+        if gradients[0]:
+            grad_hidden[start:start + rows] = (logits @ product_weight).to(hidden.dtype)
+        if gradients[1]:
+            grad_weight += (logits.T @ states).float()
+    return nll, right, grad_hidden, grad_weight, grad_bias
+
+
+class _ChunkedNLL(torch.autograd.Function):
+    """The summed NLL (and the right guesses, no gradient) of the output layer at the counted positions, its gradient
+    computed in the forward pass chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, wanted, dtype):
+        wanted_grads = (hidden.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+        with torch.autocast(hidden.device.type, enabled=False):
+            nll, right, *grads = _chunk_sums(hidden.detach(), wanted, weight.detach(),
+                                             bias.detach() if bias is not None else None, dtype, wanted_grads)
+        ctx.grads = grads
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.mark_non_differentiable(right)
+        return nll, right
+
+    @staticmethod
+    def backward(ctx, grad_nll, _grad_right):
+        grads = [(grad * grad_nll.to(grad.dtype)).to(dtype) if grad is not None else None
+                 for grad, dtype in zip(ctx.grads, ctx.dtypes)]
+        ctx.grads = None
+        return grads[0], grads[1], grads[2], None, None
+
+
+def chunked_sums(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[summed NLL, tokens counted, tokens guessed right] of next-token prediction, from the last hidden states
+    ([B, T, H]) and the targets ([B, T], IGNORED where the loss does not count): the output layer only at the counted
+    positions, in chunks (`_ChunkedNLL`)."""
+    wanted = targets[:, 1:]
+    counted = wanted != IGNORED
+    states, picked = hidden[:, :-1][counted], wanted[counted]
+    count = counted.sum().to(torch.float32)
+    if isinstance(head, nn.Linear):
+        nll, right = _ChunkedNLL.apply(states, head.weight, head.bias, picked,
+                                       _compute_dtype(hidden.device, head.weight))
+    else:  # another output layer (a wrapped one): by chunks, each through autograd as usual
+        nll, right = hidden.new_zeros((), dtype=torch.float32), torch.zeros((), dtype=torch.long, device=hidden.device)
+        weight = getattr(head, "weight", None)
+        rows = chunk_rows(int(getattr(head, "out_features", 0) or (weight.shape[0] if weight is not None else 0)
+                              or 2 ** 18))  # an unknown width: as for a 262,144-token vocabulary
+        for start in range(0, len(picked), rows):
+            logits = head(states[start:start + rows]).float()
+            chunk = picked[start:start + rows]
+            nll = nll + nn.functional.cross_entropy(logits, chunk, reduction="sum")
+            right = right + (logits.argmax(-1) == chunk).sum()
+    return torch.stack([nll, count, right.to(torch.float32)])
+
+
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(summed negative log-likelihood, tokens counted, tokens guessed right) of next-token prediction."""
+    """(summed negative log-likelihood, tokens counted, tokens guessed right) of next-token prediction from whole
+    logits ([B, T, V]; what private training's per-example passes give), or from `chunked_sums`' sums ([3])."""
+    if logits.dim() == 1:
+        return logits[0], logits[1], logits[2]
     predicted, wanted = logits[:, :-1].float(), targets[:, 1:]
     counted = wanted != IGNORED
     nll = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), wanted.reshape(-1),
@@ -482,7 +608,8 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 @torch.no_grad()
 def token_scores(model: nn.Module, encoder: GenerateEncoder, rows: Sequence[dict], device: torch.device,
                  precision: str, batch_size: int = 16) -> tuple[float, int, int]:
-    """(summed negative log-likelihood, tokens, tokens guessed right) over the rows' answers, batches by length."""
+    """(summed negative log-likelihood, tokens, tokens guessed right) over the rows' answers, batches by length; the
+    output layer only at the answers' tokens (`chunked_sums`)."""
     from ..train import precision as precisions
 
     model.eval()
@@ -493,9 +620,9 @@ def token_scores(model: nn.Module, encoder: GenerateEncoder, rows: Sequence[dict
         batch = [rows[i] for i in order[start:start + batch_size]]
         inputs = {key: value.to(device) for key, value in encoder.collate(batch).items()}
         with autocast or contextlib.nullcontext():
-            logits = model(**inputs)
-        summed, counted, correct = token_losses(logits, encoder.collate_labels(batch, ()).to(device))
-        nll, tokens, right = nll + float(summed), tokens + int(counted), right + int(correct)
+            sums = model(**inputs, targets=encoder.collate_labels(batch, ()).to(device))
+        summed, counted, correct = (float(value) for value in sums)
+        nll, tokens, right = nll + summed, tokens + int(counted), right + int(correct)
     return nll, tokens, right
 
 
@@ -511,6 +638,19 @@ def samples(model: nn.Module, encoder: GenerateEncoder, rows: Sequence[dict], de
                                                                                      skip_special_tokens=True),
                       "generated": encoder.tokenizer.decode(ids, skip_special_tokens=True)})
     return found
+
+
+# --- canaries for the privacy audit -------------------------------------------------------------------------------
+CANARY_SECRET = re.compile(r"\d(?: \d)+")  # audit.canaries.random_secret's digits
+
+
+def canary_turns(name: str, secret: str, layout: str) -> tuple[Turn, ...]:
+    """One canary: the secret in a fixed template, as the data's layout holds examples (the answer, or the whole
+    document, is learnt)."""
+    statement = f"The secret number of {name} is {secret}."
+    if layout == "text":
+        return ((TEXT_ROLE, statement),)
+    return (("user", f"What is the secret number of {name}?"), ("assistant", statement))
 
 
 # --- the task ---------------------------------------------------------------------------------------------------
@@ -555,6 +695,23 @@ class Generate(Task):
     def examples_from_texts(self, texts, pairs=None):
         return Conversations.of([(("user", text),) for text in texts], labelled=False)
 
+    def make_canaries(self, data, count, rng):
+        """A random secret in a fixed template, for a name made of two of the data's words: asked and answered in
+        instruction and chat data, stated in plain text."""
+        words = vocabulary(data.train.texts)
+        names = ("-".join(pair) for pair in (rng.choice(words, size=2) for _ in range(count)))
+        return Conversations.of([canary_turns(name, random_secret(rng), data.layout) for name in names],
+                                labelled=True)
+
+    def canary_candidates(self, canaries, index, count, rng):
+        turns = canaries.conversations[index]
+        secret = CANARY_SECRET.search(turns[-1][1]).group()
+        candidates = []
+        for _ in range(count):
+            other = random_secret(rng)
+            candidates.append(tuple((role, content.replace(secret, other)) for role, content in turns))
+        return Conversations.of(candidates, labelled=True), SECRET_BITS
+
     def columns(self, data):
         return data.columns_read
 
@@ -576,7 +733,7 @@ class Generate(Task):
 
 
     def outputs_per_token(self, model):
-        return model.head.out_features  # the vocabulary: a decoder's largest activations in training
+        return model.head.out_features  # the vocabulary, whose loss holds one chunk of positions at a time
 
     def truncation_note(self, train, validation, max_length):
         return (f"{train} training and {validation} validation conversations were longer than {max_length} tokens and "
@@ -585,6 +742,11 @@ class Generate(Task):
 
     def read_out(self, model, hidden, attention_mask, input_ids):
         return model.head(hidden)
+
+    sums_in_forward = True  # training and scoring take `loss_sums`: the vocabulary only at the counted tokens
+
+    def loss_sums(self, model, hidden, targets):
+        return chunked_sums(model.head, hidden, targets)
 
     def loss_function(self, problem):
         def loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import math
 import re
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..audit.canaries import random_sentences, vocabulary
 from ..config import DataSpec
 from ..data import TAGS_COLUMN, TOKENS_COLUMN, Table, is_missing, open_table, require_column, require_rows
 from ..errors import DataError
 from ..metrics import softmax
 from .base import DataView
-from .common import ENCODE_CHUNK, Encoder, LinearHeadTask, open_training_data, split_and_sample
+from .common import ENCODE_CHUNK, Encoder, LinearHeadTask, open_training_data, privacy_units, split_and_sample
 from .registry import register
 
 TAGGING = "tagging"  # the problem a tag run records (vector metadata `task`)
@@ -53,16 +54,18 @@ class TagExamples:
     texts: tuple[str, ...]
     spans: tuple[tuple[tuple[int, int], ...], ...]
     labels: tuple[tuple[int, ...], ...] = ()
+    units: tuple[str, ...] = ()  # whom each sentence belongs to (DataSpec.privacy_unit), when read
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, count: int) -> TagExamples:
-        return TagExamples(self.texts[:count], self.spans[:count], self.labels[:count])
+        return TagExamples(self.texts[:count], self.spans[:count], self.labels[:count], self.units[:count])
 
     def select(self, rows: Sequence[int]) -> TagExamples:
         return TagExamples(tuple(self.texts[i] for i in rows), tuple(self.spans[i] for i in rows),
-                           tuple(self.labels[i] for i in rows) if self.labels else ())
+                           tuple(self.labels[i] for i in rows) if self.labels else (),
+                           tuple(self.units[i] for i in rows) if self.units else ())
 
     def words(self, index: int) -> list[str]:
         return [self.texts[index][start:end] for start, end in self.spans[index]]
@@ -253,6 +256,8 @@ def load_tag_data(spec: DataSpec, seed: int) -> TagData:
     words, names = _sentences(table, tokens, tags, spec.train, notes)
     label_names = tag_set(names, table.name)
     train = TagExamples.from_words(words, encode_tags(names, label_names, table.name))
+    if spec.privacy_unit:  # every row is a sentence
+        train = replace(train, units=privacy_units(table, spec.privacy_unit))
     rng = np.random.default_rng(seed)
     if held_out is not None:
         for column in (tokens, tags):
@@ -447,6 +452,13 @@ class Tag(LinearHeadTask):  # a linear layer on every token; the tag names becom
 
     def examples_from_texts(self, texts, pairs=None):
         return TagExamples.from_texts(texts)
+
+    def make_canaries(self, data, count, rng):
+        """Random sequences of the data's words, each word with a random tag."""
+        sentences = random_sentences(vocabulary(data.train.texts), count, rng)
+        tags = [tuple(int(tag) for tag in rng.integers(0, len(data.label_names), size=len(words)))
+                for words in sentences]
+        return TagExamples.from_words(sentences, tags)
 
     def columns(self, data):
         return {"text": data.tokens_column, "text_pair": None, "label": data.tags_column}

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import TrainingSpec
+from ..config import DEFAULT_PATIENCE, MIN_CEILING_STEPS, TrainingSpec
 
 MEGA_BATCH = 50  # batches per length-sorted group when batches are grouped by length (as the HF Trainer's)
 
@@ -76,10 +76,40 @@ class Batches:
         return encoder.collate(rows), encoder.collate_labels(rows, [self.labels[i] for i in picked])
 
 
-def planned_steps(train_examples: int, training: TrainingSpec) -> tuple[int, int]:
-    """(optimizer steps per epoch, total steps) of a run on this many training examples."""
+# A run that converges plans its ceiling (config.MIN_CEILING_STEPS, TrainingSpec.max_epochs). A private run given
+# neither epochs nor steps trains PRIVATE_EPOCHS instead: its noise is calibrated to the steps it plans, so a longer
+# ceiling would add noise to every step.
+PRIVATE_EPOCHS = 3
+
+
+def converges(training: TrainingSpec, private: bool = False) -> bool:
+    """Whether a run stops at convergence (neither epochs nor steps given), so its planned steps are a ceiling."""
+    return training.max_steps is None and training.epochs is None and not private
+
+
+def fitted_batch(training: TrainingSpec, train_examples: int) -> TrainingSpec:
+    """The settings with the batch lowered to the training examples where it is larger (a small file trains)."""
+    if training.batch_size <= train_examples:
+        return training
+    return replace(training, batch_size=max(1, train_examples))
+
+
+def planned_steps(train_examples: int, training: TrainingSpec, private: bool = False) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps) of a run on this many training examples; a run that converges
+    (`converges`) plans its ceiling."""
+    training = fitted_batch(training, train_examples)
     steps_per_epoch = math.ceil(math.ceil(train_examples / training.batch_size) / training.gradient_accumulation)
-    return steps_per_epoch, training.max_steps or max(1, math.ceil((training.epochs or 3) * steps_per_epoch))
+    if training.max_steps:
+        return steps_per_epoch, training.max_steps
+    if training.epochs or private:
+        return steps_per_epoch, max(1, math.ceil((training.epochs or PRIVATE_EPOCHS) * steps_per_epoch))
+    return steps_per_epoch, max(MIN_CEILING_STEPS, math.ceil(training.max_epochs * steps_per_epoch))
+
+
+def patience(training: TrainingSpec, private: bool = False) -> int | None:
+    """Evaluations without improvement that end the run: the setting, or DEFAULT_PATIENCE for a run that
+    converges; None trains all its planned steps."""
+    return training.early_stopping_patience or (DEFAULT_PATIENCE if converges(training, private) else None)
 
 
 # Scoring a validation row costs about half of training on one example (a forward pass against a forward and a
@@ -114,22 +144,33 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 class Schedule:
     """How many steps, the learning rate at each, and when to evaluate and save."""
 
-    total_steps: int
+    total_steps: int  # a ceiling when `converges`
     steps_per_epoch: int
     warmup: int
     lr: float
     kind: str  # TrainingSpec.schedule
     eval_every: int
     checkpoint_every: int
+    patience: int | None = None  # evaluations without improvement that stop the run (None: never)
+    converges: bool = False  # the run trains until it converges, at most total_steps
 
     @classmethod
     def plan(cls, training: TrainingSpec, train_examples: int, default_lr: float,
-             validation_examples: int) -> Schedule:
-        steps_per_epoch, total = planned_steps(train_examples, training)
+             validation_examples: int, private: bool = False) -> Schedule:
+        training = fitted_batch(training, train_examples)
+        steps_per_epoch, total = planned_steps(train_examples, training, private)
         eval_every = training.eval_every or default_eval_every(total, validation_examples, training)
         return cls(total, steps_per_epoch, int(round(training.warmup_ratio * total)),
                    training.lr if training.lr is not None else default_lr, training.schedule, eval_every,
-                   training.checkpoint_every or eval_every)
+                   training.checkpoint_every or eval_every, patience(training, private), converges(training, private))
+
+    def describe_length(self) -> str:
+        """How long the run trains, in words: its steps, or its ceiling and what stops it before."""
+        epochs = f"{self.total_steps / self.steps_per_epoch:.3g} epochs"
+        if not self.converges:
+            return f"{self.total_steps:,} steps ({epochs})"
+        return (f"until the validation metric stops improving ({self.patience} evaluations without a better one, "
+                f"one every {self.eval_every:,} steps), at most {self.total_steps:,} steps ({epochs})")
 
     def lr_at(self, step: int) -> float:
         return self.lr * lr_factor(step, self.total_steps, self.warmup, self.kind)

@@ -19,12 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import methods, runs
+from ..audit.canaries import CanarySet, make_canary_set, write_record
 from ..build import build_model
 from ..config import RunConfig
-from ..errors import UserError
+from ..errors import PrivacyError, UserError
 from ..events import (
     Callback,
     CheckpointEvent,
@@ -44,8 +46,9 @@ from ..tasks import Task, task_for
 from ..tasks.base import TaskData
 from . import distributed
 from . import precision as precisions
-from .batching import Batches, Schedule
-from .estimate import estimate_memory, require_fits
+from . import quantization
+from .batching import Batches, Schedule, fitted_batch
+from .estimate import plan_memory, require_fits
 from .step import Optimization
 
 
@@ -109,6 +112,9 @@ class PreparedRun:
     private: object | None  # privacy.PrivateTraining of a private run
     notes: list[str]
     precision: str = "fp32"  # what the model computes in, resolved on the device (precision.py)
+    base_dtype: str = "fp32"  # what the frozen base's weights are held in (precision.resolve_base)
+    estimated_memory: int = 0  # bytes: the estimate the run was admitted on (estimate.py), beside the measured peak
+    canaries: CanarySet | None = None  # the audit's canaries, the included ones among the training rows
 
 
 class Trainer:
@@ -206,7 +212,8 @@ class Trainer:
         state = self._restore_state(run)
         self.emit(PreparedEvent(run.schedule.total_steps, state.step, len(run.batches.rows), len(run.validation_rows),
                                 run.plan.to_dict(), tuple(run.notes),
-                                run.private.plan.to_dict() if run.private is not None else None))
+                                run.private.plan.to_dict() if run.private is not None else None,
+                                run.schedule.converges, run.schedule.describe_length()))
         status = "completed"
         while state.step < run.schedule.total_steps:
             if self._wait_while_paused():
@@ -218,11 +225,11 @@ class Trainer:
                 break
         if status == "stopped":
             self._save_checkpoint(run.model, run.optimization.optimizer, state)
-            finished = FinishedEvent("stopped", str(self.run_dir))
+            finished = FinishedEvent("stopped", str(self.run_dir), reason=stop_reason(run, state, status))
             self.emit(finished)
             return finished
         if not self.processes.writer:  # the writer alone scores the best checkpoint and exports
-            return FinishedEvent(status, str(self.run_dir))
+            return FinishedEvent(status, str(self.run_dir), reason=stop_reason(run, state, status))
         return self._finish(run, state, status, time.perf_counter() - started)
 
     def _prepare(self, config: RunConfig) -> PreparedRun:
@@ -231,8 +238,14 @@ class Trainer:
         torch.manual_seed(training.seed)  # head and prompt initialisation
         task = task_for(config.data.task, config.data.train)
         data = task.load_data(config.data, training.seed)
-        loaded = load_backbone(config.model, task)
+        device = distributed.device_for(processes, pick_device(training.device))
+        # Private steps take per-example gradients of the bare model in fp32; its base is then fp32 too.
+        precision = "fp32" if config.privacy.enabled else precisions.resolve(training.precision, device)
+        base_dtype = precisions.resolve_base(training.base_dtype, precision, config.method.name, device)
+        loaded = load_backbone(config.model, task, precisions.BASE_TORCH_DTYPES[base_dtype])
         model, method, plan = build_model(config.model, config.method, task, data.num_labels, loaded=loaded)
+        precisions.keep_trainable_fp32(model)
+        quantized = quantization.quantize_base(model, training.base_quantization, device)
         encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model, config.data)
         notes = [*data.notes, *([plan.note] if plan.note else []), *task.model_notes(model), *encoder.notes]
         train_rows, truncated = task.encode(encoder, data.train)
@@ -243,39 +256,50 @@ class Trainer:
         if truncated or truncated_val:
             notes.append(task.truncation_note(truncated, truncated_val, encoder.max_length))
         if training.batch_size > len(train_rows):
-            raise UserError(f"The batch size {training.batch_size} is larger than the {len(train_rows)} training "
-                            f"examples; use a batch size of at most {len(train_rows)}.")
-        memory = estimate_memory(model.info, plan, training.batch_size, encoder.max_length,
-                                 training.gradient_checkpointing, task.outputs_per_token(model))
+            notes.append(f"batch size {training.batch_size} lowered to {len(train_rows)}: the training set has "
+                         f"{len(train_rows)} examples")
+            training = fitted_batch(training, len(train_rows))
+            config = replace(config, training=training)
+        # the longest batch is as long as the longest row the maximum length leaves
+        longest = min(encoder.max_length, max(task.row_lengths(train_rows), default=encoder.max_length))
+        memory = plan_memory(model.info, plan, training.batch_size, longest, training.gradient_checkpointing,
+                             task.outputs_per_token(model), precision, base_dtype)
         require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
+        if memory.checkpointing and not training.gradient_checkpointing:
+            notes.append(memory.note)
+            training = replace(training, gradient_checkpointing=True)
+            config = replace(config, training=training)
         notes.append(f"memory: {memory.describe()}")
         if training.gradient_checkpointing:
             model.base().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        device = distributed.device_for(processes, pick_device(training.device))
+        if base_dtype != "fp32":
+            notes.append(f"the frozen base model is held in {base_dtype} (what trains, and its optimizer state, in fp32)")
+        if quantized:
+            notes.append(quantized)
         model.to(device)
-        batches = Batches(train_rows, data.train.labels, training.batch_size, training.seed,
-                          task.row_lengths(train_rows), training.group_by_length, training.gradient_accumulation)
-        schedule = Schedule.plan(training, len(train_rows), plan.default_lr, len(validation_rows))
+        batches, canaries, owners = _training_batches(config, task, data, encoder, train_rows, notes)
+        schedule = Schedule.plan(training, _sampled(batches, owners), plan.default_lr, len(validation_rows),
+                                 config.privacy.enabled)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=schedule.lr,
                                       weight_decay=training.weight_decay)
-        private = _start_private(config, model, method, optimizer, len(train_rows), schedule.total_steps, device,
-                                 processes) if config.privacy.enabled else None
+        private = _start_private(config, model, method, optimizer, len(batches.rows), owners, schedule.total_steps,
+                                 device, processes) if config.privacy.enabled else None
         if private is not None:
-            notes.append(_describe_private(private.plan))
+            notes.append(_describe_private(private.plan, private.units))
         if processes.parallel:
             notes.append(f"data-parallel over {processes.world_size} processes: each takes its part of every batch "
                          f"of {training.batch_size}")
         # Private steps take per-example gradients of the bare model (in float32) and Opacus adds up the processes'
         # parts.
         trained = distributed.data_parallel(model, device) if processes.parallel and private is None else model
-        precision = "fp32" if private is not None else precisions.resolve(training.precision, device)
         if private is not None and training.precision == "bf16":
             notes.append("private training computes in fp32 (per-example gradients), not bf16")
         optimization = Optimization.create(trained, optimizer, task.loss_function(data.problem), device,
                                            precision=precision)
         metric_name = task.default_metric(data.problem) if training.metric == "auto" else training.metric
         return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows, data.validation.labels,
-                           device, schedule, metric_name, optimization, private, notes, precision)
+                           device, schedule, metric_name, optimization, private, notes, precision, base_dtype,
+                           canaries=canaries, estimated_memory=memory.total)
 
     def _restore_state(self, run: PreparedRun) -> TrainingState:
         """A fresh state, or a resumed run's checkpoint (trainable tensors, optimizer, privacy accountant)."""
@@ -300,9 +324,9 @@ class Trainer:
         run.model.train(training.dropout)
         epsilon = None
         if run.private is not None:
-            picked = run.private.sample()  # Poisson: its own secret randomness, a varying size
-            physical = (_to_device(run.batches.gather(picked[start:start + training.batch_size], run.encoder),
-                                   run.device) for start in range(0, len(picked), training.batch_size))
+            groups = run.private.sample()  # Poisson: its own secret randomness, a varying size
+            physical = ((*_to_device(run.batches.gather(rows, run.encoder), run.device), owners)
+                        for rows, owners in run.private.physical_batches(groups, training.batch_size))
             loss_total, examples = run.private.step(run.model, physical, run.optimization.loss_fn)
             run.optimization.optimizer.zero_grad(set_to_none=True)
             state.privacy = run.private.state_dict()
@@ -316,13 +340,11 @@ class Trainer:
         state.step += 1
         seconds = time.perf_counter() - tick
         state.step_times.append(seconds)
-        recent = state.step_times[-20:]
-        remaining = schedule.total_steps - state.step
-        eta = remaining * sum(recent) / len(recent) + remaining // schedule.eval_every * state.last_eval_s
         entry = {"step": state.step, "loss": mean_loss, "lr": lr}
         state.history.append(entry if epsilon is None else {**entry, "epsilon": epsilon})
         return StepEvent(state.step, schedule.total_steps, state.step / schedule.steps_per_epoch, mean_loss, lr,
-                         seconds, examples / seconds, eta, epsilon)
+                         seconds, examples / seconds, remaining_time(schedule, state, schedule.total_steps), epsilon,
+                         schedule.converges, _eta_if_flat(schedule, state))
 
     def _accumulate(self, run: PreparedRun, step: int) -> tuple[float, int]:
         """Gradients of one step's micro-batches (this process's part of each); (summed loss, examples)."""
@@ -363,7 +385,7 @@ class Trainer:
                 state.evals_since_best += 1
             state.history.append({"step": state.step, "eval": scores})
             self.emit(EvalEvent(state.step, scores, run.metric_name, improved))
-            patience = run.config.training.early_stopping_patience
+            patience = schedule.patience
             if patience is not None and state.evals_since_best >= patience and not last:
                 return "early-stopped"
         if state.step % schedule.checkpoint_every == 0 and not last:
@@ -377,12 +399,14 @@ class Trainer:
         summary = self._summary(run, state, status, wall_time_s)
         config, plan = run.config, run.plan
         metadata = vector_metadata(
-            model=run.model, plan=plan, method_spec=replace(config.method, name=plan.method), model_spec=config.model,
+            model=run.model, plan=plan, method_spec=plan.resolved(config.method), model_spec=config.model,
             max_length=config.data.max_length, problem=run.data.problem,
             label_names=run.data.label_names, columns=run.task.columns(run.data), seed=config.training.seed,
             metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
         )
         metadata["precision"] = run.precision  # what it trained and was evaluated in
+        metadata["base_dtype"] = run.base_dtype  # what its frozen base was held in (`jrft eval` replays both)
+        metadata["base_quantization"] = config.training.base_quantization
         report: tuple[Path, ...] = ()
         if run.private is not None:
             from ..privacy_report import write_report
@@ -392,9 +416,12 @@ class Trainer:
             report = (write_report(self.run_dir, summary["privacy"], title),)
         files = (*save_vector(self.run_dir / runs.VECTOR_NAME, run.model, metadata), *report)
         atomic_write_json(self.run_dir / runs.HISTORY_FILE, state.history)
+        if run.canaries is not None:  # what the audit regenerates them from: in the run folder, never exported
+            write_record(self.run_dir, run.canaries)
         atomic_write_json(self.run_dir / runs.METRICS_FILE, summary)
         finished = FinishedEvent(status, str(self.run_dir), summary,
-                                 tuple(str(p) for p in (*files, self.run_dir / runs.METRICS_FILE)))
+                                 tuple(str(p) for p in (*files, self.run_dir / runs.METRICS_FILE)),
+                                 summary["stop_reason"])
         self.emit(finished)
         return finished
 
@@ -416,19 +443,22 @@ class Trainer:
         step_time = statistics.median(timed) if timed else None
         projection = run.model.adaptation.projection
         summary = {
-            "status": status, "method": plan.method, "trainable_params": plan.trainable_params,
+            "status": status, "stop_reason": stop_reason(run, state, status), "method": plan.method,
+            "trainable_params": plan.trainable_params,
             "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
             "d": projection.spec.d if projection is not None else None, "size_name": plan.size_name, "size": plan.size,
             "position": plan.position, "pooling": run.model.pooling if run.task.pools else None,
-            "train_steps": state.step,
-            "best_step": state.best_step, "metric": run.metric_name, "lr": run.schedule.lr,
+            "train_steps": state.step, "planned_steps": run.schedule.total_steps,
+            "until_converged": run.schedule.converges, "best_step": state.best_step, "metric": run.metric_name,
+            "lr": run.schedule.lr,
             "step_time_s": step_time,
             "examples_per_s": training.batch_size * training.gradient_accumulation / step_time if timed else None,
-            "peak_memory_mb": peak_memory_mb(run.device), "device": str(run.device),
+            "peak_memory_mb": peak_memory_mb(run.device), "estimated_memory_mb": run.estimated_memory / 2 ** 20,
+            "device": str(run.device),
             "processes": self.processes.world_size, "train_examples": len(run.batches.rows),
             "validation_examples": len(run.validation_rows), "validation_source": run.data.validation_source,
             "wall_time_s": wall_time_s, "train_time_s": sum(state.step_times), "eval_time_s": state.eval_time_s,
-            "precision": run.precision, "group_by_length": training.group_by_length,
+            "precision": run.precision, "base_dtype": run.base_dtype, "group_by_length": training.group_by_length,
             "padded_share": run.batches.padded_share(), **scores,
         }
         if run.private is not None:
@@ -453,26 +483,91 @@ class Trainer:
         return self.stop_event.is_set()
 
 
+def _training_batches(config: RunConfig, task: Task, data: TaskData, encoder, train_rows: list[dict],
+                      notes: list[str]) -> tuple[Batches, CanarySet | None, list | None]:
+    """The training rows in their seeded batches, with the included audit canaries among them (the validation rows
+    never hold any), and whom each row belongs to when private training goes by a privacy unit (None: by row)."""
+    training, labels, canaries = config.training, data.train.labels, None
+    owners = list(data.train.units) if config.data.privacy_unit and config.privacy.enabled else None
+    if config.data.privacy_unit and owners is None:
+        notes.append(f"the privacy unit '{config.data.privacy_unit}' matters only to private training (ε); it is "
+                     "not used here")
+    if config.privacy.audit_canaries:
+        canaries = make_canary_set(task, data, encoder, config.privacy.audit_canaries, training.seed)
+        train_rows, labels = canaries.mixed_into(train_rows, labels)
+        if owners is not None:  # each canary is a person of its own
+            owners += [("canary", index) for index in np.flatnonzero(canaries.included).tolist()]
+        notes.append(canaries.note())
+    return Batches(train_rows, labels, training.batch_size, training.seed, task.row_lengths(train_rows),
+                   training.group_by_length, training.gradient_accumulation), canaries, owners
+
+
+def _sampled(batches: Batches, owners: list | None) -> int:
+    """What a step samples from, and an epoch passes over: the training rows, or the people they belong to."""
+    return len(set(owners)) if owners is not None else len(batches.rows)
+
+
+def remaining_time(schedule: Schedule, state: TrainingState, until: int) -> float:
+    """Seconds to step `until`: its steps at the recent pace, and the evaluations due on the way."""
+    recent = state.step_times[-20:]
+    remaining = until - state.step
+    return remaining * sum(recent) / max(1, len(recent)) + remaining // schedule.eval_every * state.last_eval_s
+
+
+def _eta_if_flat(schedule: Schedule, state: TrainingState) -> float | None:
+    """Seconds to the stop that early stopping makes if no evaluation improves any more; None while the last one
+    improved (the run may go on to its end) or without early stopping. The ETA refined as the curve flattens."""
+    if schedule.patience is None or state.evals_since_best == 0:
+        return None
+    next_eval = -(-state.step // schedule.eval_every) * schedule.eval_every
+    stop = min(schedule.total_steps, next_eval + (schedule.patience - state.evals_since_best - 1) * schedule.eval_every)
+    return remaining_time(schedule, state, stop) + state.last_eval_s
+
+
+def stop_reason(run: PreparedRun, state: TrainingState, status: str) -> str:
+    """Why the run ended, in a sentence (the Train page and metrics.json show it)."""
+    schedule, metric = run.schedule, run.metric_name
+    best = f"the best {metric}, at step {state.best_step:,}, is kept" if state.best_step else "nothing was evaluated"
+    if status == "stopped":
+        return f"stopped at step {state.step:,} of {schedule.total_steps:,}; resume it to go on"
+    if status == "early-stopped":
+        return (f"converged: {metric} did not improve in the last {schedule.patience} evaluations "
+                f"(one every {schedule.eval_every:,} steps); {best}")
+    if schedule.converges:
+        return (f"reached its ceiling of {schedule.total_steps:,} steps "
+                f"({schedule.total_steps / schedule.steps_per_epoch:.3g} epochs) before {metric} stopped improving; "
+                f"{best}")
+    return f"trained the {schedule.describe_length()} asked for; {best}"
+
+
 def _to_device(batch: tuple[dict, torch.Tensor], device: torch.device) -> tuple[dict, torch.Tensor]:
     inputs, labels = batch
     return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
 
 
 def _start_private(config: RunConfig, model: JrftModel, method: methods.Method, optimizer: torch.optim.Optimizer,
-                   train_examples: int, total_steps: int, device: torch.device, processes: distributed.Processes):
-    """Check and plan DP-SGD before any step is taken (refusals are PrivacyErrors)."""
+                   train_examples: int, owners: list | None, total_steps: int, device: torch.device,
+                   processes: distributed.Processes):
+    """Check and plan DP-SGD before any step is taken (refusals are PrivacyErrors); by privacy unit when `owners`
+    names whom each training row belongs to."""
     from . import privacy  # Opacus loads for private runs only
 
-    training = config.training
+    training, most = config.training, config.privacy.max_rows_per_unit
     privacy.check_trainable_modules(model)
-    plan = privacy.plan_privacy(config.privacy, train_examples, training.batch_size * training.gradient_accumulation,
-                                total_steps)
-    return privacy.PrivateTraining(plan, model, optimizer, device, processes, method)
+    units = privacy.PrivacyUnits.of(config.data.privacy_unit, owners, most) if owners is not None else None
+    if units is not None and most > training.batch_size:
+        raise PrivacyError(f"At most {most} rows per privacy unit is more than the batch size {training.batch_size}: "
+                           "a unit's rows are clipped together in one batch; lower max_rows_per_unit "
+                           "(--max-rows-per-unit) or raise the batch size.")
+    plan = privacy.plan_privacy(config.privacy, len(units.rows) if units is not None else train_examples,
+                                training.batch_size * training.gradient_accumulation, total_steps)
+    return privacy.PrivateTraining(plan, model, optimizer, device, processes, method, units)
 
 
-def _describe_private(plan) -> str:
+def _describe_private(plan, units) -> str:
     target = (f"ε ≤ {plan.epsilon_target:g}" if plan.epsilon_target is not None
               else f"ε = {plan.epsilon_planned:.3g}")
     return (f"private training (DP-SGD): {target} at δ = {plan.delta:.3g} over {plan.steps} steps; noise multiplier "
             f"σ = {plan.noise_multiplier:.4g} ({plan.noise_source}), clipping norm C = {plan.max_grad_norm:g}, "
-            f"Poisson sampling rate q = {plan.sample_rate:.4g}, {plan.accountant.upper()} accountant")
+            f"Poisson sampling rate q = {plan.sample_rate:.4g}, {plan.accountant.upper()} accountant"
+            + (f"; {units.describe()}" if units is not None else ""))

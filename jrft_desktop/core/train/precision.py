@@ -91,3 +91,47 @@ def training_attention(precision: str, device: torch.device, causal: bool) -> st
     18.9 against 12.7 s for 150); the decoder's causal attention did not (SmolLM2: 30.3 s against 37.5 s), so it
     keeps its own. Evaluation keeps the fused kernel. `benchmarks/attention_kernels.py`."""
     return "eager" if device.type == "cpu" and precision == "bf16" and not causal else None
+
+
+# --- the frozen base's own precision ------------------------------------------------------------------------------
+# Under bf16 autocast every matrix product already rounds the fp32 weights to bf16 on the fly, so a base held in bf16
+# computes those products exactly as before at half the memory. What autocast keeps in fp32 stays fp32: the
+# embeddings' output is cast up (so the residual stream is fp32, as with fp32 weights), and norms compute in fp32 on
+# their bf16-rounded scales. Whatever trains (z, a head, LoRA factors, BitFit's biases) and its optimizer state is
+# fp32 (`keep_trainable_fp32`).
+BASE_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TRAINS_BASE = frozenset({"full"})  # methods whose trainable values are the base's own weights
+
+
+def resolve_base(requested: str, precision: str, method: str = "", device: torch.device | None = None) -> str:
+    """'fp32', 'bf16' or 'fp16': what a run's frozen base weights are held in, given its resolved `precision`.
+    'auto': the run's half precision (bf16; fp16 on an older CUDA GPU) unless the method trains the base's weights
+    (full finetuning), fp32 otherwise. 'bf16' needs a run that computes in bf16 (a UserError otherwise: without
+    autocast nothing would turn the fp32 activations and the bf16 weights into one format)."""
+    from ..config import BASE_DTYPES
+
+    if requested not in BASE_DTYPES:
+        raise UserError(f"The base dtype must be one of {', '.join(BASE_DTYPES)} (got {requested!r}).")
+    if requested == "fp32":
+        return "fp32"
+    if requested == "bf16":
+        if precision != "bf16":
+            raise UserError(f"A bf16 base computes under bf16 autocast, but this run computes in {precision} "
+                            "(--precision, or a private run, which computes in fp32); use --base-dtype fp32 or auto.")
+        return "bf16"
+    if method in TRAINS_BASE or precision == "fp32":
+        return "fp32"
+    return precision
+
+
+def replay_base(recorded: str | None, precision: str) -> str:
+    """The base dtype to score a trained run with (`jrft eval`): the recorded one where the replayed `precision`
+    (see `replay`) computes in it, else fp32."""
+    return recorded if recorded in ("bf16", "fp16") and recorded == precision else "fp32"
+
+
+def keep_trainable_fp32(model: torch.nn.Module) -> None:
+    """Every trainable tensor in fp32 (a BitFit bias or anything a method made from a half-precision base layer)."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()

@@ -20,7 +20,7 @@ import contextlib
 import math
 import secrets
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -348,21 +348,66 @@ def per_example_gradients(model: torch.nn.Module, inputs: dict[str, torch.Tensor
         return per_example(trainable, labels, *inputs.values())
 
 
+@dataclass(frozen=True)
+class PrivacyUnits:
+    """Whom the training rows belong to: the rows of each unit (a person) of the privacy unit column. A unit is
+    sampled, and its rows' gradients clipped, as one example; the plan's train_examples counts units."""
+
+    column: str
+    rows: tuple[tuple[int, ...], ...]
+    max_rows: int  # the most rows a sampled unit trains on in one step
+
+    @classmethod
+    def of(cls, column: str, owners: Sequence, max_rows: int) -> PrivacyUnits:
+        """The units of rows owned by `owners` (one value per row), in order of first appearance."""
+        grouped: dict = {}
+        for row, owner in enumerate(owners):
+            grouped.setdefault(owner, []).append(row)
+        return cls(column, tuple(tuple(rows) for rows in grouped.values()), max_rows)
+
+    def describe(self) -> str:
+        capped = sum(len(rows) > self.max_rows for rows in self.rows)
+        return (f"per privacy unit '{self.column}': ε bounds what all the rows of one of its {len(self.rows):,} "
+                f"values can change; a sampled unit trains on at most {self.max_rows} of its rows"
+                + (f" ({capped:,} units have more, drawn at random each time)" if capped else ""))
+
+    def record(self) -> dict:
+        return {"privacy_unit": self.column, "units": len(self.rows), "rows": sum(map(len, self.rows)),
+                "max_rows_per_unit": self.max_rows, "capped_units": sum(len(rows) > self.max_rows
+                                                                        for rows in self.rows)}
+
+
+def per_unit_gradients(grads: dict[str, torch.Tensor], owners: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Each unit's gradient ({name: [units, *shape]}): the mean of its rows' per-example gradients, which DP-SGD then
+    clips and noises as one example's."""
+    index = torch.as_tensor(list(owners), dtype=torch.long)
+    count = int(index.max()) + 1
+    sizes = torch.bincount(index, minlength=count).clamp(min=1)
+    found = {}
+    for name, grad in grads.items():
+        where = index.to(grad.device)
+        summed = grad.new_zeros((count, *grad.shape[1:])).index_add_(0, where, grad)
+        found[name] = summed / sizes.to(grad.device, grad.dtype).view(-1, *[1] * (grad.dim() - 1))
+    return found
+
+
 # --- training ---------------------------------------------------------------------------------------------------
-Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+Batch = tuple  # (inputs, labels), or (inputs, labels, owners): the unit of each row, numbered within the batch
 
 
 class PrivateTraining:
     """DP-SGD for one run: Poisson sampling, per-example clipping, noise and accounting around `optimizer`."""
 
     def __init__(self, plan: PrivacyPlan, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 device: torch.device, processes: Processes = Processes(), method=None):
+                 device: torch.device, processes: Processes = Processes(), method=None,
+                 units: PrivacyUnits | None = None):
         from opacus.accountants import create_accountant
         from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
 
         self.plan = plan
         self.processes = processes
         self.method = method  # its own faster per-example gradients, where it has them
+        self.units = units  # None: every row is its own unit
         # Data-parallel: each process Poisson-samples its own part of the training set (together: every example
         # with probability q, as in one process) and clips its examples; Opacus' distributed optimizer adds the noise
         # in the first process only and sums the processes' gradients, so the result is one process's DP-SGD step.
@@ -383,14 +428,41 @@ class PrivateTraining:
         self.curve = EpsilonCurve(plan.noise_multiplier, plan.sample_rate, plan.delta, plan.steps, plan.accountant,
                                   plan.epsilon_error)
 
-    def sample(self) -> list[int]:
-        """One logical batch: every training example independently with probability q (its size varies)."""
+    def sample(self) -> list[list[int]]:
+        """One logical batch: every unit (a training example, or a privacy unit's rows) independently with
+        probability q (its size varies); of a unit with more than max_rows_per_unit rows, that many drawn at random."""
         drawn = torch.rand(len(self.examples), generator=self.sampler) < self.plan.sample_rate
-        return [self.examples[i] for i in drawn.nonzero().flatten().tolist()]
+        picked = [self.examples[i] for i in drawn.nonzero().flatten().tolist()]
+        if self.units is None:
+            return [[row] for row in picked]
+        return [self._rows_of(unit) for unit in picked]
+
+    def _rows_of(self, unit: int) -> list[int]:
+        rows, most = self.units.rows[unit], self.units.max_rows
+        if len(rows) <= most:
+            return list(rows)
+        chosen = torch.randperm(len(rows), generator=self.sampler)[:most]
+        return [rows[i] for i in sorted(chosen.tolist())]
+
+    def physical_batches(self, groups: list[list[int]],
+                         batch_size: int) -> Iterator[tuple[list[int], list[int] | None]]:
+        """The sampled rows in physical batches of at most `batch_size` rows, a unit's rows in one batch, each with
+        the unit each row belongs to, numbered within the batch (None: every row is its own unit)."""
+        rows: list[int] = []
+        owners: list[int] = []
+        for group in groups:
+            if rows and len(rows) + len(group) > batch_size:
+                yield rows, owners if self.units is not None else None
+                rows, owners = [], []
+            owners += [owners[-1] + 1 if owners else 0] * len(group)
+            rows += group
+        if rows:
+            yield rows, owners if self.units is not None else None
 
     def step(self, model: torch.nn.Module, physical_batches: Iterable[Batch],
              loss_fn: LossFunction) -> tuple[float, int]:
         """Clip and accumulate each physical batch, then add the noise and step once; returns (loss sum, examples).
+        A batch may name each row's unit (inputs, labels, owners): the units' gradients are then clipped.
 
         An empty logical batch (possible under Poisson sampling) still steps, with the noise alone."""
         loss_sum, examples = 0.0, 0
@@ -401,18 +473,42 @@ class PrivateTraining:
             if batch is None:
                 grads = {name: p.new_zeros((0, *p.shape)) for name, p in self.parameters}
             else:
-                fast = self.method.per_example_gradients(model, *batch, loss_fn) if self.method else None
-                grads, losses = fast or per_example_gradients(model, *batch, loss_fn)
+                inputs, labels, *owners = batch
+                fast = self.method.per_example_gradients(model, inputs, labels, loss_fn) if self.method else None
+                grads, losses = fast or per_example_gradients(model, inputs, labels, loss_fn)
+                if owners and owners[0] is not None:
+                    grads = per_unit_gradients(grads, owners[0])
                 loss_sum += float(losses.sum())
                 examples += len(losses)
             for name, parameter in self.parameters:
                 parameter.grad_sample = grads[name]
             self.optimizer.signal_skip_step(do_skip=following is not None)  # the noise comes once, at the end
+            before = self._values() if following is None else None
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if following is None:
+            if before is not None:
+                self._require_changed(before)
                 return loss_sum, examples
             batch = following
+
+    def _values(self) -> list[torch.Tensor]:
+        return [parameter.detach().clone() for _, parameter in self.parameters]
+
+    def _require_changed(self, before: list[torch.Tensor]) -> None:
+        """Stop when a noisy step left a trainable tensor as it was: the update never reached the model (DP
+        libraries have lost updates silently, e.g. Opacus with some PEFT versions' LoRA layers), so the run would
+        spend its budget and train nothing. The noise touches every coordinate, so a real step changes them all."""
+        if not any(group["lr"] > 0 for group in self.optimizer.param_groups):
+            return
+        unchanged = [name for (name, parameter), old in zip(self.parameters, before)
+                     if torch.equal(parameter.detach(), old)]
+        if unchanged:
+            shown = ", ".join(unchanged[:3]) + (f" and {len(unchanged) - 3} more" if len(unchanged) > 3 else "")
+            raise PrivacyError(
+                f"Private training stopped at step {self.steps_taken}: the noisy update did not change the trainable "
+                f"tensor(s) {shown}, so the step trained nothing while spending privacy budget. The update was lost "
+                "between the DP optimizer and the model (a known failure of some Opacus and peft versions); try "
+                "another method, or update opacus and peft.")
 
     @property
     def steps_taken(self) -> int:
@@ -449,4 +545,5 @@ class PrivateTraining:
             "accountant": plan.accountant, "epsilon_error": plan.epsilon_error, "train_examples": plan.train_examples,
             "sampling": "poisson",
             "opacus_version": opacus_version(),
+            **(self.units.record() if self.units is not None else {}),
         }

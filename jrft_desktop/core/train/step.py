@@ -40,6 +40,9 @@ class Optimization:
     scaler: torch.amp.GradScaler | None = None
     # the attention kernel the forward pass runs with, whose backward the step then takes (precision.py)
     attention: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    # the labels go into the forward pass, which returns the loss's sums (`Task.sums_in_forward`: a language model's
+    # loss over only the tokens it counts, in chunks)
+    sums_in_forward: bool = False
 
     @classmethod
     def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, device: torch.device,
@@ -51,14 +54,15 @@ class Optimization:
         jrft_model = getattr(model, "module", model)  # under DistributedDataParallel, the model it wraps
         base = jrft_model.base()
         kernel = precisions.training_attention(computes_in, device, jrft_model.info.causal)
+        sums = bool(getattr(jrft_model.task, "sums_in_forward", False))
         if kernel is None or base.config._attn_implementation != "sdpa":  # measured against the fused kernel only
-            return cls(model, optimizer, loss_fn, autocast, scaler)
-        return cls(model, optimizer, loss_fn, autocast, scaler, lambda: attention_implementation(base, kernel))
+            return cls(model, optimizer, loss_fn, autocast, scaler, sums_in_forward=sums)
+        return cls(model, optimizer, loss_fn, autocast, scaler, lambda: attention_implementation(base, kernel), sums)
 
     def backward(self, inputs: dict, labels: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
         """Accumulate the gradient of `weight` x the batch's mean loss; returns that mean loss (detached)."""
         with self.attention(), self.autocast or contextlib.nullcontext():
-            outputs = self.model(**inputs)
+            outputs = self.model(**inputs, targets=labels) if self.sums_in_forward else self.model(**inputs)
         mean_loss = self.loss_fn(_full(outputs), labels)
         loss = mean_loss * weight
         (self.scaler.scale(loss) if self.scaler else loss).backward()

@@ -378,9 +378,17 @@ class MethodPage(Page):
             "the model's own output layer, frozen (not in the vector file)"
         self.count_detail.setText(f"{thousands(plan.method_params)} in the method + {head}{size}{share}")
         self.plan_note.show_text(plan.note, "warning" if plan.note else "info")
-        self.training.set_default_lr(plan.default_lr)  # the method's, as measured on this model's family
+        # the rate measured for this task or family (or the method's), and where it came from
+        self.training.set_default_lr(plan.default_lr, plan.default_lr_source)
+        self._show_position_source(plan)
         self._show_memory()
         self.changed.emit()
+
+    def _show_position_source(self, plan) -> None:
+        """The position's label: where 'auto' puts the shift for this task, and the measurement that chose it (the
+        box keeps the setting's help)."""
+        where = f"'auto' here: {plan.position} (measured: {plan.position_source})." if plan.position_source else ""
+        self.placement_form.labelForField(self.position_combo).setToolTip(where)
 
     def _show_memory(self) -> None:
         """Before Start: what the run would take at its peak, against what this machine lets one run use."""
@@ -392,7 +400,8 @@ class MethodPage(Page):
         except ValueError:
             return
         estimate = memory_estimate(self._model_spec, self.plan, training, self.training.max_length(), self._task_name)
-        text = f"Memory: {estimate.describe()}."
+        text = f"Memory: {estimate.describe()}." + (f" {estimate.note[0].upper()}{estimate.note[1:]}." if estimate.note
+                                                      else "")
         if not estimate.fits:
             text += " It will not fit: use a smaller batch, gradient checkpointing or a shorter maximum length."
         self.memory_note.show_text(text, "info" if estimate.fits else "error")

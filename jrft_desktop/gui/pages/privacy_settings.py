@@ -4,9 +4,10 @@ the budget ε cannot be reached), computed by the core in the background."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QSpinBox,
+                               QVBoxLayout, QWidget)
 
-from ...core.config import TrainingSpec, Privacy, field_choices, field_help
+from ...core.config import DataSpec, TrainingSpec, Privacy, field_choices, field_help
 from ...core.errors import UserError
 from ..backend import preview_privacy
 from ..worker import LatestRequest
@@ -53,6 +54,7 @@ class PrivacySettings(QGroupBox):
         self.accountant_combo = with_help(QComboBox(), Privacy, "accountant")
         self.accountant_combo.addItems(field_choices(Privacy, "accountant"))
         form.addRow("Accountant", self.accountant_combo)
+        self._add_unit_rows(form)
         self.noise_label = QLabel("–")
         self.noise_label.setObjectName("bigNumber")
         self.noise_label.setToolTip(field_help(Privacy, "noise_multiplier"))
@@ -61,12 +63,36 @@ class PrivacySettings(QGroupBox):
         form.addRow(self.note)
         box.addWidget(self.form)
         self.form.setVisible(False)
+        self._add_canaries(box)
 
         self.enabled_box.toggled.connect(self._toggled)
         for spin in (self.epsilon_spin, self.clip_spin):
             spin.valueChanged.connect(self._request)
         self.delta_edit.textChanged.connect(self._request)
         self.accountant_combo.currentIndexChanged.connect(self._request)
+
+    def _add_unit_rows(self, form) -> None:
+        """The privacy unit column (DP per person, not per row) and the most rows of a unit a step trains on."""
+        self.unit_edit = with_help(QLineEdit(), DataSpec, "privacy_unit")
+        self.unit_edit.setPlaceholderText("empty = each row; or a column such as user_id")
+        form.addRow("Privacy unit column", self.unit_edit)
+        self.unit_rows_spin = with_help(valid_range(QSpinBox(), Privacy, "max_rows_per_unit", 4096), Privacy,
+                                        "max_rows_per_unit")
+        self.unit_rows_spin.setValue(Privacy().max_rows_per_unit)
+        form.addRow("Most rows of a unit per step", self.unit_rows_spin)
+        self.unit_edit.textChanged.connect(self._request)
+        self.unit_rows_spin.valueChanged.connect(self.changed)
+
+    def _add_canaries(self, box: QVBoxLayout) -> None:
+        """How many audit canaries the run trains with: shown private or not, the audit's evidence either way."""
+        canaries = compact_form()
+        canaries.setContentsMargins(0, 0, 0, 0)
+        self.canaries_spin = with_help(valid_range(QSpinBox(), Privacy, "audit_canaries", 100_000), Privacy,
+                                       "audit_canaries")
+        self.canaries_spin.setSingleStep(100)
+        canaries.addRow("Audit canaries", self.canaries_spin)
+        box.addLayout(canaries)
+        self.canaries_spin.valueChanged.connect(self.changed)
 
     # --- what the rest of the app reads -------------------------------------------------------------------
     @property
@@ -77,10 +103,15 @@ class PrivacySettings(QGroupBox):
     def busy(self) -> bool:
         return self._preview.busy
 
+    def privacy_unit(self) -> str | None:
+        """The privacy unit column (DataSpec.privacy_unit) of a private run; None: each row is its own unit."""
+        return (self.unit_edit.text().strip() or None) if self.active else None
+
     def privacy(self) -> Privacy:
-        """The settings (Privacy() when off); ValueError names a setting that is not valid."""
+        """The settings (no DP when off; the audit canaries either way); ValueError names a setting that is not
+        valid."""
         if not self.active:
-            return Privacy()
+            return Privacy(audit_canaries=self.canaries_spin.value())
         text = self.delta_edit.text().strip()
         try:
             delta = float(text) if text else None
@@ -89,7 +120,8 @@ class PrivacySettings(QGroupBox):
                 from None
         try:
             return Privacy(epsilon=self.epsilon_spin.value(), delta=delta, max_grad_norm=self.clip_spin.value(),
-                           accountant=self.accountant_combo.currentText())
+                           accountant=self.accountant_combo.currentText(),
+                           max_rows_per_unit=self.unit_rows_spin.value(), audit_canaries=self.canaries_spin.value())
         except UserError as error:  # e.g. a δ of 1 or more: the core's one line
             raise ValueError(str(error)) from None
 
@@ -139,7 +171,9 @@ class PrivacySettings(QGroupBox):
         self.note.show_text(
             f"Noise of {plan.noise_multiplier:.3g} × C added once per step, calibrated so that {plan.steps:,} steps "
             f"with Poisson sampling rate q = {plan.sample_rate:.3g} spend ε = {plan.epsilon_planned:.3g} at "
-            f"δ = {plan.delta:.2g} ({plan.delta_source}).")
+            f"δ = {plan.delta:.2g} ({plan.delta_source})."
+            + (" With a privacy unit column, training calibrates σ again for the number of units."
+               if self.privacy_unit() else ""))
         self.changed.emit()
 
     def _show_problem(self, failure) -> None:

@@ -36,6 +36,7 @@ from ..backend import (
     read_run,
     samples_by_step,
 )
+from ..audit_box import PrivacyCheckBox
 from ..chat import ChatBox, SamplesView
 from ..entities import highlighted_html, legend_html, per_type_table, run_types
 from ..plots import HISTORY_PLOTS, CurvePanel
@@ -134,6 +135,8 @@ class ResultsPage(Page):
         grid.addWidget(self.entity_box, 0, 1)
         grid.addWidget(self._build_try_box(), 1, 1)
         grid.addWidget(self._build_chat_box(), 0, 1, 2, 1)
+        self.privacy_check = PrivacyCheckBox()  # what the model gives away about its training data (an audit)
+        grid.addWidget(self.privacy_check, 2, 0, 1, 2)
         self.summary_grid = grid
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
@@ -230,6 +233,7 @@ class ResultsPage(Page):
         self.curves.clear()
         self.samples.clear_samples()
         self.chat.set_model(None, "", "Loading the trained model…")
+        self.privacy_check.set_run(None)
         self._show_generation(False)
         self.status.show_text("")
         self._show_controls()
@@ -250,6 +254,7 @@ class ResultsPage(Page):
         samples = samples_by_step(history)
         self.samples.set_samples(samples)
         self._show_generation(bool(samples))  # a generate run (its evaluations answered prompts): a chat box
+        self.privacy_check.set_run(run.path if run.has_vector else None)
         if run.has_vector:
             self.status.show_text("Loading the trained model…")
             self._start("load", TrainedModel, run.path, on_result=self._model_loaded)
@@ -475,4 +480,4 @@ class ResultsPage(Page):
 
     @property
     def busy(self) -> bool:
-        return bool(self.busy_with) or self._opener.busy or self.chat.busy
+        return bool(self.busy_with) or self._opener.busy or self.chat.busy or self.privacy_check.busy

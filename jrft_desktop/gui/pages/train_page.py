@@ -107,7 +107,7 @@ class TrainPage(Page):
         self.plots.show_kind("epsilon", False)  # until a private run starts
         watched = QHBoxLayout()
         watched.addWidget(self.plots, 3)
-        self.samples_box = QGroupBox("Answers to validation prompts, at each evaluation (greedy)")
+        self.samples_box = QGroupBox("Answers to validation prompts, at each evaluation (default decoding)")
         self.samples_box.setToolTip("A generate run answers its first validation prompts at every evaluation, so you "
                                     "see the answers change as training goes; they are kept in the run's "
                                     "history.json and on the Results page.")
@@ -245,7 +245,7 @@ class TrainPage(Page):
             self.total_steps = event.total_steps
             self.progress.setRange(0, event.total_steps)
             self.progress.setValue(event.start_step)
-            self.progress.setFormat("step %v of %m")
+            self.progress.setFormat("step %v of at most %m" if event.ceiling else "step %v of %m")
             self.plots.set_step_range(event.total_steps)
             self.plots.show_kind("epsilon", event.privacy is not None)
             self.plots.set_ceiling("epsilon", event.privacy["epsilon_target"] if event.privacy else None)
@@ -254,13 +254,12 @@ class TrainPage(Page):
             self.state_label.setText(
                 f"Training {plan['method']}{size}: {thousands(plan['trainable_params'])} trainable parameters, "
                 f"{thousands(event.train_examples)} training and {thousands(event.validation_examples)} validation "
-                f"examples, {thousands(event.total_steps)} steps.")
+                f"examples, {event.length or f'{thousands(event.total_steps)} steps'}.")
             self.notes.show_text("\n".join(event.notes))
         elif isinstance(event, StepEvent):
             self.progress.setValue(event.step)
             spent = f" · ε {event.epsilon:.2f}" if event.epsilon is not None else ""
-            self.eta_label.setText(f"ETA {format_duration(event.eta_s)} · {event.examples_per_s:,.0f} examples/s"
-                                   f"{spent}")
+            self.eta_label.setText(f"{_eta_text(event)} · {event.examples_per_s:,.0f} examples/s{spent}")
             self.plots.add_step(name, event)
         elif isinstance(event, EvalEvent):
             self.plots.add_eval(name, event)
@@ -293,7 +292,8 @@ class TrainPage(Page):
                 took += (f" (training {format_duration(result.metrics['train_time_s'])}, evaluation "
                          f"{format_duration(result.metrics['eval_time_s'])})")
             self.eta_label.setText(took)
-            self.state_label.setText(f"Finished ({result.status}){score}.")
+            why = f"<br>Why it stopped: {result.reason}." if result.reason else ""
+            self.state_label.setText(f"Finished ({result.status}){score}.{why}")
         self._show_buttons(result)
         self.running_changed.emit(False)
         self.run_ended.emit(result)
@@ -312,3 +312,13 @@ class TrainPage(Page):
         self.results_button.setVisible(finished and not running)
         if not running:
             self.refresh_plan()
+
+
+def _eta_text(event: StepEvent) -> str:
+    """The ETA; a run that trains until it converges gives its ceiling's, and once the curve has flattened also when
+    it stops if it does not improve again."""
+    if not event.ceiling:
+        return f"ETA {format_duration(event.eta_s)}"
+    sooner = (f", {format_duration(event.eta_if_flat_s)} if it does not improve again"
+              if event.eta_if_flat_s is not None else "")
+    return f"ETA at most {format_duration(event.eta_s)} (the ceiling{sooner})"

@@ -18,12 +18,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import TrainingSpec, DataSpec, field_choices, setting_problem
+from ...core.config import DEFAULT_PATIENCE, TrainingSpec, DataSpec, field_choices, field_help, setting_problem
 from ...core.errors import UserError
 from .base import Note, compact_form, valid_range, with_help
 
 METRICS = ("auto", "accuracy", "macro_f1", "matthews", "pearson", "spearman")
 PRECISION_LABELS = ("Automatic (bf16 where the CPU or GPU has it)", "fp32", "bf16")  # TrainingSpec's choices
+BASE_DTYPE_LABELS = ("Automatic (bf16 when computing in bf16)", "fp32", "bf16")  # TrainingSpec.base_dtype's
 
 
 def _spin(cls: type, name: str, ceiling: int | None, value: int, special: str = "") -> QSpinBox:
@@ -59,16 +60,21 @@ class TrainingSettings(QGroupBox):
 
     def _build_main_form(self, main: QFormLayout, defaults: TrainingSpec) -> None:
         """The settings always shown: how long, in what batches, how fast, and on what."""
+        self.converge_radio = with_help(QRadioButton("Until it stops improving, at most"), TrainingSpec,
+                                        "max_epochs")
+        self.ceiling_spin = _real(TrainingSpec, "max_epochs", 1000, defaults.max_epochs, 1, 1.0)
+        self.ceiling_spin.setSuffix(" epochs")
         self.epochs_radio = with_help(QRadioButton("Epochs"), TrainingSpec, "epochs")
         self.steps_radio = with_help(QRadioButton("Steps"), TrainingSpec, "max_steps")
         self.epochs_spin = _real(TrainingSpec, "epochs", 1000, 3.0, 1, 0.5)
         self.steps_spin = _spin(TrainingSpec, "max_steps", 10_000_000, 500)
-        self.epochs_radio.setChecked(True)
+        self.converge_radio.setChecked(True)
         length = QHBoxLayout()
-        for widget in (self.epochs_radio, self.epochs_spin, self.steps_radio, self.steps_spin):
+        for widget in (self.converge_radio, self.ceiling_spin, self.epochs_radio, self.epochs_spin, self.steps_radio,
+                       self.steps_spin):
             length.addWidget(widget)
         length.addStretch(1)
-        main.addRow("Train for", length)
+        main.addRow("Train", length)
         self.batch_spin = _spin(TrainingSpec, "batch_size", 65_536, defaults.batch_size)
         main.addRow("Batch size", self.batch_spin)
         self.lr_edit = with_help(QLineEdit(), TrainingSpec, "lr")
@@ -94,6 +100,10 @@ class TrainingSettings(QGroupBox):
         for value, label in zip(field_choices(TrainingSpec, "precision"), PRECISION_LABELS):
             self.precision_combo.addItem(label, value)
         main.addRow("Precision", self.precision_combo)
+        self.base_dtype_combo = with_help(QComboBox(), TrainingSpec, "base_dtype")
+        for value, label in zip(field_choices(TrainingSpec, "base_dtype"), BASE_DTYPE_LABELS):
+            self.base_dtype_combo.addItem(label, value)
+        main.addRow("Frozen weights in", self.base_dtype_combo)
 
     def _build_more_settings(self, box: QVBoxLayout, defaults: TrainingSpec) -> None:
         """The rarer settings, folded under a 'More settings' button."""
@@ -116,7 +126,8 @@ class TrainingSettings(QGroupBox):
         more.addRow("Warmup share", self.warmup_spin)
         self.checkpoint_spin = _spin(TrainingSpec, "checkpoint_every", 10_000_000, 0, "at every evaluation")
         more.addRow("Checkpoint every", self.checkpoint_spin)
-        self.patience_spin = _spin(TrainingSpec, "early_stopping_patience", 1000, 0, "off")
+        self.patience_spin = _spin(TrainingSpec, "early_stopping_patience", 1000, 0,
+                                   f"auto ({DEFAULT_PATIENCE} evaluations when it trains until it stops improving)")
         more.addRow("Early stopping after", self.patience_spin)
         self.metric_combo = with_help(QComboBox(), TrainingSpec, "metric")
         self.metric_combo.addItems(METRICS)
@@ -133,13 +144,15 @@ class TrainingSettings(QGroupBox):
         self.more_button.toggled.connect(self._toggle_more)
 
     def _connect_signals(self) -> None:
-        self.epochs_radio.toggled.connect(self._length_kind_changed)
+        for radio in (self.converge_radio, self.epochs_radio):
+            radio.toggled.connect(self._length_kind_changed)
         self._length_kind_changed()
-        for spin in (self.epochs_spin, self.steps_spin, self.batch_spin, self.max_length_spin, self.eval_spin,
-                     self.seed_spin, self.accumulation_spin, self.decay_spin, self.warmup_spin, self.checkpoint_spin,
-                     self.patience_spin):
+        for spin in (self.ceiling_spin, self.epochs_spin, self.steps_spin, self.batch_spin, self.max_length_spin,
+                     self.eval_spin, self.seed_spin, self.accumulation_spin, self.decay_spin, self.warmup_spin,
+                     self.checkpoint_spin, self.patience_spin):
             spin.valueChanged.connect(self.changed)
-        for combo in (self.device_combo, self.precision_combo, self.schedule_combo, self.metric_combo):
+        for combo in (self.device_combo, self.precision_combo, self.base_dtype_combo, self.schedule_combo,
+                      self.metric_combo):
             combo.currentIndexChanged.connect(self.changed)
         self.lr_edit.textChanged.connect(self._check_lr)
         self.dropout_box.toggled.connect(self.changed)
@@ -164,23 +177,24 @@ class TrainingSettings(QGroupBox):
     def training_spec(self) -> TrainingSpec:
         """The settings as a TrainingSpec; a ValueError names a setting that is not valid (in the core's words)."""
         lr = self.learning_rate()
-        by_steps = self.steps_radio.isChecked()
         try:
-            return self._training_spec(lr, by_steps)
+            return self._training_spec(lr)
         except UserError as error:  # a value outside its range: the boxes offer none, the core has the last word
             raise ValueError(str(error)) from None
 
-    def _training_spec(self, lr: float | None, by_steps: bool) -> TrainingSpec:
+    def _training_spec(self, lr: float | None) -> TrainingSpec:
         return TrainingSpec(
-            epochs=None if by_steps else self.epochs_spin.value(),
-            max_steps=self.steps_spin.value() if by_steps else None,
+            epochs=self.epochs_spin.value() if self.epochs_radio.isChecked() else None,
+            max_steps=self.steps_spin.value() if self.steps_radio.isChecked() else None,
+            max_epochs=self.ceiling_spin.value(),
             batch_size=self.batch_spin.value(), gradient_accumulation=self.accumulation_spin.value(), lr=lr,
             weight_decay=self.decay_spin.value(), schedule=self.schedule_combo.currentText(),
             warmup_ratio=self.warmup_spin.value(), eval_every=self.eval_spin.value() or None,
             checkpoint_every=self.checkpoint_spin.value() or None,
             early_stopping_patience=self.patience_spin.value() or None, metric=self.metric_combo.currentText(),
             device=self.device_combo.currentData(), seed=self.seed_spin.value(), dropout=self.dropout_box.isChecked(),
-            precision=self.precision_combo.currentData(), group_by_length=self.group_box.isChecked(),
+            precision=self.precision_combo.currentData(), base_dtype=self.base_dtype_combo.currentData(),
+            group_by_length=self.group_box.isChecked(),
         )
 
     def max_length(self) -> int:
@@ -189,16 +203,21 @@ class TrainingSettings(QGroupBox):
     def describe_length(self) -> str:
         if self.steps_radio.isChecked():
             return f"{self.steps_spin.value():,} steps"
-        return f"{self.epochs_spin.value():g} epochs"
+        if self.epochs_radio.isChecked():
+            return f"{self.epochs_spin.value():g} epochs"
+        return f"until it stops improving (at most {self.ceiling_spin.value():g} epochs)"
 
     # --- updating -----------------------------------------------------------------------------------------
     def set_steps(self, steps: int) -> None:
         self.steps_radio.setChecked(True)
         self.steps_spin.setValue(steps)
 
-    def set_default_lr(self, lr: float | None) -> None:
+    def set_default_lr(self, lr: float | None, source: str = "") -> None:
+        """The rate an empty box trains with, and (in its tooltip) the measurement that chose it."""
         self._default_lr = lr
         self.lr_edit.setPlaceholderText(f"empty = the method's default, {lr:g}" if lr else "")
+        measured = f"\n\nThe default here, {lr:g}, was measured: {source}." if lr and source else ""
+        self.lr_edit.setToolTip(field_help(TrainingSpec, "lr") + measured)
         self._check_lr()
 
     def add_devices(self, devices) -> None:
@@ -222,6 +241,7 @@ class TrainingSettings(QGroupBox):
         self.changed.emit()
 
     def _length_kind_changed(self) -> None:
+        self.ceiling_spin.setEnabled(self.converge_radio.isChecked())
         self.epochs_spin.setEnabled(self.epochs_radio.isChecked())
         self.steps_spin.setEnabled(self.steps_radio.isChecked())
         self.changed.emit()

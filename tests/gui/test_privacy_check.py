@@ -1,0 +1,79 @@
+"""The Results page's privacy check: a finished run is audited in the background with progress, the reading appears
+in plain words beside its figures, audit.json is written, a run audited before shows its findings at once, and Stop
+ends a check without a dialog or a file."""
+
+from __future__ import annotations
+
+import pytest
+from gui_helpers import choose_tiny_run
+
+from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec, field_help
+from jrft_desktop.core.paths import runs_dir
+from jrft_desktop.core.runs import AUDIT_FILE
+from jrft_desktop.core.train.loop import Trainer
+
+
+@pytest.fixture
+def canary_run(tiny_models, sst2_200):
+    run_dir = runs_dir() / "20250101-100000-head"
+    config = RunConfig(model=ModelSpec(str(tiny_models["bert"])), data=DataSpec(train=str(sst2_200), max_length=32),
+                       method=MethodSpec(name="head"), privacy=Privacy(audit_canaries=20),
+                       training=TrainingSpec(max_steps=4, batch_size=8, eval_every=4, device="cpu"))
+    Trainer(config, run_dir).run()
+    return run_dir
+
+
+def test_check_privacy_shows_the_reading(qtbot, window, canary_run):
+    page = window.results_page
+    page.open_run(canary_run)
+    check = page.privacy_check
+    qtbot.waitUntil(lambda: page.trained is not None and not check.isHidden(), timeout=60_000)
+    assert check.audit is None and check.button.text() == "Check privacy" and "Not checked yet" in check.reading.text()
+    seen = []
+    check._relay.moved.connect(lambda progress: seen.append(progress.message))
+    check.button.click()
+    assert check.busy and check.button.text() == "Stop" and not check.progress.isHidden()
+    qtbot.waitUntil(lambda: not check.busy, timeout=60_000)
+    assert "Scoring training examples" in seen and "Scoring the canaries" in seen
+    assert check.audit is not None and (canary_run / AUDIT_FILE).is_file()
+    assert "50 % is guessing" in check.reading.text() and "membership attack AUC" in check.figures.text()
+    assert "(one run, 95 %)" in check.figures.text() and check.button.text() == "Check again"
+    assert check.progress.isHidden()
+
+    page.open_run(canary_run)  # audited before: its findings at once, without checking again
+    qtbot.waitUntil(lambda: page.run is not None and not check.isHidden(), timeout=30_000)
+    assert check.audit == page.privacy_check.audit and "50 % is guessing" in check.reading.text()
+    qtbot.waitUntil(lambda: not page.busy, timeout=60_000)
+
+
+def test_stop_ends_a_check_without_a_dialog(qtbot, window, canary_run, monkeypatch):
+    page = window.results_page
+    page.open_run(canary_run)
+    check = page.privacy_check
+    qtbot.waitUntil(lambda: page.trained is not None and not check.isHidden(), timeout=60_000)
+    monkeypatch.setattr("jrft_desktop.gui.dialogs.show_failure", lambda *args: pytest.fail("a dialog for a Stop"))
+    check.button.click()
+    check.button.click()  # Stop
+    qtbot.waitUntil(lambda: not check.busy, timeout=60_000)
+    assert check.audit is None and not (canary_run / AUDIT_FILE).exists()
+    assert check.button.text() == "Check privacy" and check.button.isEnabled()
+    qtbot.waitUntil(lambda: not page.busy, timeout=60_000)
+
+
+def test_the_privacy_box_sets_canaries_and_the_privacy_unit(qtbot, window, tiny_models, sst2_200):
+    choose_tiny_run(qtbot, window, tiny_models["bert"], sst2_200)
+    group = window.method_page.privacy
+    assert group.canaries_spin.toolTip() == field_help(Privacy, "audit_canaries")
+    assert group.unit_edit.toolTip() == field_help(DataSpec, "privacy_unit")
+    group.canaries_spin.setValue(300)
+    config, _ = window.prepare_run()
+    assert config.privacy == Privacy(audit_canaries=300) and config.data.privacy_unit is None  # canaries without DP
+    group.accountant_combo.setCurrentText("rdp")
+    group.set_enabled(True, epsilon=3.0)
+    group.unit_edit.setText("label")
+    group.unit_rows_spin.setValue(4)
+    qtbot.waitUntil(lambda: not group.busy and group.plan is not None, timeout=60_000)
+    assert "calibrates σ again for the number of units" in group.note.text()
+    config, _ = window.prepare_run()
+    assert config.data.privacy_unit == "label"
+    assert config.privacy == Privacy(epsilon=3.0, accountant="rdp", max_rows_per_unit=4, audit_canaries=300)
