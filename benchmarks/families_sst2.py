@@ -6,9 +6,9 @@ at each position (all three fold into its stock Llama class), Gemma 3 at its att
 that folds into its stock class) at three learning rates.
 
 `report`: SLaSh at the chosen default, LoRA, the linear head and full finetuning on each decoder, trained on
-12,000 rows of `sst2/train.tsv`, batch 16, inputs up to 64 tokens, evaluated on 500 held-out rows every 50 steps
+12,000 rows of `sst2/train.tsv`, batch 16, inputs up to 64 tokens, evaluated on 300 held-out rows every 25 steps
 until the validation accuracy stops improving (early stopping after 2 evaluations without a gain, at most
---max-steps), then scored once on `sst2/test.tsv` (872 sentences) with `jrft eval`: test accuracy, trainable
+--max-steps; the sweep's runs every 20 steps), then scored once on `sst2/test.tsv` (872 sentences) with `jrft eval`: test accuracy, trainable
 parameters, median step time and the process's peak memory.
 
 Every case is one `jrft train` process, one at a time under `flock /tmp/jrft-heavy.lock` (the machine is shared),
@@ -34,7 +34,10 @@ RESULTS = ROOT / "docs" / "benchmarks" / "families" / "results.jsonl"
 LOCK = "/tmp/jrft-heavy.lock"
 MODELS = {"smollm2": "bundled:SmolLM2-135M-Instruct", "gemma3": "bundled:gemma-3-270m"}
 COMMON = [f"--data={DATA}/train.tsv", "--max-train-rows=12000", f"--validation={DATA}/validation.tsv",
-          "--max-validation-rows=500", "--max-length=64", "--batch-size=16", "--eval-every=50", "--seed=0"]
+          "--max-length=64", "--batch-size=16", "--seed=0"]
+# how often a run is evaluated, on how many held-out rows (the sweep's runs are shorter: the machine is shared)
+EVALUATION = {"sweep": ["--eval-every=20", "--max-validation-rows=300"],
+              "report": ["--eval-every=25", "--max-validation-rows=300"]}
 SWEEP = {"smollm2": [("attention", 1e-2), ("intermediate", 1e-2), ("output", 1e-2), ("best", 3e-2)],
          "gemma3": [("attention", 3e-3), ("attention", 1e-2), ("attention", 3e-2)]}
 REPORT_METHODS = ("slash", "lora", "head", "full")
@@ -49,7 +52,9 @@ def _done() -> dict[str, dict]:
 def _run(case: str, flags: list[str], test: bool) -> dict:
     """One `jrft train` (and `jrft eval` on the test file) under the machine's lock; its summary."""
     out = Path(tempfile.mkdtemp(prefix=f"families-{case}-"))
-    command = ["flock", LOCK, sys.executable, "-m", "jrft_desktop.cli", "train", *COMMON, *flags, f"--output={out}"]
+    evaluation = EVALUATION["report" if test else "sweep"]
+    command = ["flock", LOCK, sys.executable, "-m", "jrft_desktop.cli", "train", *COMMON, *evaluation, *flags,
+               f"--output={out}"]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))

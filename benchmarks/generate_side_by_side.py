@@ -44,9 +44,7 @@ def peak_mb() -> float:
 def run_peer(model: str, batch: int, length: int, steps: int) -> dict:
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
-
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
     from jrft_desktop.core.config import DataSpec
     from jrft_desktop.core.models import resolve_source
@@ -177,7 +175,7 @@ def main() -> int:
             done = subprocess.run([sys.executable, __file__, "--child", "--model", model, "--system", system,
                                    "--batch", str(args.batch), "--length", str(args.length), "--steps",
                                    str(args.steps), *(["--checkpointing"] if args.checkpointing else [])],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             result = json.loads(lines[-1]) if done.returncode == 0 and lines else {
                 "model": model, "system": system, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}

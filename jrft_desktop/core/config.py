@@ -25,6 +25,7 @@ BASE_QUANTIZATIONS = ("none", "int8", "int4")  # TrainingSpec.base_quantization 
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_DECODER = "bundled:SmolLM2-135M-Instruct"  # a small chat decoder that ships with the app too
+BUNDLED_GEMMA = "bundled:gemma-3-270m"  # Google's Gemma 3 270M base decoder (Gemma Terms of Use), also bundled
 POOLINGS = ("auto", "mean", "cls", "mask", "last")
 ACCOUNTANTS = ("prv", "rdp")
 DEFAULT_DELTA = 1e-5

@@ -208,6 +208,7 @@ class GgufLayout:
     activations: tuple[str, ...] = ("silu",)
     sliding_window: bool = False
     fields: Callable[[object], dict] = lambda config: {}
+    problem: Callable[[object], str] = lambda config: ""  # what of a config the architecture cannot run ('' if none)
 
 
 def _gemma_gguf_fields(config) -> dict:
@@ -233,6 +234,14 @@ def _granite_gguf_fields(config) -> dict:
     return {"attention.scale": float(config.attention_multiplier),
             "embedding_scale": float(config.embedding_multiplier),
             "residual_scale": float(config.residual_multiplier), "logit_scale": float(config.logits_scaling)}
+
+
+def _smollm3_gguf_problem(config) -> str:
+    """llama.cpp's smollm3 leaves RoPE out of every fourth layer, as SmolLM3's checkpoints do."""
+    every_fourth = [int((layer + 1) % 4 != 0) for layer in range(config.num_hidden_layers)]
+    if list(getattr(config, "no_rope_layers", every_fourth)) != every_fourth:
+        return "layers without RoPE other than every fourth (llama.cpp's smollm3 assumes every fourth)"
+    return ""
 
 
 _LLAMA_GGUF = GgufLayout("llama", pair_rotation=True, biases=_ALL_BIASES)
@@ -442,7 +451,9 @@ FAMILIES: dict[str, Family] = {  # keyed by the config's model_type
     # (`attention_bias`), never to the MLP, so only the attention shift folds.
     "qwen3": Family(**{**_ATTENTION_ONLY,  # llama.cpp's qwen3 adds query / key / value biases, no output bias
                        "gguf": GgufLayout("qwen3", biases=frozenset({"attn_q", "attn_k", "attn_v"}))}),
-    "smollm3": Family(**{**_LLAMA_LIKE, "gguf": None}),  # both flags (no GGUF form yet: its layers without RoPE)
+    # both flags; llama.cpp's smollm3 adds no bias (LoRA, VeRA and full merges write GGUF files)
+    "smollm3": Family(**{**_LLAMA_LIKE, "gguf": GgufLayout("smollm3", pair_rotation=True,
+                                                            problem=_smollm3_gguf_problem)}),
     # post-norms around each block's output (the shift is before them); llama.cpp's olmo2 adds no bias
     "olmo2": Family(**{**_ATTENTION_ONLY, "stock_heads": _NO_TAGGER, "gguf": GgufLayout("olmo2")}),
     # Gemma: (1 + w) norms, the embeddings scaled; its MLP has no bias flag; llama.cpp's gemma adds no bias

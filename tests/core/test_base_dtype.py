@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from tiny_models import build_tiny_model
 
 from jrft_desktop.cli import main
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
@@ -21,7 +22,6 @@ from jrft_desktop.core.models import load_backbone, weights_fingerprint
 from jrft_desktop.core.tasks import get_task
 from jrft_desktop.core.train import precision as precisions
 from jrft_desktop.core.train.loop import Trainer
-from tiny_models import build_tiny_model
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not precisions.native_bf16(torch.device("cpu")),

@@ -154,7 +154,7 @@ def test_number_boxes_offer_the_valid_range():
 def test_a_numeric_method_option_must_declare_its_range():
     @dataclasses.dataclass(frozen=True)
     class Options:
-        width: int = dataclasses.field(default=4, metadata=methods.base.option("How wide."))
+        width: int = dataclasses.field(default=4, metadata=methods.options.option("How wide."))
 
     class Unbounded(methods.Method):
         name, options = "unbounded-test", Options

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from jrft_desktop.core import limits
+from jrft_desktop.core.build import build_model
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import UserError
-from jrft_desktop.core.train.estimate import estimate_memory, measure_run, plan_memory, require_fits
 from jrft_desktop.core.events import PreparedEvent, StepEvent
 from jrft_desktop.core.models import load_skeleton
-from jrft_desktop.core.build import build_model
+from jrft_desktop.core.train.estimate import estimate_memory, measure_run, plan_memory, require_fits
 from jrft_desktop.core.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,7 +90,7 @@ def test_checkpointing_is_turned_on_where_it_makes_a_run_fit(tiny_models, monkey
 
 
 def test_the_trainer_turns_checkpointing_on_with_a_note(tiny_models, sst2_200, tmp_path, monkeypatch):
-    import jrft_desktop.core.train.estimate as estimate
+    from jrft_desktop.core.train import estimate
 
     real = estimate.estimate_memory
 
@@ -146,3 +146,18 @@ def test_measured_step_time_writes_nothing(tiny_models, sst2_200, tmp_path, monk
     assert "a step takes" in estimate.describe()
     assert list(tmp_path.iterdir()) == []
     assert torch.get_num_threads() == 1
+
+
+def test_checkpointed_layers_train_even_with_dropout_off(tiny_models):
+    """transformers checkpoints a layer only in training mode: with dropout off the layers are still marked as
+    training (their dropout modules are not), or `--gradient-checkpointing` would keep every activation."""
+    from jrft_desktop.core.train.step import train_mode
+
+    built = build_model(ModelSpec(str(tiny_models["bert"])), MethodSpec(name="slash", d=16), None, 2,
+                        loaded=load_skeleton(ModelSpec(str(tiny_models["bert"]))), structure_only=True)
+    base = built.model.base()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    train_mode(built.model, False)
+    checkpointed = [m for m in base.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    assert checkpointed and all(module.training for module in checkpointed)
+    assert not any(m.training for m in base.modules() if isinstance(m, torch.nn.Dropout))

@@ -74,7 +74,7 @@ def test_old_run_folders_still_read_with_settings_their_method_ignored():
 def test_the_spec_refuses_unknown_methods_and_choices():
     with pytest.raises(UserError, match="Unknown method 'lroa'. Did you mean 'lora'"):
         MethodSpec(name="lroa")
-    with pytest.raises(UserError, match="position must be one of attention, intermediate, output .got 'middle'"):
+    with pytest.raises(UserError, match="position must be one of auto, attention, intermediate, output .got 'middle'"):
         MethodSpec(position="middle")
     with pytest.raises(UserError, match="config.method has unknown setting"):
         RunConfig.from_dict({"method": {"name": "slash", "alpha": 1}})
@@ -260,7 +260,7 @@ def test_a_new_method_is_its_module_plus_its_registration(tmp_path):
     assert found["refused"] == [
         "--rank does not apply to slash (its options: --d, --position, --projection-seed, --on-the-fly).",
         "--d does not apply to scale (its options: --rank, --projection-seed).",
-        "The method's position must be one of attention, intermediate, output (got 'middle').",
+        "The method's position must be one of auto, attention, intermediate, output (got 'middle').",
         "rank must be a positive whole number (got -1)."]  # its declared range, checked like every other
     assert found["in_help"] and found["round_trip"]
     assert found["reads"] == ["rank", "projection_seed"]

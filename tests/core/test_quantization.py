@@ -8,6 +8,7 @@ import importlib.util
 
 import pytest
 import torch
+from tiny_models import build_tiny_model
 
 from jrft_desktop.core.build import build_model
 from jrft_desktop.core.config import MethodSpec, ModelSpec
@@ -15,7 +16,6 @@ from jrft_desktop.core.errors import UserError
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.tasks import get_task
 from jrft_desktop.core.train.quantization import quantize_base
-from tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")

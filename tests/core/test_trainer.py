@@ -508,7 +508,8 @@ def test_regression_task(tiny_models, train_file, tmp_path):
     assert summary["metric"] == "pearson"
     assert "accuracy" not in summary
     # The reported correlations are those of the exported vector's predictions.
-    restored = vector_file.restore(tmp_path / "run" / "vector.safetensors")
+    recorded = json.loads((tmp_path / "run" / "vector.json").read_text())["base_dtype"]  # as `jrft eval` replays it
+    restored = vector_file.restore(tmp_path / "run" / "vector.safetensors", base_dtype=recorded)
     assert restored.metadata["task"] == "regression" and restored.metadata["label_names"] is None
     data = load_task_data(config.data, config.training.seed)
     rows, _ = restored.encoder.encode(data.validation.texts)

@@ -24,6 +24,7 @@ must read back as written; otherwise nothing is written."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,8 @@ def _check_config(config, layout: GgufLayout) -> None:
     if not layout.sliding_window and getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window",
                                                                                            True):
         problems.append(f"sliding-window attention (llama.cpp's {layout.architecture} attends to every token)")
+    if layout.problem(config):
+        problems.append(layout.problem(config))
     if _activation(config) not in layout.activations:
         problems.append(f"the activation {_activation(config)!r} (llama.cpp's {layout.architecture} MLP computes "
                         f"{' or '.join(layout.activations)})")
@@ -326,9 +329,20 @@ def modelfile(tokenizer) -> str:
         lines.append(f'TEMPLATE """{go}"""')
     else:
         lines.append("# the chat template is the file's tokenizer.chat_template (Ollama reads it from there)")
+    system = _default_system(tokenizer) if templated else ""
+    if system:  # the system turn the chat template writes when a conversation has none (SmolLM2's), as trained
+        lines.append(f'SYSTEM """{system}"""')
     stops = [tokenizer.convert_ids_to_tokens(token) for token in sorted(stop_token_ids(tokenizer, templated))]
     lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in stops if stop]
     return "\n".join(lines) + "\n"
+
+
+def _default_system(tokenizer) -> str:
+    """The system message a ChatML template adds to a conversation that has none ('' when it adds none)."""
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Q"}], tokenize=False,
+                                             add_generation_prompt=True)
+    found = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", rendered, flags=re.DOTALL)
+    return found.group(1) if found else ""
 
 
 # Ollama templates (Go text/template) of the chat formats the app meets, keyed by a token their Jinja templates use

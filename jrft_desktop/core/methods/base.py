@@ -114,6 +114,7 @@ class Method:
     presets: tuple[Preset, ...] = ()  # offered by the app, in this order
     budget_curve: bool = False  # the bench's budget curve trains this method at each of its sizes
     reference: bool = False  # the ceiling the others are compared with (full finetuning): Δ and speed ratios
+    trains_base_weights: bool = False  # its trainable values are the base model's own weights (full finetuning)
     leaves_base_unchanged: bool = False  # the base model computes as it was (the linear probe): its latency is the
     # base model's
 

