@@ -34,19 +34,27 @@ def _through(module, shift):
     return module.weight @ shift if hasattr(module, "in_features") else shift @ module.weight
 
 
+_IDENTITY_SET = ("generate, SmolLM2-135M on the identity set's held-out questions: at the intermediate position lr "
+                 "1e-1 taught the new name (10 of 10), the output position did not at 1e-2 or 1e-1 (0 of 10)")
+
+
 class SLaSh(ProjectedMethod):
     name = "slash"
     summary = "SLaSh: one trainable vector z mapped by fixed random projections into a shift in every layer."
     # Every default below was measured on held-out parts of the shared training files (docs/benchmarks.md, "The
     # defaults per task"; benchmarks/defaults_sweep.py); `source` is what the app's tooltips show.
     default_lr = 1e-2
-    default_lr_source = ("classify on the bundled encoder, held-out SST-2 and AG News: 1e-2 reached 80 % / 85 % in the "
-                         "fewest steps (3e-2 took twice as many on AG News, 1e-1 was unstable)")
-    default_position = Measured("output", "classify and tag on the bundled encoder (SST-2, WNUT-17)")
+    default_lr_source = ("classify on the bundled encoder, held-out SST-2 and AG News rows: 1e-2 reached 80 % / 85 % "
+                         "in the fewest steps (3e-2 took twice as many on AG News, 1e-1 was unstable); trained to "
+                         "convergence, 3e-2 ended within noise of it (SST-2 dev 84.4 against 84.1, CoLA 21.9 against "
+                         "22.0)")
+    default_position = Measured("output", "classify and tag on the bundled encoder: WNUT-17 test entity F1 32.6 at "
+                                          "the output position against 32.0 at the intermediate one; SST-2 within "
+                                          "a seed's spread")
     task_defaults = {
-        "tag": {"lr": Measured(3e-2, "tag, held-out WNUT-17 entity F1")},
-        "generate": {"lr": Measured(1e-1, "generate, SmolLM2 on the identity set"),
-                     "position": Measured("intermediate", "generate, SmolLM2 on the identity set")},
+        "tag": {"lr": Measured(3e-2, "tag, held-out WNUT-17 validation: entity F1 48.7 at 3e-2 against 45.3 at 1e-2 "
+                                     "after 300 steps")},
+        "generate": {"lr": Measured(1e-1, _IDENTITY_SET), "position": Measured("intermediate", _IDENTITY_SET)},
     }
     options = SLaShOptions
     presets = (Preset("SLaSh d=1024 (paper)", {"d": 1024}), Preset("SLaSh d=4096", {"d": 4096}))
