@@ -21,6 +21,7 @@ stops at convergence would have stopped and what its best checkpoint scored:
 Every finished case appends one line to RESULTS (resumable: a case already there is skipped):
 
     python benchmarks/defaults_sweep.py run --cases identity wnut17 sst2 agnews alpaca
+    python benchmarks/defaults_sweep.py run --defaults --cases identity   # the app's defaults, to convergence
     python benchmarks/defaults_sweep.py table            # the markdown tables of docs/benchmarks.md
 """
 
@@ -97,21 +98,40 @@ def jrft(code: Path | None, *args: str, lock: bool = True, capture: bool = False
 
 
 def run_case(task: str, position: str, lr: float, d: int, args, folder: Path) -> dict:
-    flags, steps, every, metric, _ = SETUPS[task]
-    data, held = [], None
+    """One point of the grid: SLaSh at this position, rate and d, for the task's steps."""
+    flags, steps, every, _, _ = SETUPS[task]
+    chosen = [*flags, "--method=slash", f"--position={position}", f"--lr={lr:g}", f"--d={d}", f"--max-steps={steps}",
+              f"--eval-every={every}"]
+    return {"task": task, "position": position, "lr": lr, "d": d, "steps": steps,
+            **trained(task, chosen, args, folder / f"{task}-{position}-{lr:g}-{d}")}
+
+
+def run_default(task: str, args, folder: Path) -> dict:
+    """A run with the app's defaults: only the model, the data (and the identity set's placeholders) are given;
+    it trains until it converges, at the rate and position measured for its task."""
+    given = [flag for flag in SETUPS[task][0] if not flag.startswith(("--batch-size", "--max-length"))]
+    row = trained(task, given, args, folder / f"{task}-default")
+    return {"task": task, "position": "default", "lr": row.pop("run_lr"), "d": row.pop("run_d"),
+            "steps": row["planned_steps"], **row}
+
+
+def trained(task: str, flags: list[str], args, run: Path) -> dict:
+    """Train (on the task's training split), then score: the curve and best, and the held-out answers or
+    perplexity of the generate sets."""
+    metric, data, held = SETUPS[task][3], [], None
     if task in ("identity", "alpaca"):
-        train, held = (identity_split if task == "identity" else alpaca_split)(folder)
+        train, held = (identity_split if task == "identity" else alpaca_split)(run.parent)
         data = [f"--data={train}"]
-    run = folder / f"{task}-{position}-{lr:g}-{d}"
     started = time.perf_counter()
-    jrft(args.code, "train", *flags, *data, "--method=slash", f"--position={position}", f"--lr={lr:g}", f"--d={d}",
-         f"--max-steps={steps}", f"--eval-every={every}", f"--seed={args.seed}", f"--output={run}")
+    jrft(args.code, "train", *flags, *data, f"--seed={args.seed}", f"--output={run}")
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
-    curve = [(entry["step"], entry["eval"][metric]) for entry in history if "eval" in entry]
-    row = {"task": task, "position": position, "lr": lr, "d": d, "steps": steps, "seed": args.seed,
-           "metric": metric, "best": metrics[metric], "best_step": metrics["best_step"], "curve": curve,
-           "step_time_s": metrics["step_time_s"], "wall_s": time.perf_counter() - started}
+    row = {"seed": args.seed, "metric": metric, "best": metrics[metric], "best_step": metrics["best_step"],
+           "curve": [(entry["step"], entry["eval"][metric]) for entry in history if "eval" in entry],
+           "step_time_s": metrics["step_time_s"], "wall_s": time.perf_counter() - started,
+           "train_steps": metrics["train_steps"], "planned_steps": metrics.get("planned_steps"),
+           "stop_reason": metrics.get("stop_reason"), "run_lr": metrics["lr"], "run_d": metrics["d"],
+           "position_used": metrics["position"]}
     if task == "identity":
         said = jrft(args.code, "predict", str(run), f"--data={held}", "--max-new-tokens=48", *args.predict_flags,
                     capture=True)
@@ -131,14 +151,23 @@ def run(args) -> None:
     done = {key(json.loads(line)) for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for task in args.cases:
+        if args.defaults:
+            if any(task == done_task and position == "default" for done_task, position, *_ in done):
+                continue
+            with tempfile.TemporaryDirectory(prefix=f"default-{task}-") as folder:
+                _record(run_default(task, args, Path(folder)))
+            continue
         for position, lr, d in SETUPS[task][4]:
             if (task, position, lr, d, args.seed) in done:
                 continue
             with tempfile.TemporaryDirectory(prefix=f"sweep-{task}-") as folder:
-                row = run_case(task, position, lr, d, args, Path(folder))
-            with RESULTS.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
-            print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "answers")}), flush=True)
+                _record(run_case(task, position, lr, d, args, Path(folder)))
+
+
+def _record(row: dict) -> None:
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "answers")}), flush=True)
 
 
 def table(args) -> None:
@@ -160,6 +189,8 @@ def main() -> None:
     sweep.add_argument("--cases", nargs="+", choices=sorted(SETUPS), default=list(SETUPS))
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--code", type=Path, help="a copy of the package to run (PYTHONPATH)")
+    sweep.add_argument("--defaults", action="store_true",
+                       help="one run per task with the app's defaults instead of the grid")
     sweep.add_argument("--predict-flags", nargs="*", default=[],
                        help="decoding flags for the identity answers (default: the code's own defaults)")
     commands.add_parser("table")

@@ -190,7 +190,7 @@ def test_cli_writes_gguf_beside_the_merged_folder_and_refuses_what_it_cannot_hol
     assert "name the same folder" in capsys.readouterr().err
     _run(decoders["gpt2"], shared_data, tmp_path, name="gpt2")
     assert cli.main(["export", str(tmp_path / "gpt2"), "--gguf", str(tmp_path / "no")]) != 0
-    assert "GGUF files are written for the gemma3_text, granite, llama" in capsys.readouterr().err
+    assert "GGUF files are written for the gemma, gemma2, gemma3_text, granite, llama" in capsys.readouterr().err
     assert not (tmp_path / "no").exists() and not (tmp_path / "same").exists()
 
 

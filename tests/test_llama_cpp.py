@@ -50,7 +50,7 @@ def _trained(source: str, method: str, seed: int, **options):
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                scale = 0.3 if name == "projected.z" else 0.05 if "lora_B" in name else 0.0
+                scale = {"slash": 0.3, "lora": 0.05, "full": 0.2}[method] if "lora_A" not in name else 0.0
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
     metadata = vector_file.vector_metadata(
         model=model, plan=plan, method_spec=plan.resolved(spec), model_spec=ModelSpec(source), max_length=128,
@@ -60,12 +60,13 @@ def _trained(source: str, method: str, seed: int, **options):
 
 
 def _method_for(model_source: str) -> tuple[str, dict]:
-    """SLaSh at the default position where llama.cpp can hold it, else LoRA."""
+    """SLaSh at the default position where llama.cpp can hold it, else full finetuning (every weight moved: a tiny
+    random model with tied embeddings otherwise tends to repeat its last token, which would prove little)."""
     _, model, method_object, _ = _trained(model_source, "slash", 0, d=64)
     try:
         gguf_form.check(model, method_object)
     except ArtifactError:
-        return "lora", {"rank": 4}
+        return "full", {}
     return "slash", {"d": 64}
 
 
@@ -81,11 +82,16 @@ TRANSFORMERS_ANSWERS = textwrap.dedent("""
         model = AutoModelForCausalLM.from_pretrained(item["folder"]).eval()
         model.generation_config.eos_token_id = None  # every token greedily; the comparison stops at a special one
         ids = tokenizer(item["prompt"], return_tensors="pt")["input_ids"]
-        answer = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                max_new_tokens=job["new"], pad_token_id=0)[0, ids.shape[1]:].tolist()
+        done = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=job["new"],
+                              pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+        answer = done.sequences[0, ids.shape[1]:].tolist()
         special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
         plain = answer[:next((k for k, token in enumerate(answer) if token in special), len(answer))]
-        out[key] = {"answer": tokenizer.decode(plain), "tokens": len(plain)}
+        # the first step whose two likeliest tokens are within 1e-3: greedy decoding past it is decided by rounding
+        margins = [float(scores[0].topk(2).values.diff().abs()) for scores in done.scores[:len(plain)]]
+        tied = next((k for k, margin in enumerate(margins) if margin < 1e-3), None)
+        out[key] = {"answer": tokenizer.decode(plain), "tokens": len(plain), "distinct": len(set(plain)),
+                    "tied_at": tied, "before_tie": tokenizer.decode(plain[:tied]) if tied is not None else None}
     out["jrft_desktop_imported"] = "jrft_desktop" in sys.modules
     print(json.dumps(out))
 """)
@@ -102,14 +108,17 @@ def _prompt_text(loaded, model, question: str) -> str:
     return loaded.tokenizer.decode(body, skip_special_tokens=False)
 
 
-def _export(folder, source: str, method: str, options: dict, question: str) -> dict:
-    """The run's GGUF folder, its merged transformers folder and its prompt text (in `folder`)."""
+def _export(folder, source: str, method: str, options: dict, question: str, templated: bool = True) -> dict:
+    """The run's GGUF folder, its merged transformers folder and its prompt text (in `folder`): `question` in the
+    run's prompt format, or as it is (`templated` false: a plain continuation, which keeps a tiny random model off
+    the newline it tends to repeat after a format's last line)."""
     loaded, model, method_object, metadata = _trained(source, method, 1, **options)
     gguf = gguf_form.export_gguf(model, method_object, loaded.tokenizer, metadata, folder / "gguf")
     merged = merged_form.export_merged(model, method_object, loaded.tokenizer, metadata, folder / "merged")
     specials = [token for token in loaded.tokenizer.all_special_tokens if token] + [
         token.content for token in loaded.tokenizer.added_tokens_decoder.values() if token.special]
-    return {"gguf": gguf, "folder": str(merged), "prompt": _prompt_text(loaded, model, question),
+    prompt = _prompt_text(loaded, model, question) if templated else question
+    return {"gguf": gguf, "folder": str(merged), "prompt": prompt,
             "specials": specials, "method": method}
 
 
@@ -143,16 +152,26 @@ def tiny_answers(llama_simple, tmp_path_factory):
     for family in GGUF_FAMILIES:
         source = str(build_family_model(family, root / family / "model"))
         method, options = _method_for(source)
-        runs[family] = _export(root / family, source, method, options, "a fine film , and a good one")
+        runs[family] = _export(root / family, source, method, options, "a fine film , and a good one",
+                               templated=False)
     return _compare(llama_simple, root, runs)
+
+
+def same_answer(result: dict) -> bool:
+    """llama.cpp's text is transformers', or where transformers met a near-tie (a tiny random model's logits are
+    nearly flat), the same up to it."""
+    if result["tied_at"] is None:
+        return result["llama.cpp"] == result["answer"]
+    return result["llama.cpp"].startswith(result["before_tie"].rstrip("\ufffd"))
 
 
 @pytest.mark.parametrize("family", GGUF_FAMILIES)
 def test_llama_cpp_answers_as_transformers_on_the_merged_folder(tiny_answers, family):
     result = tiny_answers[family]
-    # a few tokens before any special one, and not one repeated, or the comparison proves little
-    assert result["tokens"] >= 3 and len(set(result["answer"])) >= 3, result
-    assert result["llama.cpp"] == result["answer"], f"{family} ({result['method']})"
+    # several tokens compared before any special token or near-tie, and not one token repeated
+    compared = result["tokens"] if result["tied_at"] is None else result["tied_at"]
+    assert compared >= 4 and result["distinct"] >= 2, result
+    assert same_answer(result), f"{family} ({result['method']}): {result}"
     assert result["modelfile"].startswith("FROM ./model.gguf\nTEMPLATE")
 
 
@@ -163,7 +182,7 @@ def test_a_slash_run_on_the_bundled_smollm2_answers_alike_in_llama_cpp(llama_sim
     source = str(bundled.folder(bundled.SMOLLM2.name))
     run = _export(tmp_path, source, "slash", {"d": 256}, "What is the capital of France?")
     result = _compare(llama_simple, tmp_path, {"smollm2": run})["smollm2"]
-    assert result["tokens"] >= 6 and result["llama.cpp"] == result["answer"]
+    assert result["tokens"] >= 6 and result["tied_at"] is None and same_answer(result)
     assert '<|im_start|>' in result["modelfile"] and 'PARAMETER stop "<|im_end|>"' in result["modelfile"]
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in result["modelfile"]  # its template's default
 
@@ -178,5 +197,5 @@ def test_a_lora_run_on_the_bundled_gemma3_answers_alike_in_llama_cpp(llama_simpl
         gguf_form.check(model, method_object)  # SLaSh's only foldable position has no bias in llama.cpp's gemma3
     run = _export(tmp_path, source, "lora", {"rank": 4}, "What is the capital of France?")
     result = _compare(llama_simple, tmp_path, {"gemma3": run})["gemma3"]
-    assert result["tokens"] >= 6 and result["llama.cpp"] == result["answer"]
+    assert result["tokens"] >= 6 and result["tied_at"] is None and same_answer(result)
     assert "### Instruction:" in result["modelfile"] and 'PARAMETER stop "<eos>"' in result["modelfile"]

@@ -130,7 +130,8 @@ FAMILY_CONFIGS: dict[str, tuple[bool, dict]] = {
     # weights of a realistic scale: OLMo 2 normalises each block's output, and at the default 0.02 a tiny model's
     # attention output is so small that the first shift step drowns it
     "olmo2": (True, {**_LLAMA_SIZES, "initializer_range": 0.2}),
-    "gemma": (True, {**_LLAMA_SIZES, "head_dim": 16}),
+    # weights of a realistic scale: with Gemma's scaled, tied embeddings a tiny model at 0.02 repeats its input
+    "gemma": (True, {**_LLAMA_SIZES, "head_dim": 16, "initializer_range": 0.2}),
     "gemma2": (True, {**_LLAMA_SIZES, "head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 16}),
     "gemma3_text": (True, {**_LLAMA_SIZES, "head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 16,
                            "layer_types": ["sliding_attention", "full_attention"]}),

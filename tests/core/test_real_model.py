@@ -42,7 +42,7 @@ def test_slash_on_default_model_reaches_75_percent_on_sst2_dev(tmp_path, shared_
     # The exported vector reproduces the score on the real file, and is tiny.
     vector = tmp_path / "run" / "vector.safetensors"
     assert vector.stat().st_size <= 16 * 1024
-    restored = restore(vector)
+    restored = restore(vector, base_dtype=result.metrics["base_dtype"])  # the base the run was held in
     examples = load_examples(str(shared_data / "sst2" / "test.tsv"), "sentence", None, "label", ("0", "1"))
     rows, _ = restored.encoder.encode(examples.texts)
     scores = evaluate(restored.model, restored.encoder, rows, np.asarray(examples.labels), "classification",
