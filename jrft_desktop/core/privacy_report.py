@@ -86,7 +86,8 @@ def audit_reading(audit: dict) -> str:
     parts = [f"Shown one of the run's training examples and one held-out example, an attacker who guesses from the "
              f"model's loss picks the training example {100 * auc:.0f} % of the time; 50 % is guessing. Allowed to "
              f"wrongly accuse at most 1 % of held-out examples, it finds {100 * tpr:.1f} % of the training examples "
-             "(1 % is guessing)."]
+             "(1 % is guessing)."
+             + _by_unit(audit["membership"])[0]]
     epsilon, bound = audit.get("epsilon"), audit.get("epsilon_lower_bound")
     if bound is not None:
         canaries = audit["one_run"]["canaries"]
@@ -100,13 +101,29 @@ def audit_reading(audit: dict) -> str:
             parts.append("That is above the guarantee: private training did not do what it promised; please report "
                          "this as a bug.")
     exposure = audit.get("canary_exposure")
-    if exposure is not None:
+    if exposure is not None and exposure["mean"] is not None:
         parts.append(f"The secrets of the trained canaries have an exposure of {exposure['mean']:.1f} bits on average "
                      f"(at most {exposure['max']:.1f}) of {exposure['bits']:.1f}: 0 to 1 means the model did not "
                      f"memorise them, {exposure['bits']:.0f} that it recites them.")
+    if exposure is not None and exposure.get("cut_off"):
+        parts.append(f"{exposure['cut_off']} canaries' secrets lie past the run's maximum length, where the model "
+                     "never reads them; their exposure is not measured.")
     if epsilon is not None:
         parts.append(f"The run was trained with DP-SGD at ε = {epsilon:.2f}, which bounds any attack's advantage.")
     return " ".join(parts)
+
+
+def _by_unit(membership: dict) -> tuple[str, str]:
+    """(the reading's sentence, the report's words) on a per-unit attack; empty for one by row."""
+    if "privacy_unit" not in membership:
+        return "", ""
+    unit, both = membership["privacy_unit"], membership.get("units_on_both_sides")
+    if both is None:  # the held-out rows name no unit
+        return (f" Each training example is one row of a different '{unit}'; the held-out rows do not say whose they "
+                "are, so the run may have trained on their writers' other rows, and the attack then understates.",
+                f", one row of each '{unit}'; the held-out rows do not name their unit, each counts as one")
+    return (f" Each training example is one row of a different '{unit}', each held-out one of a '{unit}' the run "
+            "never trained on.", f", one row of each '{unit}' ({both:,} units with rows on both sides left out)")
 
 
 def audit_section(audit: dict) -> str:
@@ -114,14 +131,15 @@ def audit_section(audit: dict) -> str:
     rows = [("Membership inference AUC (loss attack)", f"{audit['mia_auc']:.4f}"),
             ("True-positive rate at 1 % false positives", f"{audit['mia_tpr_at_1pct_fpr']:.4f}"),
             ("Examples scored", f"{audit['membership']['members']:,} training against "
-                                f"{audit['membership']['non_members']:,} held-out")]
+                                f"{audit['membership']['non_members']:,} held-out"
+                                + _by_unit(audit["membership"])[1])]
     if audit.get("epsilon_lower_bound") is not None:
         one_run = audit["one_run"]
         rows.append(("ε lower bound (one run, 95 % confidence)",
                      f"{audit['epsilon_lower_bound']:.3f} (δ = {one_run['delta']:.3g}; {one_run['correct']} of "
                      f"{one_run['guesses']} guesses right on {one_run['canaries']:,} canaries, "
                      f"{one_run['included']:,} of them trained)"))
-    if audit.get("canary_exposure") is not None:
+    if audit.get("canary_exposure") is not None and audit["canary_exposure"]["mean"] is not None:
         exposure = audit["canary_exposure"]
         rows.append(("Canary exposure", f"mean {exposure['mean']:.2f}, max {exposure['max']:.2f} bits of "
                                         f"{exposure['bits']:.2f} ({exposure['canaries']} trained canaries)"))

@@ -36,7 +36,7 @@ def figures(audit: dict) -> str:
         parts.append(f"ε ≥ {audit['epsilon_lower_bound']:.2f} (one run, 95 %)")
     if audit.get("epsilon") is not None:
         parts.append(f"accountant ε {audit['epsilon']:.2f}")
-    if audit.get("canary_exposure") is not None:
+    if (audit.get("canary_exposure") or {}).get("mean") is not None:
         parts.append(f"canary exposure {audit['canary_exposure']['mean']:.1f} bits")
     if audit.get("train_time_s"):
         parts.append(f"checked in {audit['audit_time_s']:.1f} s (training took {audit['train_time_s']:.0f} s)")

@@ -155,15 +155,36 @@ def compute_devices() -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpec):
+def preview_privacy(privacy: Privacy, train_examples: int, training: TrainingSpec, data: DataSpec | None = None):
     """The core's PrivacyPlan (the calibrated noise multiplier σ, δ, the sampling rate) for these settings, or the
-    PrivacyError that says why ε cannot be reached; computed exactly as training will."""
+    PrivacyError that says why ε cannot be reached; computed exactly as training will. With `data` naming a privacy
+    unit column, the plan counts units, as training does: the distinct values of the column among the training rows
+    (a DataError when the column is missing or blank). The audit canaries that train count too, each on its own."""
     load_engine()
+    from ..core.audit.canaries import inclusion
     from ..core.train.batching import planned_steps
     from ..core.train.privacy import plan_privacy
 
+    if data is not None and data.privacy_unit:
+        train_examples = count_privacy_units(data, training.seed)
+    train_examples += int(inclusion(privacy.audit_canaries, training.seed).sum())
     _, steps = planned_steps(train_examples, training, private=True)
     return plan_privacy(privacy, train_examples, training.batch_size * training.gradient_accumulation, steps)
+
+
+def count_privacy_units(spec: DataSpec, seed: int) -> int:
+    """How many distinct values of the privacy unit column the training rows of `spec` have (split and sampled as
+    training will, with the run's seed); remembered per file version, so that changing ε does not read it again."""
+    train = Path(spec.train)
+    return _units_in(spec, seed, train.stat().st_mtime_ns if train.exists() else 0)
+
+
+@lru_cache(maxsize=8)
+def _units_in(spec: DataSpec, seed: int, version: int) -> int:
+    """count_privacy_units' answer, read once per (data, seed, version: the training file's modification time)."""
+    from ..core.tasks import task_for
+
+    return len(set(task_for(spec.task, spec.train).load_data(spec, seed).train.units))
 
 
 # --- tasks --------------------------------------------------------------------------------------------------

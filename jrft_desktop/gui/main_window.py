@@ -230,7 +230,8 @@ class MainWindow(QMainWindow):
                                      summary.task_name if summary else None,
                                      summary.trains_head if summary else True,
                                      summary.stock_class if summary else "",
-                                     summary.pools if summary else True)
+                                     summary.pools if summary else True,
+                                     self.data_page.data_spec() if summary else None)
         self.summary_label.setText(f"Model: {model.short_name() or '–'}   ·   Data: {self.data_page.short_name()}"
                                    f"   ·   Method: {self.method_page.describe_choice()}")
         self.train_page.refresh_plan()

@@ -20,7 +20,7 @@ from tiny_models import build_tiny_model
 from jrft_desktop.cli import main
 from jrft_desktop.core.audit import statistics
 from jrft_desktop.core.audit.canaries import CANARIES_FILE, SECRET_BITS
-from jrft_desktop.core.audit.leakage import AuditStopped, audit_run
+from jrft_desktop.core.audit.leakage import EXPOSURE_CANDIDATES, AuditStopped, audit_run
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import ArtifactError, PrivacyError
 from jrft_desktop.core.paths import sample_data_dir
@@ -201,18 +201,24 @@ def test_a_private_runs_bound_stays_under_its_epsilon(tiny_models, split_sst2, t
 
 
 def test_generate_canaries_hold_secrets_whose_exposure_is_measured(shared_data, tmp_path):
+    """The tiny GPT-2 reads 128 tokens: the canaries named with the data's longest words (whole Chinese questions,
+    one byte a token) have their secret past that, which the audit counts apart rather than ranking (every other
+    secret would score the same, an exposure of 0)."""
     model = build_tiny_model("gpt2", tmp_path / "gpt2")
     config = RunConfig(model=ModelSpec(str(model)), method=MethodSpec(name="full"),
-                       data=DataSpec(train=str(shared_data / "instruct" / "identity.json"), max_length=64,
+                       data=DataSpec(train=str(shared_data / "instruct" / "identity.json"), max_length=128,
                                      fill=("name=Ada", "author=Lab")),
                        training=TrainingSpec(max_steps=20, batch_size=8, lr=3e-3, device="cpu", eval_every=20),
                        privacy=Privacy(audit_canaries=24))
     Trainer(config, tmp_path / "run").run()
     audit = audit_run(tmp_path / "run", "cpu")
     exposure = audit["canary_exposure"]
-    assert exposure["bits"] == pytest.approx(SECRET_BITS) and exposure["canaries"] == audit["one_run"]["included"]
-    assert 0.0 <= exposure["mean"] <= exposure["max"] <= exposure["bits"]
+    assert exposure["bits"] == pytest.approx(SECRET_BITS) and exposure["candidates"] == EXPOSURE_CANDIDATES
+    assert exposure["cut_off"] > 0 and exposure["canaries"] > 0  # here 13 of 24 trained, 8 cut off (both kinds)
+    assert exposure["canaries"] + exposure["cut_off"] <= 24 and exposure["canaries"] < audit["one_run"]["included"]
+    assert 0.0 < exposure["mean"] <= exposure["max"] <= exposure["bits"]  # every ranked secret scored differently
     assert exposure["untrained_mean"] is not None and f"of {exposure['bits']:.1f}" in audit["reading"]
+    assert f"{exposure['cut_off']} canaries' secrets lie past the run's maximum length" in audit["reading"]
 
 
 def test_the_audit_is_refused_in_one_line_when_it_cannot_be_made(memorising_run, tmp_path, capsys):

@@ -1,24 +1,27 @@
 """Privacy per person (`--privacy-unit COLUMN`): the rows of one unit are clipped together (the unit's gradient, the
 mean of its rows' per-example gradients, has norm at most C), a sampled unit trains on at most max_rows_per_unit of
-its rows, the accountant counts units (ε checked against Microsoft's prv-accountant), and the column's problems are
-refused in one line."""
+its rows, the accountant counts units (ε checked against Microsoft's prv-accountant), the audit's membership attack
+goes by unit (no unit on both sides), and the column's problems are refused in one line."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
 from jrft_desktop.cli import main
+from jrft_desktop.core.audit.leakage import _membership_examples, audit_run
 from jrft_desktop.core.build import build_model
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec
-from jrft_desktop.core.errors import DataError
+from jrft_desktop.core.errors import DataError, UserError
 from jrft_desktop.core.events import StepEvent
 from jrft_desktop.core.models import load_backbone
 from jrft_desktop.core.paths import sample_data_dir
 from jrft_desktop.core.privacy_report import REPORT_NAME
 from jrft_desktop.core.tasks import get_task
-from jrft_desktop.core.tasks.classify import Encoder
+from jrft_desktop.core.tasks.classify import Encoder, Examples
 from jrft_desktop.core.train.loop import Trainer
 from jrft_desktop.core.train.privacy import PrivacyUnits, PrivateTraining, per_example_gradients, plan_privacy
 
@@ -111,16 +114,23 @@ def test_a_sampled_unit_trains_on_at_most_its_cap():
     assert len({tuple(draw[0]) for draw in draws}) > 1  # drawn afresh each time
 
 
-def test_epsilon_is_accounted_over_units(tiny_models, by_user, tmp_path):
-    from prv_accountant import PoissonSubsampledGaussianMechanism, PRVAccountant
-
+@pytest.fixture(scope="module")
+def unit_run(tiny_models, by_user, tmp_path_factory):
+    """A private run by user (6 steps of SLaSh at ε = 3): its folder, its result and the events it reported."""
     config = RunConfig(model=ModelSpec(str(tiny_models["bert"])), method=MethodSpec(name="slash", d=32),
                        data=DataSpec(train=str(by_user / "train.csv"), validation=str(by_user / "validation.csv"),
                                      max_length=32, privacy_unit="user"),
                        training=TrainingSpec(max_steps=6, batch_size=8, lr=0.05, device="cpu", eval_every=6),
                        privacy=Privacy(epsilon=3.0, max_rows_per_unit=4))
     events: list = []
-    finished = Trainer(config, tmp_path / "run", [events.append]).run()
+    run_dir = tmp_path_factory.mktemp("by-user") / "run"
+    return run_dir, Trainer(config, run_dir, [events.append]).run(), events
+
+
+def test_epsilon_is_accounted_over_units(unit_run):
+    from prv_accountant import PoissonSubsampledGaussianMechanism, PRVAccountant
+
+    run_dir, finished, events = unit_run
     record = finished.metrics["privacy"]
     assert record["units"] == record["train_examples"] == USERS and record["rows"] == 200
     assert record["capped_units"] == 1 and record["max_rows_per_unit"] == 4 and record["privacy_unit"] == "user"
@@ -132,8 +142,41 @@ def test_epsilon_is_accounted_over_units(tiny_models, by_user, tmp_path):
     assert independent <= record["epsilon_spent"] <= 1.01 * independent and record["epsilon_spent"] <= 3.0
     assert [event.epsilon for event in events if isinstance(event, StepEvent)][-1] == record["epsilon_spent"]
     assert any("per privacy unit 'user'" in note for note in events[0].notes)
-    report = (tmp_path / "run" / REPORT_NAME).read_text(encoding="utf-8")
+    report = (run_dir / REPORT_NAME).read_text(encoding="utf-8")
     assert "with respect to each value of the column 'user'" in report and "40 units over 200 rows" in report
+
+
+def test_the_membership_attack_goes_by_unit(unit_run):
+    """One row of each of the 40 users against as many held-out rows; the held-out file names no user, which the
+    audit says rather than claiming they are other people."""
+    run_dir = unit_run[0]
+    audit = audit_run(run_dir, "cpu")
+    assert audit["membership"] == {**audit["membership"], "members": USERS, "non_members": USERS,
+                                   "privacy_unit": "user", "member_units": USERS}
+    assert audit["membership"]["non_member_units"].startswith("unknown")
+    assert "one row of a different 'user'; the held-out rows do not say whose they are" in audit["reading"]
+    assert "40 training against 40 held-out, one row of each 'user'" in (run_dir / REPORT_NAME).read_text("utf-8")
+
+
+def test_members_and_non_members_never_share_a_unit():
+    """Held-out rows name their unit (a split of one file): a unit on both sides is left out, every other one gives
+    one seeded row, and as many units are drawn on each side."""
+    def examples(units):
+        return Examples(tuple(f"row {i} of {unit}" for i, unit in enumerate(units)), None, (0,) * len(units),
+                        tuple(units))
+
+    train = examples(["a"] * 5 + ["b"] * 3 + [f"t{i}" for i in range(10)])  # 12 units
+    validation = examples(["a", "b", "b"] + [f"v{i // 2}" for i in range(16)])  # a and b trained: 8 unseen units
+    data = SimpleNamespace(train=train, validation=validation)
+    members, non_members, grouping = _membership_examples(data, 0, "user")
+    assert grouping == {"privacy_unit": "user", "member_units": 12, "non_member_units": 8, "units_on_both_sides": 2}
+    owners = [text.split(" of ")[1] for text in (*members.texts, *non_members.texts)]
+    assert len(members) == len(non_members) == 8 and len(set(owners)) == 16  # one row each, no unit twice
+    assert not {"a", "b"} & {text.split(" of ")[1] for text in non_members.texts}
+    assert _membership_examples(data, 0, "user")[0] == members  # seeded
+    assert [len(side) for side in _membership_examples(data, 0, None)[:2]] == [18, 18]  # by row: all it can
+    with pytest.raises(UserError, match="no held-out row belongs to a 'user' that did not also train"):
+        _membership_examples(SimpleNamespace(train=train, validation=examples(["a", "t3"])), 0, "user")
 
 
 def test_the_units_follow_the_split_and_sampling(by_user):

@@ -1,12 +1,14 @@
 """The Results page's privacy check: a finished run is audited in the background with progress, the reading appears
 in plain words beside its figures, audit.json is written, a run audited before shows its findings at once, and Stop
-ends a check without a dialog or a file."""
+ends a check without a dialog or a file. The privacy box sets the canaries and the privacy unit, and its σ preview
+counts units as training does (the column's values, and the canaries that train)."""
 
 from __future__ import annotations
 
 import pytest
 from gui_helpers import choose_tiny_run
 
+from jrft_desktop.core.audit.canaries import inclusion
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec, field_help
 from jrft_desktop.core.paths import runs_dir
 from jrft_desktop.core.runs import AUDIT_FILE
@@ -70,10 +72,20 @@ def test_the_privacy_box_sets_canaries_and_the_privacy_unit(qtbot, window, tiny_
     assert config.privacy == Privacy(audit_canaries=300) and config.data.privacy_unit is None  # canaries without DP
     group.accountant_combo.setCurrentText("rdp")
     group.set_enabled(True, epsilon=3.0)
+    group.unit_edit.setText("author")  # no such column: said before training
+    qtbot.waitUntil(lambda: not group.busy and bool(group.problem), timeout=60_000)
+    assert "Column 'author' not found" in group.note.text() and group.noise_label.text() == "cannot train"
     group.unit_edit.setText("label")
     group.unit_rows_spin.setValue(4)
     qtbot.waitUntil(lambda: not group.busy and group.plan is not None, timeout=60_000)
-    assert "calibrates σ again for the number of units" in group.note.text()
     config, _ = window.prepare_run()
+    # as training counts: the 2 values of the label among the training rows, and each canary that trains
+    units = 2 + int(inclusion(300, config.training.seed).sum())
+    assert group.plan.train_examples == units and group.plan.sample_rate == 8 / units
+    assert f"N = {units:,} units: the distinct values of 'label' in the training rows, and each audit canary" in \
+        group.note.text()
     assert config.data.privacy_unit == "label"
     assert config.privacy == Privacy(epsilon=3.0, accountant="rdp", max_rows_per_unit=4, audit_canaries=300)
+    group.canaries_spin.setValue(0)  # the two labels alone: fewer units than a step samples
+    qtbot.waitUntil(lambda: not group.busy and bool(group.problem), timeout=60_000)
+    assert "is larger than the 2 training examples" in group.problem

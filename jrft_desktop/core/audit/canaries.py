@@ -64,8 +64,13 @@ def make_canary_set(task, data, encoder, count: int, seed: int) -> CanarySet:
     """`count` canaries from the task, encoded, each included with probability ½ (both draws seeded by `seed`)."""
     examples = task.make_canaries(data, count, np.random.default_rng([seed, EXAMPLES_STREAM]))
     rows, _ = task.encode(encoder, examples)
-    included = np.random.default_rng([seed, INCLUSION_STREAM]).random(count) < 0.5
-    return CanarySet(examples, rows, included, seed)
+    return CanarySet(examples, rows, inclusion(count, seed), seed)
+
+
+def inclusion(count: int, seed: int) -> np.ndarray:
+    """Which of `count` canaries train: each independently with probability ½, drawn from the run's seed (known
+    before any canary is made: the noise preview counts them)."""
+    return np.random.default_rng([seed, INCLUSION_STREAM]).random(count) < 0.5
 
 
 def write_record(run_dir: Path, canaries: CanarySet) -> Path:

@@ -2,7 +2,12 @@
 without retraining: the trained model restored from its vector file scores
 
 - as many of its training examples as held-out (validation) examples, each by its own loss (a generated answer's
-  mean log-likelihood): the membership attack's ROC AUC and its true-positive rate at 1 % false positives;
+  mean log-likelihood): the membership attack's ROC AUC and its true-positive rate at 1 % false positives. A run with
+  a privacy unit column (`--privacy-unit`) is attacked per unit, as its ε is stated: one seeded row of each trained
+  unit against one of each held-out unit, and a unit with rows on both sides of the split is left out (its held-out
+  rows are not unseen: the model trained on its other rows). Where the held-out rows do not name their unit (a
+  separate validation file, a classify split), every held-out row counts as a unit of its own, and audit.json says
+  so;
 - the run's canaries, when it trained with them: the one-run lower bound on ε (95 % confidence) beside the
   accountant's ε, and for canaries with a secret (generate) its exposure among other secrets.
 
@@ -27,7 +32,7 @@ from ..inference import pick_device
 from ..paths import atomic_write_json
 from ..privacy_report import audit_reading, write_report
 from ..train import precision as precisions
-from ..train.privacy import default_delta
+from ..train.privacy import PrivacyUnits, default_delta
 from . import statistics
 from .canaries import CanarySet, make_canary_set, read_record
 
@@ -99,7 +104,7 @@ def audit_run(run_dir: Path | str, device: str = "auto", on_progress: Callable[[
     restored.model.to(torch_device)
     data = task.load_data(config.data, config.training.seed)  # the split the run trained and validated on
     encoder = task.make_encoder(restored.tokenizer, config.data.max_length, restored.model, config.data)
-    members, non_members = _membership_examples(data, config.training.seed)
+    members, non_members, grouping = _membership_examples(data, config.training.seed, config.data.privacy_unit)
     canaries = _regenerate(task, data, encoder, record) if record is not None else None
     total = 2 * len(members) + (_canary_rows(task, canaries) if canaries is not None else 0)
     scorer = _Scorer(restored, encoder, data.problem, torch_device, total, on_progress, stop_event)
@@ -107,7 +112,7 @@ def audit_run(run_dir: Path | str, device: str = "auto", on_progress: Callable[[
     outside = scorer.scores(non_members, "Scoring held-out examples")
     audit: dict = {"mia_auc": statistics.roc_auc(inside, outside),
                    "mia_tpr_at_1pct_fpr": statistics.tpr_at_fpr(inside, outside, statistics.LOW_FPR),
-                   "membership": {"members": len(inside), "non_members": len(outside),
+                   "membership": {"members": len(inside), "non_members": len(outside), **grouping,
                                   "score": "the negative loss of each example (a generated answer's mean "
                                            "log-likelihood)"}}
     privacy = metrics.get("privacy")
@@ -137,15 +142,37 @@ def _finished_run(run_dir: Path) -> tuple[dict, RunConfig]:
     return summary.metrics, config
 
 
-def _membership_examples(data, seed: int):
-    """(members, non-members): a seeded sample of the training examples and as many validation examples."""
-    count = min(len(data.train), len(data.validation), MAX_MEMBERSHIP_ROWS)
-    if count < 1:
-        raise UserError("The run has no validation examples to compare its training examples with.")
+def _membership_examples(data, seed: int, unit: str | None):
+    """(members, non-members, how they were drawn): a seeded sample of the training examples and as many validation
+    examples; with a privacy unit, one row of each unit (see the module's note)."""
     rng = np.random.default_rng([seed, MEMBERSHIP_STREAM])
-    picked = (np.sort(rng.choice(len(examples), size=count, replace=False)).tolist()
-              for examples in (data.train, data.validation))
-    return data.train.select(next(picked)), data.validation.select(next(picked))
+    if unit and data.train.units:
+        inside, outside, grouping = _one_row_per_unit(data, unit, rng)
+    else:
+        inside, outside, grouping = np.arange(len(data.train)), np.arange(len(data.validation)), {}
+    count = min(len(inside), len(outside), MAX_MEMBERSHIP_ROWS)
+    if count < 1:
+        raise UserError("The run has no validation examples to compare its training examples with"
+                        + (f" (no held-out row belongs to a '{unit}' that did not also train)." if unit else "."))
+    picked = (np.sort(rng.choice(rows, size=count, replace=False)).tolist() for rows in (inside, outside))
+    return data.train.select(next(picked)), data.validation.select(next(picked)), grouping
+
+
+def _one_row_per_unit(data, unit: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(training rows, validation rows, their record): a seeded row of each training unit, and of each validation
+    unit that never trained; every validation row when they do not name their unit."""
+    trained = PrivacyUnits.of(unit, data.train.units, 1).rows
+    inside = np.array([rows[rng.integers(len(rows))] for rows in trained], dtype=int)
+    grouping = {"privacy_unit": unit, "member_units": len(trained)}
+    if not data.validation.units:
+        return inside, np.arange(len(data.validation)), {
+            **grouping, "non_member_units": "unknown: the held-out rows do not name their unit, each counts as one"}
+    names = set(data.train.units)
+    held_out = PrivacyUnits.of(unit, data.validation.units, 1).rows
+    unseen = [rows for rows in held_out if data.validation.units[rows[0]] not in names]
+    outside = np.array([rows[rng.integers(len(rows))] for rows in unseen], dtype=int)
+    return inside, outside, {**grouping, "non_member_units": len(unseen),
+                             "units_on_both_sides": len(held_out) - len(unseen)}
 
 
 def _regenerate(task, data, encoder, record: dict) -> CanarySet:
@@ -179,20 +206,23 @@ def _canary_findings(scorer: _Scorer, canaries: CanarySet, delta: float) -> dict
 
 def _exposure(scorer: _Scorer, canaries: CanarySet, scores: np.ndarray) -> dict | None:
     """The exposure of the secrets of the first EXPOSURE_CANARIES trained canaries, and of as many that did not
-    train (what exposure looks like without memorisation); None when the canaries hold no secret."""
+    train (what exposure looks like without memorisation); None when the canaries hold no secret. A canary whose
+    other secrets all score as its own has its secret cut off by the maximum length: it is counted, not ranked."""
     rng = np.random.default_rng([canaries.seed, MEMBERSHIP_STREAM])
     found: dict[bool, list[float]] = {True: [], False: []}
-    bits = 0.0
+    bits, cut_off = 0.0, 0
     for trained in (True, False):
         for index in np.flatnonzero(canaries.included == trained)[:EXPOSURE_CANARIES].tolist():
             candidates = scorer.task.canary_candidates(canaries.examples, index, EXPOSURE_CANDIDATES, rng)
             if candidates is None:
                 return None
             others, bits = candidates
-            found[trained].append(statistics.exposure(float(scores[index]),
-                                                      scorer.scores(others, "Ranking the canaries' secrets"), bits))
-    if not found[True]:
-        return None
-    return {"mean": float(np.mean(found[True])), "max": float(np.max(found[True])), "bits": bits,
-            "canaries": len(found[True]),
+            other_scores = scorer.scores(others, "Ranking the canaries' secrets")
+            if np.all(other_scores == scores[index]):
+                cut_off += 1
+                continue
+            found[trained].append(statistics.exposure(float(scores[index]), other_scores, bits))
+    return {"mean": float(np.mean(found[True])) if found[True] else None,
+            "max": float(np.max(found[True])) if found[True] else None, "bits": bits,
+            "canaries": len(found[True]), "candidates": EXPOSURE_CANDIDATES, "cut_off": cut_off,
             "untrained_mean": float(np.mean(found[False])) if found[False] else None}

@@ -138,7 +138,11 @@ def exposure(secret_score: float, candidate_scores, space_bits: float) -> float:
     """log2 R − log2 rank of the true secret among all R = 2^space_bits possible secrets, its rank estimated from
     sampled candidate secrets: the share of the space scoring above it, read from a normal fitted to the candidates'
     scores (Carlini et al. fit a distribution likewise, to rank past what a sample can resolve). 0 to 1: not
-    memorised; space_bits: the model ranks the true secret first."""
+    memorised; space_bits: the model ranks the true secret first.
+
+    An estimate: with 32 candidates whose scores are normal, its median is the true exposure and 90 % of estimates
+    fall between 0.75× and 1.45× of it at 3 to 8 bits (3.0 → 2.3–4.2, 8.0 → 5.9–11.6); on a trained tiny GPT-2 the fit
+    stayed within 0.43 bits of the rank among 2,000 real candidates (0.02 to 4.4 bits; docs/privacy.md)."""
     candidates = _scores(candidate_scores, "candidate")
     spread = float(np.std(candidates, ddof=1)) if candidates.size > 1 else 0.0
     if spread > 0:

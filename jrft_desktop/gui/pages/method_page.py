@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import POOLINGS, MethodSpec, ModelSpec, method_option_fields, method_presets, optional_type
+from ...core.config import (POOLINGS, DataSpec, MethodSpec, ModelSpec, method_option_fields, method_presets,
+                             optional_type)
 from ..backend import MethodInfo, compute_devices, memory_estimate, method_catalog, plan_method
 from ..worker import LatestRequest, run_in_background
 from .base import Note, Page, compact_form, thousands, valid_range, with_help
@@ -96,6 +97,7 @@ class MethodPage(Page):
         self._stock_class = ""  # the transformers class the task's merged model loads with
         self._pools = True  # the task's head reads one pooled state per example (False: every token's)
         self._train_examples: int | None = None
+        self._data: DataSpec | None = None
         self._planner = LatestRequest(self, plan_method, self._show_plan, self._show_plan_failure)
 
         left, right = self._build_column_layouts()
@@ -253,9 +255,11 @@ class MethodPage(Page):
 
     def set_context(self, model_spec: ModelSpec | None, model_parameters: int | None, num_labels: int,
                     train_examples: int | None = None, task_name: str | None = None,
-                    trains_head: bool = True, stock_class: str = "", pools: bool = True) -> None:
+                    trains_head: bool = True, stock_class: str = "", pools: bool = True,
+                    data: DataSpec | None = None) -> None:
         """The chosen model, number of classes and task, which the parameter counts depend on, and the number of
-        training examples, which the noise of private training depends on."""
+        training examples and the data, which the noise of private training depends on (by privacy unit: the
+        number of units in the data)."""
         if (model_spec, model_parameters, num_labels, task_name) != (
                 self._model_spec, self._model_parameters, self._num_labels, self._task_name):
             self._model_spec, self._model_parameters, self._num_labels = model_spec, model_parameters, num_labels
@@ -265,7 +269,7 @@ class MethodPage(Page):
             if self.method is not None:
                 self._show_merge_note()
             self._request_plan()
-        self._train_examples = train_examples
+        self._train_examples, self._data = train_examples, data
         self._update_privacy_context()
 
     def _update_privacy_context(self) -> None:
@@ -273,7 +277,7 @@ class MethodPage(Page):
             training = self.training.training_spec()
         except ValueError:
             training = None
-        self.privacy.set_context(self._train_examples, training)
+        self.privacy.set_context(self._train_examples, training, self._data)
 
     def _preset_chosen(self, index: int) -> None:
         if index > 0:

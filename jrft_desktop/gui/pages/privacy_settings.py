@@ -1,7 +1,10 @@
 """Private training: the Privacy dataclass as a form, with the noise multiplier σ shown before training (or why
-the budget ε cannot be reached), computed by the core in the background."""
+the budget ε cannot be reached), computed by the core in the background; with a privacy unit column, over the number
+of units in the data, as training counts them."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QSpinBox,
@@ -25,7 +28,7 @@ class PrivacySettings(QGroupBox):
         defaults = Privacy()
         self.plan = None  # the core's PrivacyPlan for the current choices, once computed
         self.problem = ""  # why the current choices cannot be trained privately
-        self._context: tuple[int, TrainingSpec] | None = None
+        self._context: tuple[int, TrainingSpec, DataSpec | None] | None = None
         self._preview = LatestRequest(self, preview_privacy, self._show_plan, self._show_problem)
         box = QVBoxLayout(self)
         self.enabled_box = QCheckBox("Train with differential privacy (DP-SGD)")
@@ -92,7 +95,7 @@ class PrivacySettings(QGroupBox):
         self.canaries_spin.setSingleStep(100)
         canaries.addRow("Audit canaries", self.canaries_spin)
         box.addLayout(canaries)
-        self.canaries_spin.valueChanged.connect(self.changed)
+        self.canaries_spin.valueChanged.connect(self._request)  # the canaries that train count in N
 
     # --- what the rest of the app reads -------------------------------------------------------------------
     @property
@@ -131,9 +134,10 @@ class PrivacySettings(QGroupBox):
             self.epsilon_spin.setValue(epsilon)
         self.enabled_box.setChecked(enabled)
 
-    def set_context(self, train_examples: int | None, training: TrainingSpec | None) -> None:
-        """The training data's size and the schedule, which σ depends on."""
-        context = (train_examples, training) if train_examples and training is not None else None
+    def set_context(self, train_examples: int | None, training: TrainingSpec | None, data: DataSpec | None) -> None:
+        """The training data's size and the schedule, which σ depends on, and the data (known with its size), whose
+        privacy unit column gives the number of units σ depends on instead."""
+        context = (train_examples, training, data) if train_examples and training is not None else None
         if context != self._context:
             self._context = context
             self._request()
@@ -162,7 +166,10 @@ class PrivacySettings(QGroupBox):
             return
         self.noise_label.setText("computing…")
         self.note.show_text("")
-        self._preview.request(privacy, *self._context)
+        train_examples, training, data = self._context
+        unit = self.privacy_unit()
+        self._preview.request(privacy, train_examples, training,
+                              replace(data, privacy_unit=unit) if data is not None and unit else None)
         self.changed.emit()
 
     def _show_plan(self, plan) -> None:
@@ -171,10 +178,15 @@ class PrivacySettings(QGroupBox):
         self.note.show_text(
             f"Noise of {plan.noise_multiplier:.3g} × C added once per step, calibrated so that {plan.steps:,} steps "
             f"with Poisson sampling rate q = {plan.sample_rate:.3g} spend ε = {plan.epsilon_planned:.3g} at "
-            f"δ = {plan.delta:.2g} ({plan.delta_source})."
-            + (" With a privacy unit column, training calibrates σ again for the number of units."
-               if self.privacy_unit() else ""))
+            f"δ = {plan.delta:.2g} ({plan.delta_source})." + self._unit_note(plan))
         self.changed.emit()
+
+    def _unit_note(self, plan) -> str:
+        unit = self.privacy_unit()
+        if not unit:
+            return ""
+        canaries = ", and each audit canary that trains" if self.canaries_spin.value() else ""
+        return f" N = {plan.train_examples:,} units: the distinct values of '{unit}' in the training rows{canaries}."
 
     def _show_problem(self, failure) -> None:
         self._show_text("cannot train", failure.message)
