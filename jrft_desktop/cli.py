@@ -346,7 +346,7 @@ def cmd_methods(args) -> int:
     from .core.build import build_model
     from .core.models import load_skeleton
 
-    model_spec = ModelSpec(name_or_path=args.model)
+    model_spec = ModelSpec(name_or_path=args.model, trust_remote_code=args.trust_remote_code)
     skeleton = load_skeleton(model_spec)
     info = skeleton.info
     print(f"{info.model_id}: {info.family}, {info.layers} layers, hidden {info.hidden_size}, "
@@ -355,14 +355,14 @@ def cmd_methods(args) -> int:
     notes = []
     for method in methods.all_methods():
         try:
-            _, _, plan = build_model(model_spec, MethodSpec(name=method.name, budget=args.budget), None,
-                                     args.num_labels, loaded=skeleton, structure_only=True)
+            model, _, plan = build_model(model_spec, MethodSpec(name=method.name, budget=args.budget), None,
+                                         args.num_labels, loaded=skeleton, structure_only=True)
         except UserError as error:  # e.g. BitFit on a model without biases: the others still apply
             print(f"{method.name:<9} {'-':<16} {'-':>12} {'-':>12}  {'-':<9}  does not apply: {error}")
             continue
         size = f"{plan.size_name}={plan.size}" if plan.size_name else "-"
         print(f"{method.name:<9} {size:<16} {plan.method_params:>12,} {plan.trainable_params:>12,}  "
-              f"{'yes' if method.foldable else 'no':<9}  {method.summary}")
+              f"{'yes' if method.foldable and not method.stock_problem(model, plan) else 'no':<9}  {method.summary}")
         notes += [plan.note] if plan.note else []
     for note in notes:
         print(f"note: {note}")
@@ -590,6 +590,7 @@ def _add_methods(commands) -> None:
     listing.add_argument("--model", default=ModelSpec().name_or_path, help=field_help(ModelSpec, "name_or_path"))
     listing.add_argument("--budget", type=int, help=field_help(MethodSpec, "budget"))
     listing.add_argument("--num-labels", type=int, default=2, help="Classes of the task (sizes the head).")
+    listing.add_argument("--trust-remote-code", action="store_true", help=field_help(ModelSpec, "trust_remote_code"))
     listing.set_defaults(handler=cmd_methods)
 
 

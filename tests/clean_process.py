@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -20,3 +21,12 @@ def run_clean(script: str, job: dict, cwd: Path, timeout: int = 900) -> dict:
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out.pop("jrft_desktop_imported") is False, "the clean process imported jrft_desktop"
     return out
+
+
+def clean_script(imports: str, body: str) -> str:
+    """A script for `run_clean`: `imports` (json, sys and torch come with it), then `body`, which reads the `job`
+    and fills `out`, on one torch thread; it prints `out` with the check that `run_clean` makes."""
+    return "\n".join(["import json, sys", "import torch", textwrap.dedent(imports).strip(),
+                      "job = json.load(sys.stdin)", "torch.set_num_threads(1)", "out = {}",
+                      textwrap.dedent(body).strip("\n"),
+                      'out["jrft_desktop_imported"] = "jrft_desktop" in sys.modules', "print(json.dumps(out))"]) + "\n"

@@ -316,6 +316,16 @@ def test_apply_on_its_base_model_and_refused_on_another(sst_run, tmp_path, tiny_
     assert not refused.exists()
 
 
+def test_methods_says_mergeable_only_where_the_stock_class_holds_the_fold(env, tmp_path):
+    """phi3 has no bias anywhere: SLaSh cannot be a stock Phi-3, LoRA can; qwen3 folds at its default position."""
+    from tiny_models import build_family_model
+
+    for family, slash in (("phi3", "no"), ("qwen3", "yes")):
+        lines = ok(jrft(env, "methods", "--model", str(build_family_model(family, tmp_path / family)))).stdout
+        rows = {line.split()[0]: line.split() for line in lines.splitlines()[2:] if not line.startswith("note: ")}
+        assert (rows["slash"][4], rows["lora"][4]) == (slash, "yes"), (family, lines)
+
+
 def test_methods_lists_every_method_with_counts(tiny_models, env):
     notes: list[str] = []
 

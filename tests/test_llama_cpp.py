@@ -10,12 +10,11 @@ for SLaSh's only foldable position). Skipped, with the reason, only where this m
 from __future__ import annotations
 
 import importlib.util
-import textwrap
 
 import llama_cpp
 import pytest
 import torch
-from clean_process import run_clean
+from clean_process import clean_script, run_clean
 from tiny_models import build_family_model
 
 from jrft_desktop.core import bundled
@@ -70,13 +69,7 @@ def _method_for(model_source: str) -> tuple[str, dict]:
     return "slash", {"d": 64}
 
 
-TRANSFORMERS_ANSWERS = textwrap.dedent("""
-    import json, sys
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    job = json.load(sys.stdin)
-    torch.set_num_threads(1)
-    out = {}
+TRANSFORMERS_ANSWERS = clean_script("from transformers import AutoModelForCausalLM, AutoTokenizer", """
     for key, item in job["runs"].items():
         tokenizer = AutoTokenizer.from_pretrained(item["folder"])
         model = AutoModelForCausalLM.from_pretrained(item["folder"]).eval()
@@ -92,8 +85,6 @@ TRANSFORMERS_ANSWERS = textwrap.dedent("""
         tied = next((k for k, margin in enumerate(margins) if margin < 1e-3), None)
         out[key] = {"answer": tokenizer.decode(plain), "tokens": len(plain), "distinct": len(set(plain)),
                     "tied_at": tied, "before_tie": tokenizer.decode(plain[:tied]) if tied is not None else None}
-    out["jrft_desktop_imported"] = "jrft_desktop" in sys.modules
-    print(json.dumps(out))
 """)
 
 

@@ -1,6 +1,7 @@
 """Tiny random-weight models built offline for the method x family matrices: the encoders BERT, RoBERTa and
 DistilBERT, and the decoders GPT-2, Llama and Qwen2 (`build_tiny_model`), and one of every registered family
-(`build_family_model`, `AutoConfig.for_model` with hidden size 32 and 2 layers) for the conformance matrix.
+(`build_family_model`, `AutoConfig.for_model` with hidden size 32 and 2 layers) for the conformance matrix, and
+the model sources every interface refuses (`REFUSED_SOURCES`).
 
 BERT, DistilBERT, DeBERTa-v2 and ModernBERT reuse the bundled model's WordPiece tokenizer; RoBERTa-likes and the
 decoders get a small byte-level BPE trained here on the bundled SST-2 sample (the decoders' without a padding
@@ -39,6 +40,16 @@ def _bpe_tokenizer():
                                 mask_token="<mask>", model_max_length=128)
 
 
+def _roberta_tokenizer():
+    """The byte-level BPE with RoBERTa's <s> ... </s> around every text."""
+    from tokenizers.processors import RobertaProcessing
+
+    tokenizer = _bpe_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = RobertaProcessing(
+        ("</s>", tokenizer.convert_tokens_to_ids("</s>")), ("<s>", tokenizer.convert_tokens_to_ids("<s>")))
+    return tokenizer
+
+
 def _decoder_tokenizer(family: str):
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
@@ -72,11 +83,7 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
         tokenizer = _decoder_tokenizer(family)
         config = _decoder_config(family, len(tokenizer))
     elif family == "roberta":
-        tokenizer = _bpe_tokenizer()
-        from tokenizers.processors import RobertaProcessing
-
-        tokenizer.backend_tokenizer.post_processor = RobertaProcessing(
-            ("</s>", tokenizer.convert_tokens_to_ids("</s>")), ("<s>", tokenizer.convert_tokens_to_ids("<s>")))
+        tokenizer = _roberta_tokenizer()
         config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                num_attention_heads=HEADS, intermediate_size=INTERMEDIATE, max_position_embeddings=132,
                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
@@ -91,8 +98,13 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
             config = DistilBertConfig(vocab_size=len(tokenizer), dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
                                       hidden_dim=INTERMEDIATE, max_position_embeddings=128)
     # decoders keep their language-model head (generation reads it; AutoModel loads them without it)
-    model = (AutoModelForCausalLM if family in DECODERS else AutoModel).from_config(config)
-    with torch.no_grad():  # non-trivial biases and LayerNorm weights, so folding mistakes show in the logits
+    return _save((AutoModelForCausalLM if family in DECODERS else AutoModel).from_config(config), tokenizer, folder)
+
+
+def _save(model, tokenizer, folder: Path) -> Path:
+    """`model` with its biases and norm weights made non-trivial (so that folding mistakes show in the outputs),
+    saved with `tokenizer` in `folder`."""
+    with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias") or any(norm in name for norm in ("LayerNorm", "layer_norm", "norm", "ln_")):
                 parameter.add_(torch.randn_like(parameter) * 0.1)
@@ -147,12 +159,7 @@ def _family_tokenizer(model_type: str, decoder: bool):
     if decoder:  # Qwen2's special tokens (an end token, a padding token) suit every decoder's chat use here
         return _decoder_tokenizer("qwen2" if model_type != "gpt2" else "gpt2")
     if model_type in ROBERTA_LIKE:
-        tokenizer = _bpe_tokenizer()
-        from tokenizers.processors import RobertaProcessing
-
-        tokenizer.backend_tokenizer.post_processor = RobertaProcessing(
-            ("</s>", tokenizer.convert_tokens_to_ids("</s>")), ("<s>", tokenizer.convert_tokens_to_ids("<s>")))
-        return tokenizer
+        return _roberta_tokenizer()
     tokenizer = _wordpiece_tokenizer()
     if model_type in ("distilbert", "modernbert"):  # their forward takes no token types
         tokenizer.model_input_names = ["input_ids", "attention_mask"]
@@ -177,12 +184,54 @@ def build_family_model(model_type: str, folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = _family_tokenizer(model_type, decoder)
     config = AutoConfig.for_model(model_type, **{"vocab_size": len(tokenizer), **_special_ids(tokenizer), **values})
-    model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias") or any(norm in name for norm in ("LayerNorm", "layer_norm", "norm", "ln_")):
-                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return _save((AutoModelForCausalLM if decoder else AutoModel).from_config(config), tokenizer, folder)
+
+
+# --- model sources the app refuses (nothing but the few files each needs) ------------------------------------------
+
+
+def config_folder(folder: Path, config: dict) -> Path:
+    """A folder holding only `config` as its config.json (enough to be described, or refused, before any weight)."""
+    import json
+
     folder = Path(folder)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
+
+
+def remote_code_folder(folder: Path) -> Path:
+    """A checkpoint whose config asks for its own code (`auto_map`): a configuration class transformers lacks."""
+    folder = config_folder(folder, {"model_type": "my_custom_lm", "hidden_size": HIDDEN,
+                                    "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}})
+    (folder / "configuration_custom.py").write_text(
+        "from transformers import PretrainedConfig\n\n\nclass CustomConfig(PretrainedConfig):\n"
+        "    model_type = 'my_custom_lm'\n", encoding="utf-8")
+    return folder
+
+
+def gguf_file(path: Path, architecture: str) -> Path:
+    """A GGUF file whose `general.architecture` is `architecture`, with one small tensor."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", torch.zeros(4, 8).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+# name -> (how to make it in a scratch folder, what the refusal says): what each interface must report
+REFUSED_SOURCES: dict[str, tuple] = {
+    "unknown family": (lambda root: config_folder(root / "moe", {"model_type": "qwen3_moe", "hidden_size": HIDDEN}),
+                       (r"'qwen3_moe' model; supported families: .*gemma3_text.*qwen3.*\. The closest supported "
+                        r"family is 'qwen3'")),
+    "remote code": (lambda root: remote_code_folder(root / "custom"),
+                    r"asks to run Python code shipped with it \(trust_remote_code\).*only when you turn it on"),
+    "foreign GGUF": (lambda root: gguf_file(root / "model.gguf", "rwkv7"),
+                     (r"GGUF file of llama.cpp's 'rwkv7' architecture, which transformers cannot read \(it "
+                      r"reads .*gemma3.*llama.*\); give the original model folder")),
+}

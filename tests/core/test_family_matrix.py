@@ -14,12 +14,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from clean_process import run_clean
+from clean_process import clean_script, run_clean
 from test_methods_matrix import sentences
 from tiny_models import FAMILY_CONFIGS, build_family_model
 
@@ -250,13 +249,7 @@ def test_vector_round_trip_and_a_foreign_base_refused(family_models, tmp_path, f
 
 # --- merges into the stock classes ---------------------------------------------------------------------------------
 
-LOADER = textwrap.dedent("""
-    import json, sys
-    import torch
-    import transformers
-    job = json.load(sys.stdin)
-    torch.set_num_threads(1)
-    out = {}
+LOADER = clean_script("import transformers", """
     for key, item in job["models"].items():
         auto = getattr(transformers, item["auto_class"])
         model, info = auto.from_pretrained(item["folder"], output_loading_info=True)
@@ -279,8 +272,6 @@ LOADER = textwrap.dedent("""
         out[key] = {"logits": logits.tolist(), "class": type(model).__name__, "answers": answers, "ids": ids,
                     "missing": list(info["missing_keys"]), "unexpected": list(info["unexpected_keys"]),
                     "mismatched": [str(m) for m in info["mismatched_keys"]]}
-    out["jrft_desktop_imported"] = "jrft_desktop" in sys.modules
-    print(json.dumps(out))
 """)
 
 

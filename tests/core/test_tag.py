@@ -6,14 +6,13 @@ token-classification pipeline), predictions with character offsets, and the CLI.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from clean_process import run_clean
+from clean_process import clean_script, run_clean
 from tiny_models import DECODERS, FAMILIES, build_tiny_model
 
 from jrft_desktop.cli import main
@@ -278,13 +277,7 @@ def test_every_method_trains_a_tagger(models, wnut, tmp_path, family, method, po
 
 
 # --- merged stock models and the token-classification pipeline --------------------------------------------------
-LOADER = textwrap.dedent("""
-    import json, sys
-    import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
-    job = json.load(sys.stdin)
-    torch.set_num_threads(1)
-    out = {}
+LOADER = clean_script("from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline", """
     for key, item in job["models"].items():
         tokenizer = AutoTokenizer.from_pretrained(item["merged"])
         model = AutoModelForTokenClassification.from_pretrained(item["merged"]).eval()
@@ -298,8 +291,6 @@ LOADER = textwrap.dedent("""
                  for strategy in ("simple", "first")}
         out[key] = {"logits": logits, "class": type(model).__name__, "entities": found,
                     "id2label": {str(k): v for k, v in model.config.id2label.items()}}
-    out["jrft_desktop_imported"] = "jrft_desktop" in sys.modules
-    print(json.dumps(out))
 """)
 FOLDABLE = [case for case in CASES if case[0] not in ("jr-warp", "warp")]
 WORDS = ("the", "film", "is", "a", "good", "movie", "and", "it", "of", "bad", "story", "with", "one", "best",

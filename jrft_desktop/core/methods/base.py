@@ -228,9 +228,10 @@ class Method:
                 f"model; use the vector file with `jrft predict`, or train slash, which folds exactly."
             )
 
-    def stock_problem(self, model: JrftModel) -> str:
+    def stock_problem(self, model: JrftModel, plan: MethodPlan | None = None) -> str:
         """Why this trained model, folded, cannot be a stock transformers class of its family although the method
-        folds ('' when it can): SLaSh at a position whose projection has no bias the stock class can hold."""
+        folds ('' when it can): SLaSh at a position whose projection has no bias the stock class can hold. `plan`:
+        ask before the method is applied (what `jrft methods` and the Method page show)."""
         return ""
 
     def folded_biases(self, model: JrftModel) -> tuple[str, ...]:

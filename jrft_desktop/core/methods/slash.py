@@ -92,9 +92,10 @@ class SLaSh(ProjectedMethod):
     def folded_biases(self, model):
         return tuple(path for path, _ in model.family.shift_sites[model.adaptation.position].folds)
 
-    def stock_problem(self, model):
-        problem = model.family.fold_problem(model.layers()[0], model.adaptation.position, model.base().config)
-        return (f"SLaSh at the {model.adaptation.position} position cannot be a stock {model.info.family} model: "
+    def stock_problem(self, model, plan=None):
+        position = plan.position if plan is not None else model.adaptation.position
+        problem = model.family.fold_problem(model.layers()[0], position, model.base().config)
+        return (f"SLaSh at the {position} position cannot be a stock {model.info.family} model: "
                 f"{problem}. Export it as ONNX, which holds it exactly, or keep its vector file.") if problem else ""
 
     def apply(self, model, plan, spec):

