@@ -179,13 +179,26 @@ def test_members_and_non_members_never_share_a_unit():
         _membership_examples(SimpleNamespace(train=train, validation=examples(["a", "t3"])), 0, "user")
 
 
-def test_the_units_follow_the_split_and_sampling(by_user):
-    data = get_task("classify").load_data(DataSpec(train=str(by_user / "train.csv"), privacy_unit="user",
-                                                   max_train_rows=150), seed=3)
+@pytest.mark.parametrize("task", ["classify", "tag"])
+def test_the_split_holds_out_whole_units_and_the_units_follow_the_sampling(by_user, tmp_path, task):
+    """A validation split carved from the file holds out whole units (the audit's held-out people never trained),
+    about the asked share of the rows; the units stay with their rows through the sampling."""
+    source = by_user / "train.csv"
+    if task == "tag":  # the same sentences and owners as a tagging file (the first word tagged, an entity to learn)
+        frame = pd.read_csv(source)
+        source = tmp_path / "tags.jsonl"
+        frame.assign(tokens=frame["sentence"].str.split(),
+                     tags=lambda f: f["tokens"].map(lambda words: ["B-misc"] + ["O"] * (len(words) - 1))
+                     )[["tokens", "tags", "user"]].to_json(source, orient="records", lines=True)
+    data = get_task(task).load_data(DataSpec(train=str(source), privacy_unit="user", max_train_rows=120), seed=3)
+    assert len(data.train.units) == len(data.train) == 120 and len(data.validation.units) == len(data.validation)
+    assert not set(data.train.units) & set(data.validation.units) and len(set(data.validation.units)) >= 2
+    assert "by 'user'" in data.validation_source
+    texts = [text if isinstance(text, str) else " ".join(text) for text in (*data.train.texts, *data.validation.texts)]
     frame = pd.read_csv(by_user / "train.csv").drop_duplicates("sentence", keep=False)  # texts that name one row
     owner_of = dict(zip(frame["sentence"], frame["user"]))
-    assert len(data.train.units) == len(data.train) == 150 and not data.validation.units
-    checked = [(owner_of[text], unit) for text, unit in zip(data.train.texts, data.train.units) if text in owner_of]
+    checked = [(owner_of[text], unit) for text, unit in zip(texts, (*data.train.units, *data.validation.units))
+               if text in owner_of]
     assert len(checked) > 100 and all(owner == unit for owner, unit in checked)
 
 

@@ -25,7 +25,7 @@ from ..data import Table, blank, cell_text, is_missing, open_table, require_colu
 from ..errors import ArtifactError, DataError
 from ..metrics import softmax
 from .base import DataView
-from .common import Encoder, LinearHeadTask, open_training_data, privacy_units, sample_rows
+from .common import Encoder, LinearHeadTask, held_out_units, open_training_data, privacy_units, sample_rows
 from .registry import register
 
 CLASSIFICATION = "classification"
@@ -116,18 +116,26 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         for column in (text, pair, label):
             if column is not None:
                 require_column(held_out.frame, column, held_out.name)
-        val_texts, val_pairs, val_raw, _ = _usable_rows(held_out, text, pair, label, notes)
+        val_texts, val_pairs, val_raw, val_kept = _usable_rows(held_out, text, pair, label, notes)
         val_raw = _class_names_of(held_out, label, val_raw)
         val_labels = (encode_labels(val_raw, label_names) if label_names is not None
                       else _floats(val_raw, held_out.name, label))
-        validation = Examples(tuple(val_texts), tuple(val_pairs) if val_pairs is not None else None, val_labels)
+        # whose each held-out row is, where the file says (the privacy audit then compares units, not rows)
+        val_units = privacy_units(held_out, spec.privacy_unit, val_kept) if (
+            spec.privacy_unit and spec.privacy_unit in held_out.frame.columns) else ()
+        validation = Examples(tuple(val_texts), tuple(val_pairs) if val_pairs is not None else None, val_labels,
+                              val_units)
         train_rows = np.arange(len(texts))
         validation_source = held_out.origin
     else:
-        train_rows, val_rows = _split(np.asarray(labels), problem, spec.validation_fraction, rng, table.name)
-        validation = _select(texts, pairs, labels, val_rows)
+        if units:  # whole units held out (not stratified): the audit's held-out people never trained
+            val_rows = held_out_units(units, spec.validation_fraction, rng, table.name)
+            train_rows = np.setdiff1d(np.arange(len(texts)), val_rows)
+        else:
+            train_rows, val_rows = _split(np.asarray(labels), problem, spec.validation_fraction, rng, table.name)
+        validation = _select(texts, pairs, labels, val_rows, units)
         percent = f"{spec.validation_fraction * 100:g}%"
-        kind = "stratified" if problem == CLASSIFICATION else "random"
+        kind = f"by '{spec.privacy_unit}'" if units else "stratified" if problem == CLASSIFICATION else "random"
         validation_source = f"seeded {kind} {percent} split of train (seed {seed})"
 
     picked = sample_rows(len(train_rows), spec.max_train_rows, "training", rng, seed, notes)
@@ -135,7 +143,7 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         train_rows = train_rows[picked]
     picked = sample_rows(len(validation), spec.max_validation_rows, "validation", rng, seed, notes)
     if picked is not None:
-        validation = _select(validation.texts, validation.pairs, validation.labels, picked)
+        validation = validation.select(picked)
         validation_source += f", a seeded sample of {spec.max_validation_rows} rows"
 
     return TaskData(

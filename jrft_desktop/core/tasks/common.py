@@ -87,6 +87,23 @@ def sample_rows(count: int, limit: int | None, what: str, rng: np.random.Generat
     return np.sort(rng.choice(count, size=limit, replace=False))
 
 
+def held_out_units(units: Sequence[str], fraction: float, rng: np.random.Generator, name: str) -> np.ndarray:
+    """The sorted rows of a seeded random share of the privacy units (about `fraction` of the rows, whole units): a
+    private run's validation then holds people it never trained on, so the privacy audit compares people."""
+    names = sorted(set(units))
+    if len(names) < 2:
+        raise DataError(f"{name} has a single privacy unit; a validation split by unit needs at least two.")
+    rows_of: dict[str, list[int]] = {}
+    for row, unit in enumerate(units):
+        rows_of.setdefault(unit, []).append(row)
+    held: list[int] = []
+    for unit in rng.permutation(names)[:len(names) - 1]:  # at least one unit stays to train on
+        if held and len(held) + len(rows_of[unit]) / 2 > fraction * len(units):
+            break
+        held += rows_of[unit]
+    return np.sort(np.asarray(held, dtype=int))
+
+
 def split_and_sample(train, validation, validation_source: str, spec: DataSpec, seed: int, rng: np.random.Generator,
                      notes: list[str], name: str, unit: str) -> tuple[Any, Any, str]:
     """(train, validation, where validation came from) for a task whose examples have `select(rows)`: a seeded
@@ -94,10 +111,15 @@ def split_and_sample(train, validation, validation_source: str, spec: DataSpec, 
     if validation is None:
         if len(train) < 2:
             raise DataError(f"{name} has a single {unit}; a validation split needs at least two.")
-        order = rng.permutation(len(train))
-        held = np.sort(order[:min(max(round(spec.validation_fraction * len(train)), 1), len(train) - 1)])
+        if train.units:
+            held = held_out_units(train.units, spec.validation_fraction, rng, name)
+            how = f"by '{spec.privacy_unit}'"
+        else:
+            order = rng.permutation(len(train))
+            held = np.sort(order[:min(max(round(spec.validation_fraction * len(train)), 1), len(train) - 1)])
+            how = "random"
         train, validation = train.select(np.setdiff1d(np.arange(len(train)), held)), train.select(held)
-        validation_source = f"seeded random {spec.validation_fraction * 100:g}% split of train (seed {seed})"
+        validation_source = f"seeded {how} {spec.validation_fraction * 100:g}% split of train (seed {seed})"
     picked = sample_rows(len(train), spec.max_train_rows, "training", rng, seed, notes)
     train = train.select(picked) if picked is not None else train
     picked = sample_rows(len(validation), spec.max_validation_rows, "validation", rng, seed, notes)
