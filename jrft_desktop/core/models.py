@@ -48,6 +48,7 @@ class ModelInfo:
     vocab_size: int
     context_length: int | None = None  # the longest input its position embeddings cover (None: no such limit)
     causal: bool = False  # a decoder: each token sees only the tokens before it
+    normed_width: int = 0  # values a layer normalises per token (2 x hidden for most; Gemma's 4 norms, q/k norms)
 
 
 def resolve_source(name_or_path: str) -> str:
@@ -168,15 +169,22 @@ def describe(spec: ModelSpec) -> ModelInfo:
     return load_skeleton(spec).info
 
 
-def _info(spec: ModelSpec, source: str, config, parameters: int) -> ModelInfo:
+def _normed_width(model: nn.Module, family: Family) -> int:
+    """The widths of the norms in one layer, added up: each keeps its fp32 input for the backward pass."""
+    layer = family.layer_modules(model)[0]
+    return sum(module.weight.numel() for module in layer.modules()
+               if "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None)
+
+
+def _info(spec: ModelSpec, source: str, config, model: nn.Module) -> ModelInfo:
     family = family_of(config.model_type, spec.name_or_path)
     layers, hidden, intermediate, heads = family.sizes.read(config)
     return ModelInfo(
         model_id=spec.name_or_path, path=source, family=config.model_type, layers=layers, hidden_size=hidden,
-        intermediate_size=intermediate, attention_heads=heads, parameters=parameters,
+        intermediate_size=intermediate, attention_heads=heads, parameters=sum(p.numel() for p in model.parameters()),
         default_pooling=default_pooling(source, family),
         vocab_size=int(config.vocab_size), context_length=getattr(config, "max_position_embeddings", None),
-        causal=family.causal,
+        causal=family.causal, normed_width=_normed_width(model, family),
     )
 
 
@@ -312,7 +320,7 @@ def load_backbone(spec: ModelSpec, task=None, dtype: torch.dtype = torch.float32
     model.eval()
     if half:
         _half_base(model)
-    info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
+    info = _info(spec, source, config, model)
     return LoadedBackbone(model, tokenizer, info, family, weights_fingerprint(model, dtype), output_head)
 
 
@@ -323,7 +331,7 @@ def load_skeleton(spec: ModelSpec, task=None) -> LoadedBackbone:
     auto = _auto_class(task, family)
     with torch.device("meta"):
         model, output_head = _split(auto.from_config(config))
-    info = _info(spec, source, config, sum(p.numel() for p in model.parameters()))
+    info = _info(spec, source, config, model)
     return LoadedBackbone(model, None, info, family, fingerprint="", output_head=output_head)
 
 

@@ -46,8 +46,8 @@ def test_the_estimate_adds_up_and_grows_with_the_batch(tiny_models):
     # 8 x 32 = 256 tokens; per layer and token 24 x 32 + 4 x 64 = 1,024 bytes (an encoder's MLP keeps one MLP-wide
     # value), times 1.5 for the backward pass's own buffers, over two layers
     assert small.activations == int(1.5 * 256 * 1_024 * 2) == 786_432
-    assert small.runtime == 460 * 2 ** 20
-    assert small.total == 460 * 2 ** 20 + 3_996_288 + 49_152 + 1_560 + 786_432
+    assert small.runtime == 430 * 2 ** 20 + 1_300 * 30_522  # the process, and the tokenizer by its vocabulary
+    assert small.total == small.runtime + 3_996_288 + 49_152 + 1_560 + 786_432
     assert large.activations == 8 * small.activations  # activations scale with the batch
     checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
     assert checkpointed.activations < large.activations
@@ -161,3 +161,17 @@ def test_checkpointed_layers_train_even_with_dropout_off(tiny_models):
     checkpointed = [m for m in base.modules() if getattr(m, "gradient_checkpointing", False) is True]
     assert checkpointed and all(module.training for module in checkpointed)
     assert not any(m.training for m in base.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_every_norm_of_a_layer_counts_in_the_activations(tmp_path):
+    """Two norms of the hidden size in a Llama layer; Gemma 3's four, and its query and key norms (head_dim each):
+    each keeps its fp32 input for the backward pass, so the estimate counts them."""
+    from tiny_models import FAMILY_CONFIGS, build_family_model
+
+    from jrft_desktop.core.models import describe
+
+    llama, gemma = (describe(ModelSpec(str(build_family_model(family, tmp_path / family))))
+                    for family in ("llama", "gemma3_text"))
+    assert llama.normed_width == 2 * llama.hidden_size
+    head_dim = FAMILY_CONFIGS["gemma3_text"][1]["head_dim"]
+    assert gemma.normed_width == 4 * gemma.hidden_size + 2 * head_dim

@@ -4,11 +4,12 @@ not fit is refused with what to change, before anything big is allocated, and on
 checkpointing gets it turned on, with a note (`plan_memory`).
 
 The estimate is of the peak resident memory of the training process (what the OS sees, measured as peak RSS): the
-runtime (Python, torch, transformers, the tokenizer and data), the frozen weights in the dtype they are held in
-(under bf16 autocast an fp32 base also keeps a bf16 copy of each weight for the backward pass), the trainable values'
+runtime (Python, torch, transformers, the data, and the tokenizer, by its vocabulary), the frozen weights in the
+dtype they are held in (under bf16 autocast an fp32 base also keeps a bf16 copy of each weight for the backward pass), the trainable values'
 gradient and AdamW moments, the fixed projections, and the activations that the backward pass through the frozen
-model keeps: per layer and token, the two norms' fp32 inputs and the attention's query, key, value and output
-(16 bytes x hidden under bf16, 24 in fp32), a decoder's gated MLP's gate, up and activated values (6 bytes x MLP width
+model keeps: per layer and token, the norms' fp32 inputs (4 bytes for each normalised value: 2 x hidden for most
+models, more for Gemma's four norms and the query / key norms) and the attention's query, key, value and output
+(8 bytes x hidden under bf16, 16 in fp32), a decoder's gated MLP's gate, up and activated values (6 bytes x MLP width
 under bf16, 12 in fp32; an encoder's MLP keeps one of the three), an encoder's eager attention its scores, all times
 1.5 for what the backward pass allocates on top while it runs (fitted on SmolLM2 at 32 x 128 and a
 Qwen2.5-0.5B-shaped decoder at 8 x 256; benchmarks/memory_estimate.py measures every case against its peak RSS). A
@@ -25,9 +26,14 @@ from ..formatting import format_bytes
 from ..limits import memory_limit
 
 FLOAT = 4  # bytes: what trains, its gradient and optimizer state are float32
-RUNTIME = 460 * 2 ** 20  # bytes: the process before any weight (Python, torch, transformers, tokenizer, data)
-# bytes kept per layer and token for the backward pass, per hidden-size and per MLP-width value: (bf16, fp32)
-PER_TOKEN_HIDDEN = {"bf16": 16, "fp16": 16, "fp32": 24}
+RUNTIME = 430 * 2 ** 20  # bytes: the process before any weight or tokenizer (Python, torch, transformers, data)
+# bytes a fast tokenizer holds per vocabulary entry (Gemma 3's 262,144 entries: 331 MB measured; SmolLM2's 49,152
+# entries take 27 MB, so smaller vocabularies are overestimated by a few tens of MB)
+TOKENIZER_PER_ENTRY = 1300
+# bytes kept per layer and token for the backward pass: per hidden-size value, the attention's query, key, value and
+# output; per normalised value (ModelInfo.normed_width), the norm's fp32 input; per MLP-width value (bf16, fp32)
+PER_TOKEN_HIDDEN = {"bf16": 8, "fp16": 8, "fp32": 16}
+PER_TOKEN_NORMED = 4
 PER_TOKEN_MLP = {"bf16": 6, "fp16": 6, "fp32": 12}
 BACKWARD_SLACK = 1.5  # the backward pass's own buffers on top of what it keeps (fitted, see above)
 # with gradient checkpointing: what is kept per layer and token, in fp32 hidden-size values (the layer's input, 1,
@@ -86,8 +92,9 @@ def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_check
         # a decoder's gated MLP keeps three MLP-wide values (gate, up, activated), an encoder's one (the activation's
         # input)
         mlp = PER_TOKEN_MLP[computes] if info.causal else PER_TOKEN_MLP[computes] // 3
+        normed = info.normed_width or 2 * info.hidden_size
         per_token = ((PER_TOKEN_HIDDEN[computes] + METHOD_PER_TOKEN_HIDDEN.get(plan.method, 0)) * info.hidden_size
-                     + mlp * info.intermediate_size)
+                     + PER_TOKEN_NORMED * normed + mlp * info.intermediate_size)
         if not info.causal and computes != "fp32":  # eager attention (precision.training_attention) keeps its scores
             per_token += (FLOAT + HALF) * info.attention_heads * max_length
         if gradient_checkpointing:  # each layer's input (and what the checkpoints keep besides), and one layer's
@@ -101,7 +108,8 @@ def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_check
         activations += (FLOAT + HALF + HALF) * rows * outputs_per_token + 2 * FLOAT * tokens * info.hidden_size
         if computes != "fp32" and not half_base:
             activations += HALF * outputs_per_token * info.hidden_size  # the output layer cast once for the loss
-    return MemoryEstimate(weights, optimizer, projections, activations, memory_limit(), RUNTIME,
+    runtime = RUNTIME + TOKENIZER_PER_ENTRY * info.vocab_size
+    return MemoryEstimate(weights, optimizer, projections, activations, memory_limit(), runtime,
                           gradient_checkpointing)
 
 
