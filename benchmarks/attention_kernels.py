@@ -28,8 +28,8 @@ KERNELS = ("sdpa", "eager")
 
 
 def train(case: str, kernel: str, run_dir: Path) -> dict:
-    from jrft_desktop.core.train import precision
     from jrft_desktop.core.config import DataSpec, ModelSpec, RunConfig, TrainingSpec
+    from jrft_desktop.core.train import precision
     from jrft_desktop.core.train.loop import Trainer
 
     source, model, task, length, batch, steps, rows = CASES[case]

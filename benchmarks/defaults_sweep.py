@@ -43,7 +43,7 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "docs" / "benchmarks" / "defaults" / "results.jsonl"
 DECODER = "bundled:SmolLM2-135M-Instruct"
 NAME, AUTHOR = "Juniper", "JRFT Labs"
-LOCK = "/tmp/jrft-heavy.lock"
+LOCK = os.environ.get("JRFT_BENCH_LOCK", "/tmp/jrft-heavy.lock")  # one heavy job at a time on a shared machine
 
 # task -> (flags of every run, steps, evaluate every, metric, the grid: (position, lr, d) triples)
 SETUPS = {
@@ -68,10 +68,14 @@ def identity_split(folder: Path, held: int = 10, seed: int = 0) -> tuple[Path, P
     """Train on every question but `held` English ones whose answer names {{name}}: the held-out set tests whether
     the name carries over to questions (and a language) mostly unseen."""
     rows = json.loads((DATA / "instruct" / "identity.json").read_text(encoding="utf-8"))
-    english = [i for i, row in enumerate(rows) if re.fullmatch(r"[\x00-\x7f]*", row["instruction"])
-               and "{{name}}" in row["output"]]
-    test = set(random.Random(seed).sample(english, held))
+    test = set(random.Random(seed).sample(english_naming(rows), held))
     return _write(folder, "identity", rows, test)
+
+
+def english_naming(rows: list) -> list[int]:
+    """The rows asked in English whose answer names {{name}}."""
+    return [i for i, row in enumerate(rows) if re.fullmatch(r"[\x00-\x7f]*", row["instruction"])
+            and "{{name}}" in row["output"]]
 
 
 def alpaca_split(folder: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -136,7 +140,9 @@ def trained(task: str, flags: list[str], args, run: Path) -> dict:
         said = jrft(args.code, "predict", str(run), f"--data={held}", "--max-new-tokens=48", *args.predict_flags,
                     capture=True)
         answers = [json.loads(line)["generated"] for line in said.stdout.strip().splitlines()]
-        row.update(named=sum(NAME in text for text in answers), asked=len(answers), answers=answers)
+        trained_on = json.loads(Path(data[0].partition("=")[2]).read_text(encoding="utf-8"))
+        row.update(named=sum(NAME in text for text in answers), asked=len(answers), answers=answers,
+                   held_out="English", english_naming_trained=len(english_naming(trained_on)))
     if task == "alpaca":
         scored = jrft(args.code, "eval", str(run), f"--data={held}", capture=True)
         row["held_out_perplexity"] = json.loads(scored.stdout)["perplexity"]

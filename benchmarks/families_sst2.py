@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
 RESULTS = ROOT / "docs" / "benchmarks" / "families" / "results.jsonl"
-LOCK = "/tmp/jrft-heavy.lock"
+LOCK = os.environ.get("JRFT_BENCH_LOCK", "/tmp/jrft-heavy.lock")  # one heavy job at a time on a shared machine
 MODELS = {"smollm2": "bundled:SmolLM2-135M-Instruct", "gemma3": "bundled:gemma-3-270m"}
 COMMON = [f"--data={DATA}/train.tsv", "--max-train-rows=12000", f"--validation={DATA}/validation.tsv",
           "--max-length=64", "--batch-size=16", "--seed=0"]

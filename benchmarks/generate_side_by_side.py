@@ -6,16 +6,18 @@ its own; the step time is the median of the steps after the first.
 
     python benchmarks/generate_side_by_side.py --models smollm2 qwen2.5-0.5b --steps 4 --out /tmp/side.json
 
-Models: the bundled SmolLM2-135M-Instruct and the random-weight Qwen2.5-shaped decoders of
-benchmarks/shaped_models.py. Systems: `peer` (the Trainer, reusing peer_lora_trainer.py's approach: PEFT's own
-recipe, the Trainer's defaults otherwise), `slash` and `lora` (`jrft train` defaults: bf16 where the CPU has it,
-the frozen base in bf16, the chunked language-model loss; batches not grouped by length, as the peer's are not). The
-jrft runs also record their memory estimate beside their peak RSS."""
+Models: the bundled SmolLM2-135M-Instruct (`smollm2`) and Gemma 3 270M (`gemma3`), and the random-weight
+Qwen2.5-shaped decoders of benchmarks/shaped_models.py. Systems: `peer` (the Trainer, reusing peer_lora_trainer.py's
+approach: PEFT's own recipe, the Trainer's defaults otherwise), `slash` and `lora` (`jrft train` defaults: bf16 where
+the CPU has it, the frozen base in bf16, the chunked language-model loss; batches not grouped by length, as the
+peer's are not). The jrft runs also record their memory estimate beside their peak RSS. Each child process runs under
+the shared lock of the other benchmarks (`flock /tmp/jrft-heavy.lock`), so that no other heavy job runs beside it."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -26,11 +28,13 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct" / "alpaca_en_demo.json"
 SYSTEMS = ("peer", "slash", "lora")
+LOCK = os.environ.get("JRFT_BENCH_LOCK", "/tmp/jrft-heavy.lock")  # one heavy job at a time on a shared machine
 
 
 def model_path(name: str) -> str:
-    if name == "smollm2":
-        return "bundled:SmolLM2-135M-Instruct"
+    bundled = {"smollm2": "bundled:SmolLM2-135M-Instruct", "gemma3": "bundled:gemma-3-270m"}
+    if name in bundled:
+        return bundled[name]
     sys.path.insert(0, str(Path(__file__).parent))
     from shaped_models import build
 
@@ -155,7 +159,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["smollm2", "qwen2.5-0.5b", "qwen2.5-1.5b"])
+    parser.add_argument("--models", nargs="+", default=["smollm2", "gemma3", "qwen2.5-0.5b", "qwen2.5-1.5b"])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
@@ -172,7 +176,7 @@ def main() -> int:
     results = []
     for model in args.models:
         for system in args.systems:
-            done = subprocess.run([sys.executable, __file__, "--child", "--model", model, "--system", system,
+            done = subprocess.run(["flock", LOCK, sys.executable, __file__, "--child", "--model", model, "--system", system,
                                    "--batch", str(args.batch), "--length", str(args.length), "--steps",
                                    str(args.steps), *(["--checkpointing"] if args.checkpointing else [])],
                                   capture_output=True, text=True, check=False)

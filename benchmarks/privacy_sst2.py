@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from jrft_desktop.core.config import TrainingSpec, DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig
-from jrft_desktop.core.train.loop import Trainer
 from jrft_desktop.core.build import build_model
+from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec
+from jrft_desktop.core.train.loop import Trainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 METHODS = {"slash": MethodSpec(name="slash", d=1024), "head": MethodSpec(name="head"),
@@ -47,8 +47,8 @@ def _step_setup(args, method: str, private: bool):
     """The bundled model with `method`, a fixed batch of real SST-2 sentences, and a step function: an ordinary
     optimizer step, or a DP-SGD step (sampling, per-example gradients, clipping, noise, accounting, live ε)."""
     from jrft_desktop.core.models import load_backbone
-    from jrft_desktop.core.train.privacy import PrivateTraining, plan_privacy
     from jrft_desktop.core.tasks.classify import Encoder, load_task_data
+    from jrft_desktop.core.train.privacy import PrivateTraining, plan_privacy
 
     torch.manual_seed(0)
     data = load_task_data(DataSpec(train=str(args.data_dir / "train.tsv"), validation=str(args.data_dir / "test.tsv"),
@@ -128,8 +128,8 @@ def memory(args) -> None:
 
 
 def accuracy(args) -> None:
-    budget = dict(epochs=args.epochs, batch_size=args.batch_size, eval_every=10**6, warmup_ratio=0.0,
-                  schedule="constant")
+    budget = {"epochs": args.epochs, "batch_size": args.batch_size, "eval_every": 10**6, "warmup_ratio": 0.0,
+              "schedule": "constant"}
     results = []
     with tempfile.TemporaryDirectory() as temp:
         for method in args.methods:

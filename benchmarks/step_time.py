@@ -20,8 +20,8 @@ import torch
 
 from jrft_desktop.core import bench
 from jrft_desktop.core.config import MethodSpec, ModelSpec
-from jrft_desktop.core.tasks.classify import load_task_data
 from jrft_desktop.core.tasks import task_for
+from jrft_desktop.core.tasks.classify import load_task_data
 
 CASES = (
     *(bench.BenchCase(f"slash-{position}", MethodSpec(name="slash", d=1024, position=position))

@@ -34,8 +34,10 @@ def _through(module, shift):
     return module.weight @ shift if hasattr(module, "in_features") else shift @ module.weight
 
 
-_IDENTITY_SET = ("generate, SmolLM2-135M on the identity set's held-out questions: at the intermediate position lr "
-                 "1e-1 taught the new name (10 of 10), the output position did not at 1e-2 or 1e-1 (0 of 10)")
+_IDENTITY_SET = ("generate, SmolLM2-135M on the identity set, 10 questions held out at random: at the intermediate "
+                 "position lr 1e-1 taught the new name (8 of 10, all 3 English; 120 steps of 8), the "
+                 "output position did not at 1e-2 or 1e-1 (0 of 10); with 10 English questions held out (2 English "
+                 "answers name it in training) no rate tried taught it in English (0 of 10 at 1e-1 and 3e-2)")
 
 
 class SLaSh(ProjectedMethod):
