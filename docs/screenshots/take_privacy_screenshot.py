@@ -18,11 +18,10 @@ from pathlib import Path
 os.environ.setdefault("JRFT_HOME", tempfile.mkdtemp(prefix="jrft-screenshots-"))
 
 from PySide6.QtWidgets import QApplication
+from take_screenshots import open_window
 
 from jrft_desktop.core.runs import AUDIT_FILE
-from jrft_desktop.gui.main_window import MainWindow
 from jrft_desktop.gui.self_test import wait_until
-from jrft_desktop.gui.settings import AppSettings
 
 OUT = Path(__file__).resolve().parent
 SIZE = (1380, 900)
@@ -35,11 +34,7 @@ def main() -> int:
     earlier = args.run / AUDIT_FILE
     if earlier.is_file():
         earlier.rename(earlier.with_suffix(".json.before"))
-    app = QApplication.instance() or QApplication([])
-    window = MainWindow(AppSettings())
-    window.resize(*SIZE)
-    window.show_on_screen()
-    window.load_pages()
+    app, window = open_window(SIZE)
     results = window.results_page
     window.show_page(results)
     results.open_run(args.run)

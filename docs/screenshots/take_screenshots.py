@@ -36,11 +36,11 @@ COMPARE_CURVE = "64 1024"
 STARTED = time.perf_counter()
 
 
-def open_window() -> tuple[QApplication, MainWindow]:
+def open_window(size: tuple[int, int] = SIZE) -> tuple[QApplication, MainWindow]:
     """The app's window on screen at the screenshots' size, its pages loading as at a start."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow(AppSettings())
-    window.resize(*SIZE)
+    window.resize(*size)
     window.show_on_screen()
     window.load_pages()
     return app, window

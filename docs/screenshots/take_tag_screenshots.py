@@ -16,24 +16,16 @@ from pathlib import Path
 
 os.environ.setdefault("JRFT_HOME", tempfile.mkdtemp(prefix="jrft-screenshots-"))
 
-from PySide6.QtWidgets import QApplication
+from take_screenshots import open_window, save
 
-from jrft_desktop.gui.main_window import MainWindow
 from jrft_desktop.gui.self_test import wait_until
-from jrft_desktop.gui.settings import AppSettings
-
-from take_screenshots import SIZE, save  # noqa: E402  (beside this script)
 
 WNUT = Path(__file__).resolve().parents[3] / "shared" / "data" / "wnut17"
 SENTENCE = "Paul Walker and Vin Diesel visited the Empire State Building in New York with Toyota"
 
 
 def main(run_dir: str) -> int:
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(AppSettings())
-    window.resize(*SIZE)
-    window.show_on_screen()
-    window.load_pages()
+    app, window = open_window()
 
     data = window.data_page
     window.show_page(data)
