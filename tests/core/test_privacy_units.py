@@ -202,6 +202,13 @@ def test_the_split_holds_out_whole_units_and_the_units_follow_the_sampling(by_us
     assert len(checked) > 100 and all(owner == unit for owner, unit in checked)
 
 
+def test_with_few_units_the_split_takes_rows_and_says_so(by_user):
+    """Two units (the label as the unit): holding one out would leave one class to train on."""
+    data = get_task("classify").load_data(DataSpec(train=str(by_user / "train.csv"), privacy_unit="label"), seed=3)
+    assert set(data.train.units) == set(data.validation.units) == {"0", "1"}
+    assert "stratified" in data.validation_source and any("Only 2 privacy units" in note for note in data.notes)
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--privacy-unit", "author"], "Column 'author' not found in train.csv"),
     (["--privacy-unit", "user", "--max-rows-per-unit", "16"], "At most 16 rows per privacy unit is more than the "

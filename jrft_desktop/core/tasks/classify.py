@@ -128,14 +128,16 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
         train_rows = np.arange(len(texts))
         validation_source = held_out.origin
     else:
-        if units:  # whole units held out (not stratified): the audit's held-out people never trained
-            val_rows = held_out_units(units, spec.validation_fraction, rng, table.name)
+        # whole units held out (not stratified): the audit's held-out people never trained
+        val_rows = held_out_units(units, spec.validation_fraction, rng, notes) if units else None
+        kind = f"by '{spec.privacy_unit}'" if val_rows is not None else (
+            "stratified" if problem == CLASSIFICATION else "random")
+        if val_rows is not None:
             train_rows = np.setdiff1d(np.arange(len(texts)), val_rows)
         else:
             train_rows, val_rows = _split(np.asarray(labels), problem, spec.validation_fraction, rng, table.name)
         validation = _select(texts, pairs, labels, val_rows, units)
         percent = f"{spec.validation_fraction * 100:g}%"
-        kind = f"by '{spec.privacy_unit}'" if units else "stratified" if problem == CLASSIFICATION else "random"
         validation_source = f"seeded {kind} {percent} split of train (seed {seed})"
 
     picked = sample_rows(len(train_rows), spec.max_train_rows, "training", rng, seed, notes)

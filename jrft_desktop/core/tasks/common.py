@@ -87,12 +87,19 @@ def sample_rows(count: int, limit: int | None, what: str, rng: np.random.Generat
     return np.sort(rng.choice(count, size=limit, replace=False))
 
 
-def held_out_units(units: Sequence[str], fraction: float, rng: np.random.Generator, name: str) -> np.ndarray:
+MIN_UNITS_TO_SPLIT = 10  # fewer privacy units than this: rows are split, or whole classes could go to validation
+
+
+def held_out_units(units: Sequence[str], fraction: float, rng: np.random.Generator,
+                   notes: list[str]) -> np.ndarray | None:
     """The sorted rows of a seeded random share of the privacy units (about `fraction` of the rows, whole units): a
-    private run's validation then holds people it never trained on, so the privacy audit compares people."""
+    private run's validation then holds people it never trained on, so the privacy audit compares people. None
+    (rows are split instead, with a note) for fewer than MIN_UNITS_TO_SPLIT units."""
     names = sorted(set(units))
-    if len(names) < 2:
-        raise DataError(f"{name} has a single privacy unit; a validation split by unit needs at least two.")
+    if len(names) < MIN_UNITS_TO_SPLIT:
+        notes.append(f"Only {len(names)} privacy units: the validation split takes rows, not whole units (it does "
+                     f"from {MIN_UNITS_TO_SPLIT} on), so the privacy audit leaves out the units on both sides.")
+        return None
     rows_of: dict[str, list[int]] = {}
     for row, unit in enumerate(units):
         rows_of.setdefault(unit, []).append(row)
@@ -111,10 +118,9 @@ def split_and_sample(train, validation, validation_source: str, spec: DataSpec, 
     if validation is None:
         if len(train) < 2:
             raise DataError(f"{name} has a single {unit}; a validation split needs at least two.")
-        if train.units:
-            held = held_out_units(train.units, spec.validation_fraction, rng, name)
-            how = f"by '{spec.privacy_unit}'"
-        else:
+        held = held_out_units(train.units, spec.validation_fraction, rng, notes) if train.units else None
+        how = f"by '{spec.privacy_unit}'"
+        if held is None:
             order = rng.permutation(len(train))
             held = np.sort(order[:min(max(round(spec.validation_fraction * len(train)), 1), len(train) - 1)])
             how = "random"
