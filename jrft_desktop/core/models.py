@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +24,11 @@ from .config import BUNDLED_DECODER, DEFAULT_MODEL, ModelSpec
 from .errors import ModelError, first_line
 from .families import Family, family_of
 from .methods.base import Adaptation
+
+# transformers loads a checkpoint's tensors on worker threads by default; under a loaded CPU a tied output layer was
+# seen left on the meta device ("Cannot copy out of meta tensor" when the bundled SmolLM2 was saved, a tiny Gemma's
+# lm_head untied), so this app loads in one thread: deterministic, and a small model loads as fast
+os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
 
 BUNDLED_PREFIX = bundled.PREFIX
 # The bundled packages hold exactly these Hub models, so their ids resolve offline too (the decoders ship as GGUF
