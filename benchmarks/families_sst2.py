@@ -12,7 +12,8 @@ until the validation accuracy stops improving (early stopping after 2 evaluation
 parameters, median step time and the process's peak memory.
 
 Every case is one `jrft train` process, one at a time under `flock /tmp/jrft-heavy.lock` (the machine is shared),
-and appends a line to RESULTS (resumable: a case already there is skipped):
+and appends a line to RESULTS (resumable: a case already there is skipped, unless `report` asks for more steps
+than one that had not converged took; its new line then replaces it):
 
     python benchmarks/families_sst2.py sweep
     python benchmarks/families_sst2.py report
@@ -85,12 +86,17 @@ def sweep(max_steps: int) -> None:
                                          f"--lr={lr}", f"--max-steps={max_steps}", "--early-stopping=2"], test=False)
 
 
+def _capped(row: dict, max_steps: int) -> bool:
+    """A run stopped by a lower step cap than `max_steps` before it converged: run again under the higher cap."""
+    return not row["stop_reason"].startswith("converged") and row["train_steps"] < max_steps
+
+
 def report(max_steps: int) -> None:
     done = _done()
     for method in REPORT_METHODS:  # every model's cheaper methods first: full finetuning takes longest
         for name, model in MODELS.items():
             case = f"report-{name}-{method}"
-            if case not in done:  # every method at its default for the family (the lr left to the app)
+            if case not in done or _capped(done[case], max_steps):  # each method at the family's default lr
                 done[case] = _run(case, [f"--model={model}", f"--method={method}", f"--max-steps={max_steps}",
                                          "--early-stopping=2"], test=True)
 

@@ -103,13 +103,14 @@ def run_peer(model: str, batch: int, length: int, steps: int) -> dict:
     return {"step_s": statistics.median(times[1:] or times), "steps": len(times)}
 
 
-def run_jrft(model: str, method: str, batch: int, length: int, steps: int, checkpointing: bool = False) -> dict:
+def run_jrft(model: str, method: str, batch: int, length: int, steps: int, checkpointing: bool = False,
+             on_the_fly: bool = False) -> dict:
     from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
     from jrft_desktop.core.events import StepEvent
     from jrft_desktop.core.train.loop import Trainer
 
     times = []
-    config = RunConfig(model=ModelSpec(model), method=MethodSpec(name=method),
+    config = RunConfig(model=ModelSpec(model), method=MethodSpec(name=method, on_the_fly=on_the_fly),
                        data=DataSpec(train=str(DATA), task="generate", max_length=length, max_validation_rows=8),
                        # the peer's batches are not grouped by length: neither are these (the same rows' lengths)
                        training=TrainingSpec(max_steps=steps, batch_size=batch, eval_every=steps, device="cpu",
@@ -132,8 +133,10 @@ def child(args) -> int:
     if args.system == "peer":
         found = run_peer(model, args.batch, args.length, args.steps)
     else:
-        found = run_jrft(model, args.system, args.batch, args.length, args.steps, args.checkpointing)
-    print(json.dumps({"model": args.model, "system": args.system + (" (checkpointing)" if args.checkpointing else ""),
+        found = run_jrft(model, args.system, args.batch, args.length, args.steps, args.checkpointing, args.on_the_fly)
+    variant = "".join(f" ({name})" for name, asked in (("checkpointing", args.checkpointing),
+                                                        ("on the fly", args.on_the_fly)) if asked)
+    print(json.dumps({"model": args.model, "system": args.system + variant,
                       "peak_mb": round(peak_mb()),
                       "wall_s": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),
                       **found}), flush=True)
@@ -166,6 +169,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--checkpointing", action="store_true",
                         help="jrft systems with --gradient-checkpointing (the peer never).")
+    parser.add_argument("--on-the-fly", action="store_true",
+                        help="slash with its projections regenerated in every step (--on-the-fly).")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -178,7 +183,8 @@ def main() -> int:
         for system in args.systems:
             done = subprocess.run(["flock", LOCK, sys.executable, __file__, "--child", "--model", model, "--system", system,
                                    "--batch", str(args.batch), "--length", str(args.length), "--steps",
-                                   str(args.steps), *(["--checkpointing"] if args.checkpointing else [])],
+                                   str(args.steps), *(["--checkpointing"] if args.checkpointing else []),
+                                   *(["--on-the-fly"] if args.on_the_fly else [])],
                                   capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             result = json.loads(lines[-1]) if done.returncode == 0 and lines else {

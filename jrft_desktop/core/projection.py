@@ -128,6 +128,10 @@ class ProjectedVector(nn.Module):
         # Private training's fast route (methods/slash.py): per layer, a zero tensor [B, 1, width] added to the
         # shift, whose gradient is every example's own gradient of the shift.
         self.probes: list[torch.Tensor] | None = None
+        # On the fly, the shifts last computed without gradients, for the z they came from: evaluation and
+        # generation run many forward passes on one z, and regenerating every W_l for each (each generated token)
+        # would cost more than the step itself.
+        self._inference_shifts: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
 
     def weight(self, layer: int) -> torch.Tensor:
         """W_l (d x width_l)."""
@@ -139,8 +143,23 @@ class ProjectedVector(nn.Module):
         """z @ W_l in z's precision (fp32) even under autocast: a bf16 product would round the shift, and in the
         backward pass z's gradient (`add_shift` keeps the rest of that gradient in fp32 too)."""
         with torch.autocast(self.z.device.type, enabled=False):
-            shift = _OnTheFlyShift.apply(self.z, self.spec, layer) if self.on_the_fly else self.z @ self.weight(layer)
+            if not self.on_the_fly:
+                shift = self.z @ self.weight(layer)
+            elif torch.is_grad_enabled():
+                shift = _OnTheFlyShift.apply(self.z, self.spec, layer)
+            else:
+                shift = self._inference_shift(layer)
         return shift if self.probes is None else shift + self.probes[layer]
+
+    def _inference_shift(self, layer: int) -> torch.Tensor:
+        """z @ W_l without gradients, regenerated only when z has changed (an optimizer step or a load writes z in
+        place, which moves its version counter) since this layer's shift was last made."""
+        state = (self.z.data_ptr(), self.z._version)
+        kept = self._inference_shifts.get(layer)
+        if kept is None or kept[0] != state:
+            kept = (state, self.z @ self.weight(layer))
+            self._inference_shifts[layer] = kept
+        return kept[1]
 
 
 class _AddShift(torch.autograd.Function):

@@ -147,7 +147,7 @@ def split_sst2(tmp_path_factory):
 
 
 def _config(model, data, method: str, privacy: Privacy, **training) -> RunConfig:
-    settings = dict(batch_size=16, device="cpu", warmup_ratio=0.0, eval_every=1000)
+    settings = {"batch_size": 16, "device": "cpu", "warmup_ratio": 0.0, "eval_every": 1000}
     return RunConfig(model=ModelSpec(str(model)), method=MethodSpec(name=method),
                      data=DataSpec(train=str(data / "train.tsv"), validation=str(data / "validation.tsv"),
                                    max_length=32),
@@ -181,7 +181,7 @@ def test_canaries_train_but_stay_out_of_the_metrics_and_the_exports(memorising_r
     run_dir, metrics, audit = memorising_run
     record = json.loads((run_dir / CANARIES_FILE).read_text(encoding="utf-8"))
     assert record["count"] == 100 and record["included"] == audit["one_run"]["included"]
-    assert metrics["train_examples"] == 200 + record["included"]
+    assert metrics["train_examples"] == 200 + record["included"] == 200 + metrics["audit_canaries_trained"]
     assert metrics["validation_examples"] == 200  # scored on the user's validation data alone
     exported = (run_dir / "vector.json").read_text(encoding="utf-8")
     assert "canar" not in exported.lower() and "audit" not in exported.lower()

@@ -175,3 +175,26 @@ def test_on_the_fly_gradient_matches_autograd_directly():
     assert torch.allclose(stored.z.grad, fly.z.grad, rtol=1e-6, atol=1e-7)
     expected = generate(spec, 1) @ weights + 2 * generate(spec, 0) @ (start @ generate(spec, 0))
     assert torch.allclose(fly.z.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_on_the_fly_shifts_without_gradients_are_made_once_per_z(monkeypatch):
+    """Evaluation and generation run many forward passes on one z: each W_l is regenerated once, and again only
+    after z changes (an optimizer step), never a stale shift."""
+    spec = ProjectionSpec(seed=5, d=12, widths=(7, 9))
+    fly = projection.ProjectedVector(spec, on_the_fly=True)
+    made, real = [], projection.generate
+    monkeypatch.setattr(projection, "generate", lambda spec, layer: made.append(layer) or real(spec, layer))
+    with torch.no_grad():
+        fly.z.copy_(torch.randn(12, generator=torch.Generator().manual_seed(1)))
+        first = [fly.shift(layer).clone() for layer in (0, 1)]
+        again = [fly.shift(layer) for layer in (0, 1, 0)]
+    assert made == [0, 1]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert torch.allclose(first[1], fly.z.detach() @ real(spec, 1))
+
+    fly.z.grad = torch.ones(12)
+    torch.optim.SGD([fly.z], lr=0.5).step()
+    with torch.no_grad():
+        after = fly.shift(1)
+    assert made == [0, 1, 1]
+    assert torch.allclose(after, fly.z.detach() @ real(spec, 1)) and not torch.allclose(after, first[1])

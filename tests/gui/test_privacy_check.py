@@ -5,10 +5,12 @@ counts units as training does (the column's values, and the canaries that train)
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from gui_helpers import choose_tiny_run
 
-from jrft_desktop.core.audit.canaries import inclusion
+from jrft_desktop.core.audit.canaries import CANARIES_FILE, inclusion
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, Privacy, RunConfig, TrainingSpec, field_help
 from jrft_desktop.core.paths import runs_dir
 from jrft_desktop.core.runs import AUDIT_FILE
@@ -31,6 +33,12 @@ def test_check_privacy_shows_the_reading(qtbot, window, canary_run):
     check = page.privacy_check
     qtbot.waitUntil(lambda: page.trained is not None and not check.isHidden(), timeout=60_000)
     assert check.audit is None and check.button.text() == "Check privacy" and "Not checked yet" in check.reading.text()
+    table = page.metrics_table
+    shown = {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
+    canaries = json.loads((canary_run / CANARIES_FILE).read_text(encoding="utf-8"))["included"]
+    assert shown["… of which audit canaries"] == f"{canaries:,}" and canaries > 0
+    metrics = json.loads((canary_run / "metrics.json").read_text(encoding="utf-8"))
+    assert shown["Training examples"] == f"{metrics['train_examples']:,}"  # the user's rows and the canaries
     seen = []
     check._relay.moved.connect(lambda progress: seen.append(progress.message))
     check.button.click()

@@ -44,12 +44,13 @@ from ..models import JrftModel, load_backbone
 from ..paths import atomic_write_json
 from ..tasks import Task, task_for
 from ..tasks.base import TaskData
-from . import distributed
+from . import distributed, quantization
 from . import precision as precisions
-from . import quantization
 from .batching import Batches, Schedule, fitted_batch
 from .estimate import plan_memory, require_fits
 from .step import Optimization, train_mode
+
+AUDIT_ONLY = ("audit_canaries_trained",)  # the audit's canaries stay in the run folder, never in an export
 
 
 def beats_best(score: float, loss: float | None, best: float | None, best_loss: float | None,
@@ -393,7 +394,7 @@ class Trainer:
             model=run.model, plan=plan, method_spec=plan.resolved(config.method), model_spec=config.model,
             max_length=config.data.max_length, problem=run.data.problem,
             label_names=run.data.label_names, columns=run.task.columns(run.data), seed=config.training.seed,
-            metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))},
+            metrics={k: v for k, v in summary.items() if isinstance(v, (int, float)) and k not in AUDIT_ONLY},
         )
         metadata["precision"] = run.precision  # what it trained and was evaluated in
         metadata["base_dtype"] = run.base_dtype  # what its frozen base was held in (`jrft eval` replays both)
@@ -447,6 +448,7 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(run.device), "estimated_memory_mb": run.estimated_memory / 2 ** 20,
             "device": str(run.device),
             "processes": self.processes.world_size, "train_examples": len(run.batches.rows),
+            "audit_canaries_trained": int(run.canaries.included.sum()) if run.canaries is not None else None,
             "validation_examples": len(run.validation_rows), "validation_source": run.data.validation_source,
             "wall_time_s": wall_time_s, "train_time_s": sum(state.step_times), "eval_time_s": state.eval_time_s,
             "precision": run.precision, "base_dtype": run.base_dtype, "group_by_length": training.group_by_length,

@@ -31,10 +31,9 @@ BUNDLED, DECODER, FOLDER, HUB = "bundled", "bundled-decoder", "folder", "hub"
 GEMMA = "bundled-gemma"
 GEMMA_LICENCE = ("Gemma 3 270M is Google's, provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms): "
                  "using it means accepting them.")
-TRUST_EXPLAINED = ("Some checkpoints ship their own model code, because transformers has no such architecture built "
-                   "in (their configuration asks for trust_remote_code). Turned on, loading such a model runs that "
-                   "code on this computer with your permissions: only for a model whose author you trust. The "
-                   "families the app supports are built in and never need it.")
+TRUST_EXPLAINED = ("Turned on, a model that ships its own code (its configuration asks for trust_remote_code) runs "
+                   "that code on this computer with your permissions: only for authors you trust. The families the "
+                   "app supports never need it.")
 HOW_IT_WORKS = (
     "<ol style='margin-left:-20px'>"
     "<li><b>Model</b>: a pretrained transformer that already understands language. It is not changed.</li>"

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from .. import dialogs
 from .. import settings as keys
+from ..audit_box import PrivacyCheckBox
 from ..backend import (
     Confusion,
     MergedForm,
@@ -36,7 +37,6 @@ from ..backend import (
     read_run,
     samples_by_step,
 )
-from ..audit_box import PrivacyCheckBox
 from ..chat import ChatBox, SamplesView
 from ..entities import highlighted_html, legend_html, per_type_table, run_types
 from ..plots import HISTORY_PLOTS, CurvePanel
@@ -58,7 +58,8 @@ METRIC_ROWS = (
     ("best_step", "Best step", "{:,}"), ("lr", "Learning rate", "{:g}"),
     ("step_time_s", "Median step time", "{:.3f} s"), ("examples_per_s", "Throughput", "{:,.1f} examples/s"),
     ("peak_memory_mb", "Peak memory", "{:,.0f} MB"), ("device", "Device", "{}"),
-    ("train_examples", "Training examples", "{:,}"), ("validation_examples", "Validation examples", "{:,}"),
+    ("train_examples", "Training examples", "{:,}"), ("audit_canaries_trained", "… of which audit canaries", "{:,}"),
+    ("validation_examples", "Validation examples", "{:,}"),
     ("validation_source", "Validation data", "{}"), ("train_time_s", "Training time", "{:,.1f} s"),
     ("eval_time_s", "Evaluation time", "{:,.1f} s"), ("wall_time_s", "Wall time", "{:,.1f} s"),
     ("precision", "Precision", "{}"), ("padded_share", "Padding in the batches", "{:.1%}"),
