@@ -1,8 +1,9 @@
 """Page 3: every method with its explanation, live parameter counts, presets, pooling advice, settings."""
 
 import pytest
+from PySide6.QtWidgets import QScrollArea
 
-from jrft_desktop.core.config import TrainingSpec, MethodSpec, ModelSpec, Privacy, field_help
+from jrft_desktop.core.config import MethodSpec, ModelSpec, Privacy, TrainingSpec, field_help
 from jrft_desktop.core.methods import all_methods
 from jrft_desktop.gui.pages.method_page import PRESETS
 
@@ -111,3 +112,15 @@ def test_the_choices_become_the_run_configuration(qtbot, window, page, tiny_mode
     with pytest.raises(ValueError, match="learning rate"):
         window.prepare_run()
     assert not window.train_page.start_button.isEnabled()
+
+
+def test_the_page_fits_the_windows_first_width_without_scrolling_sideways(qtbot, window, page):
+    """At the size the window first opens (1,320 x 860) every setting is in view across: the training length's
+    three choices once made the page scroll sideways."""
+    window.resize(1320, 860)
+    window.show_page(page)
+    counted(qtbot, page)
+    sideways = page.findChild(QScrollArea).horizontalScrollBar()
+    qtbot.waitUntil(lambda: page.isVisible(), timeout=10_000)
+    qtbot.wait(200)  # the layout settles after the resize
+    assert sideways.maximum() == 0, f"the Method page scrolls sideways by {sideways.maximum()} px"

@@ -8,8 +8,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLineEdit,
     QRadioButton,
     QSpinBox,
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import DEFAULT_PATIENCE, TrainingSpec, DataSpec, field_choices, field_help, setting_problem
+from ...core.config import DEFAULT_PATIENCE, DataSpec, TrainingSpec, field_choices, field_help, setting_problem
 from ...core.errors import UserError
 from .base import Note, compact_form, valid_range, with_help
 
@@ -69,11 +69,12 @@ class TrainingSettings(QGroupBox):
         self.epochs_spin = _real(TrainingSpec, "epochs", 1000, 3.0, 1, 0.5)
         self.steps_spin = _spin(TrainingSpec, "max_steps", 10_000_000, 500)
         self.converge_radio.setChecked(True)
-        length = QHBoxLayout()
-        for widget in (self.converge_radio, self.ceiling_spin, self.epochs_radio, self.epochs_spin, self.steps_radio,
-                       self.steps_spin):
-            length.addWidget(widget)
-        length.addStretch(1)
+        length = QGridLayout()  # two lines: on one, the three choices made the page scroll sideways at 1,380 px
+        length.addWidget(self.converge_radio, 0, 0, 1, 2)
+        length.addWidget(self.ceiling_spin, 0, 2, 1, 2)
+        for column, widget in enumerate((self.epochs_radio, self.epochs_spin, self.steps_radio, self.steps_spin)):
+            length.addWidget(widget, 1, column)
+        length.setColumnStretch(4, 1)
         main.addRow("Train", length)
         self.batch_spin = _spin(TrainingSpec, "batch_size", 65_536, defaults.batch_size)
         main.addRow("Batch size", self.batch_spin)
