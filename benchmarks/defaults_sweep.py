@@ -9,6 +9,8 @@ stops at convergence would have stopped and what its best checkpoint scored:
   GLUE train; the GLUE dev set, `test.tsv`, is never read), inputs up to 64 tokens, batch 32, 500 steps (2 epochs).
 - classify, AG News: 8,000 rows of `agnews/train.tsv` with the trainer's seeded, stratified 10 % held out of them
   (1,000 scored), inputs up to 64 tokens, batch 32, 400 steps.
+- classify, CoLA: `cola/train.tsv` with the trainer's seeded 10 % held out (Matthews correlation), inputs up to 64
+  tokens, batch 32, 400 steps; its default runs are scored once on `cola/validation.tsv` (GLUE dev).
 - tag, WNUT-17: `wnut17/train.conll`, scored on `wnut17/validation.conll` (entity F1), inputs up to 64 tokens,
   batch 32, 300 steps.
 - generate, identity: the bundled SmolLM2-135M-Instruct on `instruct/identity.json` ({{name}} = Juniper,
@@ -18,7 +20,7 @@ stops at convergence would have stopped and what its best checkpoint scored:
 - generate, Alpaca: `instruct/alpaca_en_demo.json`, 10 % held out (seeded), inputs up to 256 tokens, batch 8;
   perplexity of the held-out answers (`jrft eval`).
 
-A `--defaults` run of SST-2 or AG News is then scored once on its test file (GLUE dev for SST-2): the defaults
+A `--defaults` run of SST-2, AG News or CoLA is then scored once on its test file (GLUE dev for SST-2 and CoLA): the defaults
 are chosen on the held-out training rows, the test file only reports them.
 
 Every finished case appends one line to RESULTS (resumable: a case already there is skipped):
@@ -57,6 +59,8 @@ SETUPS = {
     "agnews": ([f"--data={DATA}/agnews/train.tsv", "--max-train-rows=8000", "--max-validation-rows=1000",
                 "--max-length=64", "--batch-size=32"], 400, 50, "accuracy",
                [("output", 1e-2, 1024), ("output", 3e-2, 1024), ("output", 1e-2, 2048), ("output", 1e-2, 4096)]),
+    "cola": ([f"--data={DATA}/cola/train.tsv", "--max-length=64", "--batch-size=32"], 400, 50, "matthews",
+             [("output", 1e-2, 1024)]),
     "wnut17": ([f"--data={DATA}/wnut17/train.conll", f"--validation={DATA}/wnut17/validation.conll",
                 "--max-length=64", "--batch-size=32"], 300, 30, "entity_f1",
                [("output", 1e-2, 1024), ("output", 3e-2, 1024)]),
@@ -69,7 +73,8 @@ SETUPS = {
 
 
 # the test sets the default runs are scored on once (GLUE dev for SST-2)
-TEST_FILES = {"sst2": DATA / "sst2" / "test.tsv", "agnews": DATA / "agnews" / "test.tsv"}
+TEST_FILES = {"sst2": DATA / "sst2" / "test.tsv", "agnews": DATA / "agnews" / "test.tsv",
+              "cola": DATA / "cola" / "validation.tsv"}  # CoLA's GLUE dev set
 
 
 def identity_split(folder: Path, held: int = 10, seed: int = 0) -> tuple[Path, Path]:
