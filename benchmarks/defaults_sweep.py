@@ -72,9 +72,9 @@ SETUPS = {
 }
 
 
-# the test sets the default runs are scored on once (GLUE dev for SST-2)
+# the test sets the default runs are scored on once (GLUE dev for SST-2 and CoLA)
 TEST_FILES = {"sst2": DATA / "sst2" / "test.tsv", "agnews": DATA / "agnews" / "test.tsv",
-              "cola": DATA / "cola" / "validation.tsv"}  # CoLA's GLUE dev set
+              "cola": DATA / "cola" / "validation.tsv"}
 
 
 def identity_split(folder: Path, held: int = 10, seed: int = 0) -> tuple[Path, Path]:
@@ -133,10 +133,10 @@ def run_default(task: str, args, folder: Path) -> dict:
     it trains until it converges, at the rate and position measured for its task (`--method`: another method at
     its own defaults, the comparison the issue asks for)."""
     given = [flag for flag in SETUPS[task][0] if not flag.startswith(("--batch-size", "--max-length"))]
-    run = folder / f"{task}-default"
-    row = trained(task, [*given, f"--method={args.method}"], args, run)
+    run_dir = folder / f"{task}-default"
+    row = trained(task, [*given, f"--method={args.method}"], args, run_dir)
     if task in TEST_FILES:  # the defaults are already chosen: the test file scores them, it chooses nothing
-        scored = jrft(args.code, "eval", str(run), f"--data={TEST_FILES[task]}", capture=True)
+        scored = jrft(args.code, "eval", str(run_dir), f"--data={TEST_FILES[task]}", capture=True)
         row["test"] = json.loads(scored.stdout)[row["metric"]]
     return {"task": task, "position": default_case(args.method), "lr": row.pop("run_lr"), "d": row.pop("run_d"),
             "steps": row["planned_steps"], **row}

@@ -130,12 +130,11 @@ def load_task_data(spec: DataSpec, seed: int) -> TaskData:
     else:
         # whole units held out (not stratified): the audit's held-out people never trained
         val_rows = held_out_units(units, spec.validation_fraction, rng, notes) if units else None
-        kind = f"by '{spec.privacy_unit}'" if val_rows is not None else (
-            "stratified" if problem == CLASSIFICATION else "random")
         if val_rows is not None:
-            train_rows = np.setdiff1d(np.arange(len(texts)), val_rows)
+            train_rows, kind = np.setdiff1d(np.arange(len(texts)), val_rows), f"by '{spec.privacy_unit}'"
         else:
             train_rows, val_rows = _split(np.asarray(labels), problem, spec.validation_fraction, rng, table.name)
+            kind = "stratified" if problem == CLASSIFICATION else "random"
         validation = _select(texts, pairs, labels, val_rows, units)
         percent = f"{spec.validation_fraction * 100:g}%"
         validation_source = f"seeded {kind} {percent} split of train (seed {seed})"

@@ -119,10 +119,11 @@ def split_and_sample(train, validation, validation_source: str, spec: DataSpec, 
         if len(train) < 2:
             raise DataError(f"{name} has a single {unit}; a validation split needs at least two.")
         held = held_out_units(train.units, spec.validation_fraction, rng, notes) if train.units else None
-        how = f"by '{spec.privacy_unit}'" if held is not None else "random"
+        how = f"by '{spec.privacy_unit}'"
         if held is None:
             order = rng.permutation(len(train))
             held = np.sort(order[:min(max(round(spec.validation_fraction * len(train)), 1), len(train) - 1)])
+            how = "random"
         train, validation = train.select(np.setdiff1d(np.arange(len(train)), held)), train.select(held)
         validation_source = f"seeded {how} {spec.validation_fraction * 100:g}% split of train (seed {seed})"
     picked = sample_rows(len(train), spec.max_train_rows, "training", rng, seed, notes)

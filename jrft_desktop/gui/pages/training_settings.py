@@ -69,7 +69,7 @@ class TrainingSettings(QGroupBox):
         self.epochs_spin = _real(TrainingSpec, "epochs", 1000, 3.0, 1, 0.5)
         self.steps_spin = _spin(TrainingSpec, "max_steps", 10_000_000, 500)
         self.converge_radio.setChecked(True)
-        length = QGridLayout()  # two lines: on one, the three choices made the page scroll sideways at 1,380 px
+        length = QGridLayout()  # two lines: on one, the three choices made the page scroll sideways at the window's first width
         length.addWidget(self.converge_radio, 0, 0, 1, 2)
         length.addWidget(self.ceiling_spin, 0, 2, 1, 2)
         for column, widget in enumerate((self.epochs_radio, self.epochs_spin, self.steps_radio, self.steps_spin)):
