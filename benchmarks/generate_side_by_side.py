@@ -28,6 +28,8 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct" / "alpaca_en_demo.json"
 SYSTEMS = ("peer", "slash", "lora")
+# --checkpointing: the app's own choice (on where the activations would outgrow the model), or forced either way
+CHECKPOINTING = {"auto": None, "on": True, "off": False}
 LOCK = os.environ.get("JRFT_BENCH_LOCK", "/tmp/jrft-heavy.lock")  # one heavy job at a time on a shared machine
 
 
@@ -103,7 +105,7 @@ def run_peer(model: str, batch: int, length: int, steps: int) -> dict:
     return {"step_s": statistics.median(times[1:] or times), "steps": len(times)}
 
 
-def run_jrft(model: str, method: str, batch: int, length: int, steps: int, checkpointing: bool = False,
+def run_jrft(model: str, method: str, batch: int, length: int, steps: int, checkpointing: str = "auto",
              on_the_fly: bool = False) -> dict:
     from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
     from jrft_desktop.core.events import StepEvent
@@ -114,14 +116,17 @@ def run_jrft(model: str, method: str, batch: int, length: int, steps: int, check
                        data=DataSpec(train=str(DATA), task="generate", max_length=length, max_validation_rows=8),
                        # the peer's batches are not grouped by length: neither are these (the same rows' lengths)
                        training=TrainingSpec(max_steps=steps, batch_size=batch, eval_every=steps, device="cpu",
-                                             group_by_length=False, gradient_checkpointing=checkpointing))
+                                             group_by_length=False,
+                                             gradient_checkpointing=CHECKPOINTING[checkpointing]))
     with tempfile.TemporaryDirectory() as folder:
         finished = Trainer(config, Path(folder) / "run",
                            [lambda event: times.append(event.step_time_s) if isinstance(event, StepEvent) else None]
                            ).run()
+        ran = json.loads((Path(folder) / "run" / "config.json").read_text(encoding="utf-8"))["training"]
     metrics = finished.metrics
     return {"step_s": statistics.median(times[1:] or times), "steps": len(times),
-            "estimated_mb": metrics.get("estimated_memory_mb"), "base_dtype": metrics.get("base_dtype"),
+            "estimated_mb": metrics.get("estimated_memory_mb"), "checkpointing": ran["gradient_checkpointing"],
+            "base_dtype": metrics.get("base_dtype"),
             "precision": metrics.get("precision")}
 
 
@@ -134,8 +139,8 @@ def child(args) -> int:
         found = run_peer(model, args.batch, args.length, args.steps)
     else:
         found = run_jrft(model, args.system, args.batch, args.length, args.steps, args.checkpointing, args.on_the_fly)
-    variant = "".join(f" ({name})" for name, asked in (("checkpointing", args.checkpointing),
-                                                        ("on the fly", args.on_the_fly)) if asked)
+    variant = "".join(f" ({name})" for name, asked in (
+        (f"checkpointing {args.checkpointing}", args.checkpointing != "auto"), ("on the fly", args.on_the_fly)) if asked)
     print(json.dumps({"model": args.model, "system": args.system + variant,
                       "peak_mb": round(peak_mb()),
                       "wall_s": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),
@@ -167,8 +172,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--checkpointing", action="store_true",
-                        help="jrft systems with --gradient-checkpointing (the peer never).")
+    parser.add_argument("--checkpointing", choices=sorted(CHECKPOINTING), default="auto",
+                        help="jrft systems' gradient checkpointing (the peer never has it).")
     parser.add_argument("--on-the-fly", action="store_true",
                         help="slash with its projections regenerated in every step (--on-the-fly).")
     parser.add_argument("--out", type=Path)
@@ -183,7 +188,7 @@ def main() -> int:
         for system in args.systems:
             done = subprocess.run(["flock", LOCK, sys.executable, __file__, "--child", "--model", model, "--system", system,
                                    "--batch", str(args.batch), "--length", str(args.length), "--steps",
-                                   str(args.steps), *(["--checkpointing"] if args.checkpointing else []),
+                                   str(args.steps), "--checkpointing", args.checkpointing,
                                    *(["--on-the-fly"] if args.on_the_fly else [])],
                                   capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -71,9 +71,9 @@ def _flag_options(cls, name: str) -> dict:
     """argparse options for one config field: its type, choices and help from the dataclass."""
     kind = optional_type(cls, name)
     options = {"dest": _dest(cls, name), "help": field_help(cls, name), "default": None}
-    if kind is bool:  # a setting that is on by default also gets its --no- flag
-        default_on = next(f.default for f in fields(cls) if f.name == name) is True
-        options["action"] = argparse.BooleanOptionalAction if default_on else "store_true"
+    if kind is bool:  # a setting that is on by default, or automatic (None), also gets its --no- flag
+        default_off = next(f.default for f in fields(cls) if f.name == name) is False
+        options["action"] = "store_true" if default_off else argparse.BooleanOptionalAction
     elif typing.get_origin(kind) is tuple:  # repeated: --fill name=Ada --fill author=Lab
         options.update(action="append", type=str, metavar="NAME=VALUE")
     else:

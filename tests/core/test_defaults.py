@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,10 +135,12 @@ def test_the_learning_rate_and_position_come_from_the_task_family_or_method(tiny
     assert (generate.default_lr, generate.position) == (slash.task_defaults["generate"]["lr"].value,
                                                          slash.task_defaults["generate"]["position"].value)
     assert "identity" in generate.default_lr_source and "identity" in generate.position_source
-    tag = plan_of(tiny_models["bert"], "tag")
-    assert tag.default_lr == slash.task_defaults["tag"]["lr"].value and "WNUT" in tag.default_lr_source
-    classify = plan_of(tiny_models["bert"], "classify")
-    assert (classify.default_lr, classify.position) == (slash.default_lr, slash.default_position.value)
+    tag = plan_of(tiny_models["bert"], "tag")  # the task's measurements before the family's
+    assert (tag.default_lr, tag.position) == (3e-2, "output") and "WNUT" in tag.position_source
+    classify = plan_of(tiny_models["bert"], "classify")  # the BERT family's, measured on the bundled encoder
+    assert (classify.default_lr, classify.position) == (3e-2, "intermediate") and "SST-2" in classify.position_source
+    distilbert = plan_of(tiny_models["distilbert"], "classify")  # unmeasured family: the method's own
+    assert (distilbert.default_lr, distilbert.position) == (slash.default_lr, slash.default_position.value)
     on_a_decoder = plan_of(llama, "classify")  # the family's measurement, where the task has none
     assert on_a_decoder.default_lr == 1e-2 and "SmolLM2" in on_a_decoder.default_lr_source
     chosen = plan_of(llama, "generate", position="attention")
@@ -148,5 +151,22 @@ def test_the_learning_rate_and_position_come_from_the_task_family_or_method(tiny
 def test_a_vector_records_the_position_auto_chose(tiny_models, sst2_200, tmp_path):
     finished, _ = run(config(tiny_models, sst2_200, max_steps=2), tmp_path / "run")
     _, metadata = vector_file.read_vector(tmp_path / "run" / "vector.safetensors")
-    assert metadata["method_spec"]["position"] == get_method("slash").default_position.value
+    assert metadata["method_spec"]["position"] == "intermediate"  # the BERT family's measured one
     assert vector_file.restore(tmp_path / "run" / "vector.safetensors").model is not None
+
+
+def test_auto_picks_checkpoints_by_matthews_where_one_class_dominates(sst2_200, tmp_path):
+    """On SST-2's own balance (about half positive) 'auto' is accuracy; on the same sentences with most negatives
+    dropped (over two thirds positive, as CoLA is 70 % acceptable) it is Matthews correlation, which a run that always
+    answers the majority class cannot raise."""
+    task = get_task("classify")
+    header, *rows = sst2_200.read_text(encoding="utf-8").splitlines()
+    label = header.split("\t").index("label")
+    negatives = [row for row in rows if row.split("\t")[label] == "0"]
+    skewed = tmp_path / "skewed.tsv"
+    skewed.write_text("\n".join([header, *(row for row in rows if row.split("\t")[label] == "1"),
+                                 *negatives[:len(negatives) // 4]]) + "\n", encoding="utf-8")
+    balanced, dominated = (task.load_data(DataSpec(train=str(path)), 0) for path in (sst2_200, skewed))
+    shares = [max(np.bincount(data.train.labels)) / len(data.train.labels) for data in (balanced, dominated)]
+    assert shares[0] < 2 / 3 < shares[1]
+    assert (task.default_metric(balanced), task.default_metric(dominated)) == ("accuracy", "matthews")

@@ -15,6 +15,7 @@ from jrft_desktop.core.build import build_model
 from jrft_desktop.core.config import DataSpec, MethodSpec, ModelSpec, RunConfig, TrainingSpec
 from jrft_desktop.core.errors import UserError
 from jrft_desktop.core.events import PreparedEvent, StepEvent
+from jrft_desktop.core.formatting import format_bytes
 from jrft_desktop.core.models import load_skeleton
 from jrft_desktop.core.train.estimate import estimate_memory, measure_run, plan_memory, require_fits
 from jrft_desktop.core.train.loop import Trainer
@@ -49,8 +50,10 @@ def test_the_estimate_adds_up_and_grows_with_the_batch(tiny_models):
     assert small.runtime == 430 * 2 ** 20 + 1_300 * 30_522  # the process, and the tokenizer by its vocabulary
     assert small.total == small.runtime + 3_996_288 + 49_152 + 1_560 + 786_432
     assert large.activations == 8 * small.activations  # activations scale with the batch
+    # checkpointed: each layer's input and what the checkpoints hold (6 x 4 bytes per hidden value), and one layer's
+    # activations while it is recomputed; on two layers that is no less than keeping them (it pays from the third)
     checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
-    assert checkpointed.activations < large.activations
+    assert checkpointed.activations == 6 * 4 * 2_048 * 32 * 2 + int(1.5 * 2_048 * 1_024) == large.activations
     _, head = plan_of(tiny_models["bert"], "head")
     assert estimate_memory(info, head, 64, 32).activations == 0  # no backward through the frozen model
     # bf16: a base held in bf16 takes half the bytes, and the activations kept are (mostly) bf16; an fp32 base under
@@ -73,6 +76,7 @@ def test_a_language_model_head_adds_one_chunk_not_the_vocabulary_at_every_positi
 
 def test_checkpointing_is_turned_on_where_it_makes_a_run_fit(tiny_models, monkeypatch):
     info, plan = plan_of(tiny_models["bert"], "slash", d=64)
+    info = replace(info, layers=8)  # deep enough for checkpointing to save memory (above)
     asked = estimate_memory(info, plan, 64, 32)
     checkpointed = estimate_memory(info, plan, 64, 32, gradient_checkpointing=True)
     monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit",
@@ -87,6 +91,23 @@ def test_checkpointing_is_turned_on_where_it_makes_a_run_fit(tiny_models, monkey
         require_fits(refused, 64, plan, gradient_checkpointing=False)
     monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit", lambda: asked.total * 2)
     assert not plan_memory(info, plan, 64, 32).checkpointing  # fits as asked: nothing changes
+
+
+def test_checkpointing_is_turned_on_where_the_activations_outgrow_the_frozen_model(tiny_models, monkeypatch):
+    """Left automatic (None), a run whose activations would pass both the frozen weights and 1 GiB recomputes them;
+    the user's True or False is kept as it is."""
+    monkeypatch.setattr("jrft_desktop.core.train.estimate.memory_limit", lambda: 64 * 2 ** 30)  # memory is no limit
+    info, plan = plan_of(tiny_models["bert"], "slash", d=64)
+    info = replace(info, layers=8)
+    big = estimate_memory(info, plan, 1024, 128)
+    assert big.activations > 2 ** 30 > 100 * big.weights
+    planned = plan_memory(info, plan, 1024, 128)
+    assert planned.checkpointing and planned.total < big.total
+    assert f"its activations would take {format_bytes(big.activations)}, more than the frozen model's" in planned.note
+    assert not plan_memory(info, plan, 1024, 128, gradient_checkpointing=False).checkpointing
+    assert plan_memory(info, plan, 1024, 128, gradient_checkpointing=True).note == ""  # asked for: no note
+    small = plan_memory(info, plan, 64, 128)  # activations above the weights, but under 1 GiB: kept
+    assert small.activations > small.weights and not small.checkpointing
 
 
 def test_the_trainer_turns_checkpointing_on_with_a_note(tiny_models, sst2_200, tmp_path, monkeypatch):

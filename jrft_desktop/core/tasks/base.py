@@ -179,8 +179,9 @@ class Task:
         """The validation scores by name (numbers; a task may add one nested table, e.g. per entity type)."""
         raise NotImplementedError
 
-    def default_metric(self, problem: str) -> str:
-        """The validation metric that picks the best checkpoint when the user leaves it at 'auto'."""
+    def default_metric(self, data: TaskData) -> str:
+        """The validation metric that picks the best checkpoint (and stops a converging run) when the user leaves it
+        at 'auto'."""
         raise NotImplementedError
 
     def lower_is_better(self, metric: str) -> bool:

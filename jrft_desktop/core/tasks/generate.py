@@ -766,7 +766,7 @@ class Generate(Task):
     def metrics(self, problem, labels, outputs, label_names):
         raise NotImplementedError("generate scores rows through score_rows()")
 
-    def default_metric(self, problem):
+    def default_metric(self, data):
         return "loss"
 
     def lower_is_better(self, metric):

@@ -513,7 +513,7 @@ class Tag(LinearHeadTask):  # a linear layer on every token; the tag names becom
     def metrics(self, problem, labels, outputs, label_names):
         return tag_metrics(labels, outputs, label_names)
 
-    def default_metric(self, problem):
+    def default_metric(self, data):
         return "entity_f1"
 
     def prediction_records(self, outputs, label_names, examples=None):

@@ -1,7 +1,8 @@
 """What a run will cost before it starts: its peak memory, estimated from the model's structure and the plan, and
 its step time, measured on a few real steps. Decoders are where people hit their machine's limits; a run that will
 not fit is refused with what to change, before anything big is allocated, and one that fits only with gradient
-checkpointing gets it turned on, with a note (`plan_memory`).
+checkpointing gets it turned on, with a note (`plan_memory`), as does one whose activations would outgrow the frozen
+model.
 
 The estimate is of the peak resident memory of the training process (what the OS sees, measured as peak RSS): the
 runtime (Python, torch, transformers, the data, and the tokenizer, by its vocabulary), the frozen weights in the
@@ -37,8 +38,15 @@ PER_TOKEN_NORMED = 4
 PER_TOKEN_MLP = {"bf16": 6, "fp16": 6, "fp32": 12}
 BACKWARD_SLACK = 1.5  # the backward pass's own buffers on top of what it keeps (fitted, see above)
 # with gradient checkpointing: what is kept per layer and token, in fp32 hidden-size values (the layer's input, 1,
-# and what the checkpoints and the backward pass hold besides; fitted on SmolLM2 at 8 x 256: 1.8 GB peak RSS)
-CHECKPOINT_KEPT = 4
+# and what the checkpoints and the backward pass hold besides; fitted on the generate task at 8 x 256: SmolLM2 1.77 GB
+# peak RSS, a Qwen2.5-0.5B-shaped decoder 3.49 GB, a 1.5B-shaped one 7.05 GB; each estimate within 10 %)
+CHECKPOINT_KEPT = 6
+# what checkpointing costs in step time (benchmarks/generate_side_by_side.py, generate at 8 x 256: +25 % on SmolLM2,
+# +19 % on a Qwen2.5-0.5B-shaped decoder)
+CHECKPOINT_TIME = "about a fifth to a quarter more time a step"
+# activations below this are not worth recomputing, however small the model (an encoder's classify run keeps a few
+# hundred MB)
+ACTIVATIONS_FLOOR = 2 ** 30
 # bytes per layer, token and hidden-size value that a method's own trainable matrices keep inside the layers: LoRA's
 # and VeRA's down-projections keep their inputs (the query's and the value's, 4 bytes each) for their gradients
 METHOD_PER_TOKEN_HIDDEN = {"lora": 8, "vera": 8}
@@ -113,22 +121,36 @@ def estimate_memory(info, plan, batch_size: int, max_length: int, gradient_check
                           gradient_checkpointing)
 
 
-def plan_memory(info, plan, batch_size: int, max_length: int, gradient_checkpointing: bool = False,
+def plan_memory(info, plan, batch_size: int, max_length: int, gradient_checkpointing: bool | None = None,
                 outputs_per_token: int = 0, precision: str = "fp32", base_dtype: str = "fp32") -> MemoryEstimate:
-    """The estimate of the run as asked, or, where only gradient checkpointing makes it fit, of the run with it
-    (`checkpointing` set, and a `note` that says so): the trainer then turns it on. A run that does not fit either
-    way is left as asked (`require_fits` refuses it)."""
-    asked = estimate_memory(info, plan, batch_size, max_length, gradient_checkpointing, outputs_per_token, precision,
-                            base_dtype)
-    if asked.fits or gradient_checkpointing or not asked.activations:
+    """The estimate of the run as asked, or of the run with gradient checkpointing (`checkpointing` set, and a `note`
+    that says why: the trainer then turns it on) where the user left it automatic (None) and either only
+    checkpointing makes the run fit, or the layers' activations would outgrow the frozen model (`_outgrown`). True
+    and False are the user's own choice, kept. A run that does not fit either way is left as asked (`require_fits`
+    refuses it)."""
+    asked = estimate_memory(info, plan, batch_size, max_length, bool(gradient_checkpointing), outputs_per_token,
+                            precision, base_dtype)
+    if gradient_checkpointing is not None or not asked.activations:
         return asked
     checkpointed = estimate_memory(info, plan, batch_size, max_length, True, outputs_per_token, precision, base_dtype)
     if not checkpointed.fits:
         return asked
+    if not asked.fits:
+        why = f"without it this run would take {format_bytes(asked.total)} of the {format_bytes(asked.limit)} allowed"
+    elif _outgrown(asked) and checkpointed.total < asked.total:
+        why = (f"its activations would take {format_bytes(asked.activations)}, more than the frozen model's "
+               f"{format_bytes(asked.weights)} ({format_bytes(asked.total)} in all)")
+    else:
+        return asked
     return replace(checkpointed, note=(
-        f"gradient checkpointing turned on: without it this run would take {format_bytes(asked.total)} of the "
-        f"{format_bytes(asked.limit)} a run may use; with it {format_bytes(checkpointed.total)} (each layer's "
-        "activations are recomputed in the backward pass: about a third more time per step)"))
+        f"gradient checkpointing turned on: {why}; with it {format_bytes(checkpointed.total)}, for {CHECKPOINT_TIME} "
+        "(each layer's activations are recomputed in the backward pass; --no-gradient-checkpointing keeps them)"))
+
+
+def _outgrown(estimate: MemoryEstimate) -> bool:
+    """A few-thousand-parameter method's point is that the frozen model is the only large thing in memory: past
+    ACTIVATIONS_FLOOR, activations bigger than the weights are worth recomputing."""
+    return estimate.activations > max(estimate.weights, ACTIVATIONS_FLOOR)
 
 
 def require_fits(estimate: MemoryEstimate, batch_size: int, plan, gradient_checkpointing: bool) -> None:

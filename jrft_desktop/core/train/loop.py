@@ -288,7 +288,7 @@ class Trainer:
             notes.append("private training computes in fp32 (per-example gradients), not bf16")
         optimization = Optimization.create(trained, optimizer, task.loss_function(data.problem), device,
                                            precision=precision)
-        metric_name = task.default_metric(data.problem) if training.metric == "auto" else training.metric
+        metric_name = task.default_metric(data) if training.metric == "auto" else training.metric
         return PreparedRun(config, data, task, model, plan, encoder, batches, validation_rows, data.validation.labels,
                            device, schedule, metric_name, optimization, private, notes, precision, base_dtype,
                            canaries=canaries, estimated_memory=memory.total)
@@ -452,6 +452,7 @@ class Trainer:
             "validation_examples": len(run.validation_rows), "validation_source": run.data.validation_source,
             "wall_time_s": wall_time_s, "train_time_s": sum(state.step_times), "eval_time_s": state.eval_time_s,
             "precision": run.precision, "base_dtype": run.base_dtype, "group_by_length": training.group_by_length,
+            "gradient_checkpointing": bool(training.gradient_checkpointing),  # as it ran: the user's, or turned on
             "padded_share": run.batches.padded_share(), **scores,
         }
         if run.private is not None:

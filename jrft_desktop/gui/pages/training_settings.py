@@ -25,6 +25,9 @@ from .base import Note, compact_form, valid_range, with_help
 METRICS = ("auto", "accuracy", "macro_f1", "matthews", "pearson", "spearman")
 PRECISION_LABELS = ("Automatic (bf16 where the CPU or GPU has it)", "fp32", "bf16")  # TrainingSpec's choices
 BASE_DTYPE_LABELS = ("Automatic (bf16 when computing in bf16)", "fp32", "bf16")  # TrainingSpec.base_dtype's
+# TrainingSpec.gradient_checkpointing: automatic (None), on, off
+CHECKPOINTING_CHOICES = (("Automatic (on where the run needs it to fit, or its activations outgrow the model)", None), ("On", True),
+                         ("Off", False))
 
 
 def _spin(cls: type, name: str, ceiling: int | None, value: int, special: str = "") -> QSpinBox:
@@ -127,6 +130,10 @@ class TrainingSettings(QGroupBox):
         more.addRow("Warmup share", self.warmup_spin)
         self.checkpoint_spin = _spin(TrainingSpec, "checkpoint_every", 10_000_000, 0, "at every evaluation")
         more.addRow("Checkpoint every", self.checkpoint_spin)
+        self.recompute_combo = with_help(QComboBox(), TrainingSpec, "gradient_checkpointing")
+        for label, value in CHECKPOINTING_CHOICES:
+            self.recompute_combo.addItem(label, value)
+        more.addRow("Gradient checkpointing", self.recompute_combo)
         self.patience_spin = _spin(TrainingSpec, "early_stopping_patience", 1000, 0,
                                    f"auto ({DEFAULT_PATIENCE} evaluations when it trains until it stops improving)")
         more.addRow("Early stopping after", self.patience_spin)
@@ -153,7 +160,7 @@ class TrainingSettings(QGroupBox):
                      self.checkpoint_spin, self.patience_spin):
             spin.valueChanged.connect(self.changed)
         for combo in (self.device_combo, self.precision_combo, self.base_dtype_combo, self.schedule_combo,
-                      self.metric_combo):
+                      self.metric_combo, self.recompute_combo):
             combo.currentIndexChanged.connect(self.changed)
         self.lr_edit.textChanged.connect(self._check_lr)
         self.dropout_box.toggled.connect(self.changed)
@@ -195,7 +202,7 @@ class TrainingSettings(QGroupBox):
             early_stopping_patience=self.patience_spin.value() or None, metric=self.metric_combo.currentText(),
             device=self.device_combo.currentData(), seed=self.seed_spin.value(), dropout=self.dropout_box.isChecked(),
             precision=self.precision_combo.currentData(), base_dtype=self.base_dtype_combo.currentData(),
-            group_by_length=self.group_box.isChecked(),
+            group_by_length=self.group_box.isChecked(), gradient_checkpointing=self.recompute_combo.currentData(),
         )
 
     def max_length(self) -> int:
