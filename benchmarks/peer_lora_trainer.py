@@ -183,8 +183,11 @@ def run_jrft(args, name: str, train: Path, test: Path, overrides: dict, method: 
 
     config = RunConfig(model=ModelSpec(args.model), method=MethodSpec(**method),
                        data=DataSpec(train=str(train), validation=str(test), max_length=args.max_length),
-                       training=TrainingSpec(max_steps=args.steps, batch_size=32, eval_every=args.eval_every,
-                                             seed=args.seed, device="cpu", metric=args.metric, **overrides))
+                       # overrides may replace the steps and evaluations too: '{"max_steps": null, "eval_every": null}'
+                       # is a default run, trained until it converges
+                       training=TrainingSpec(**{"max_steps": args.steps, "batch_size": 32,
+                                                "eval_every": args.eval_every, "seed": args.seed, "device": "cpu",
+                                                "metric": args.metric, **overrides}))
     with tempfile.TemporaryDirectory() as run_dir:
         finished = Trainer(config, Path(run_dir) / "run", [listen]).run()
     metrics = finished.metrics
@@ -224,7 +227,8 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--jrft-settings", type=json.loads, default={},
                         help='TrainingSpec values for `jrft` and `jrft-fp32` (JSON, e.g. \'{"lr": 0.1}\'): a '
-                             'candidate default measured before it becomes one.')
+                             'candidate default measured before it becomes one; \'{"max_steps": null, "eval_every": '
+                             'null}\': the default run, until it converges.')
     parser.add_argument("--out", type=Path, help="Write the summaries here (JSON).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

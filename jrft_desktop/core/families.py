@@ -428,17 +428,10 @@ _LLAMA_LIKE = dict(layers="layers", shift_sites=_pre_norm_sites("self_attn.o_pro
 _ATTENTION_ONLY = {**_LLAMA_LIKE, "bias_switches": {"self_attn.o_proj": _LLAMA_BIASES["self_attn.o_proj"]},
                    "gguf": None, "default_position": "attention",
                    "position_source": "the only position that folds into the stock class (its MLP has no biases)"}
-# classify on the bundled encoder (all-MiniLM-L6-v2), held-out parts of the training files (docs/benchmarks.md, "The
-# defaults per task"); tag keeps its own measured rate and position (methods/slash.py)
-_BERT_SLASH_SOURCE = ("classify on the bundled encoder, held-out rows: SST-2 86.3 % at the intermediate position and "
-                      "lr 3e-2 against 84.3 % at the output position and 1e-2 (500 steps), AG News 89.1 % against "
-                      "89.0 % (400 steps); CoLA barely learnt in 400 steps either way (Matthews 0.09 against 0.12)")
 _NO_TAGGER = {"classify": ScoreHead(), "generate": LanguageModelHead()}  # transformers has no token classifier
 FAMILIES: dict[str, Family] = {  # keyed by the config's model_type
     "bert": Family("encoder.layer", _BERT_SITES, ("query", "value"),
-                   {"classify": LinearClassifier(), "tag": _TOKENS}, method_lrs={"slash": 3e-2},
-                   method_lr_source=_BERT_SLASH_SOURCE, default_position="intermediate",
-                   position_source=_BERT_SLASH_SOURCE),
+                   {"classify": LinearClassifier(), "tag": _TOKENS}),
     "roberta": _ROBERTA,
     "xlm-roberta": _ROBERTA,
     "camembert": _ROBERTA,

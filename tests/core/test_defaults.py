@@ -135,12 +135,10 @@ def test_the_learning_rate_and_position_come_from_the_task_family_or_method(tiny
     assert (generate.default_lr, generate.position) == (slash.task_defaults["generate"]["lr"].value,
                                                          slash.task_defaults["generate"]["position"].value)
     assert "identity" in generate.default_lr_source and "identity" in generate.position_source
-    tag = plan_of(tiny_models["bert"], "tag")  # the task's measurements before the family's
-    assert (tag.default_lr, tag.position) == (3e-2, "output") and "WNUT" in tag.position_source
-    classify = plan_of(tiny_models["bert"], "classify")  # the BERT family's, measured on the bundled encoder
-    assert (classify.default_lr, classify.position) == (3e-2, "intermediate") and "SST-2" in classify.position_source
-    distilbert = plan_of(tiny_models["distilbert"], "classify")  # unmeasured family: the method's own
-    assert (distilbert.default_lr, distilbert.position) == (slash.default_lr, slash.default_position.value)
+    tag = plan_of(tiny_models["bert"], "tag")
+    assert tag.default_lr == slash.task_defaults["tag"]["lr"].value and "WNUT" in tag.default_lr_source
+    classify = plan_of(tiny_models["bert"], "classify")
+    assert (classify.default_lr, classify.position) == (slash.default_lr, slash.default_position.value)
     on_a_decoder = plan_of(llama, "classify")  # the family's measurement, where the task has none
     assert on_a_decoder.default_lr == 1e-2 and "SmolLM2" in on_a_decoder.default_lr_source
     chosen = plan_of(llama, "generate", position="attention")
@@ -151,7 +149,7 @@ def test_the_learning_rate_and_position_come_from_the_task_family_or_method(tiny
 def test_a_vector_records_the_position_auto_chose(tiny_models, sst2_200, tmp_path):
     finished, _ = run(config(tiny_models, sst2_200, max_steps=2), tmp_path / "run")
     _, metadata = vector_file.read_vector(tmp_path / "run" / "vector.safetensors")
-    assert metadata["method_spec"]["position"] == "intermediate"  # the BERT family's measured one
+    assert metadata["method_spec"]["position"] == get_method("slash").default_position.value
     assert vector_file.restore(tmp_path / "run" / "vector.safetensors").model is not None
 
 

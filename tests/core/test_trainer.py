@@ -404,7 +404,6 @@ def test_a_tie_of_the_metric_is_broken_by_the_validation_loss(score, loss, best,
 
 def test_exported_vector_is_the_best_evaluation(tiny_models, train_file, tmp_path):
     config = make_config(tiny_models, train_file, max_steps=24, eval_every=2, lr=1.0, seed=1)  # a jumpy run
-    config = dataclasses.replace(config, method=dataclasses.replace(config.method, position="output"))  # jumpy there
     finished, events = train(config, tmp_path / "run")
     run_dir = tmp_path / "run"
     evaluations = of_type(events, EvalEvent)
