@@ -122,10 +122,9 @@ def run_jrft(model: str, method: str, batch: int, length: int, steps: int, check
         finished = Trainer(config, Path(folder) / "run",
                            [lambda event: times.append(event.step_time_s) if isinstance(event, StepEvent) else None]
                            ).run()
-        ran = json.loads((Path(folder) / "run" / "config.json").read_text(encoding="utf-8"))["training"]
     metrics = finished.metrics
     return {"step_s": statistics.median(times[1:] or times), "steps": len(times),
-            "estimated_mb": metrics.get("estimated_memory_mb"), "checkpointing": ran["gradient_checkpointing"],
+            "estimated_mb": metrics.get("estimated_memory_mb"), "checkpointing": metrics.get("gradient_checkpointing"),
             "base_dtype": metrics.get("base_dtype"),
             "precision": metrics.get("precision")}
 
@@ -139,8 +138,9 @@ def child(args) -> int:
         found = run_peer(model, args.batch, args.length, args.steps)
     else:
         found = run_jrft(model, args.system, args.batch, args.length, args.steps, args.checkpointing, args.on_the_fly)
-    variant = "".join(f" ({name})" for name, asked in (
-        (f"checkpointing {args.checkpointing}", args.checkpointing != "auto"), ("on the fly", args.on_the_fly)) if asked)
+    variant = "".join(f" ({name})" for name, asked in ((f"checkpointing {args.checkpointing}",
+                                                         args.checkpointing != "auto"),
+                                                        ("on the fly", args.on_the_fly)) if asked)
     print(json.dumps({"model": args.model, "system": args.system + variant,
                       "peak_mb": round(peak_mb()),
                       "wall_s": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),

@@ -206,8 +206,8 @@ class TrainingSpec:
         default="auto",
         metadata=_help("Validation metric that picks the best checkpoint: accuracy, macro_f1, matthews, "
                        "pearson, spearman (classify), entity_f1, entity_precision, entity_recall, token_accuracy "
-                       "(tag); 'auto' = accuracy (classification; matthews where one class holds over two thirds of the "
-                       "training rows), pearson (regression) or entity_f1 (tag)."),
+                       "(tag); 'auto' = accuracy (classification; matthews where one class holds over two thirds of "
+                       "the training rows), pearson (regression) or entity_f1 (tag)."),
     )
     device: str = field(default="auto", metadata=_help("'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda:0', ..."))
     seed: int = field(default=0, metadata=_help("Seed for the data order, the split and the initialisation.",

@@ -30,7 +30,8 @@ from .registry import register
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
-SKEWED = 2 / 3  # a majority class's share of the training rows past which 'auto' picks checkpoints by Matthews correlation
+# a majority class's share of the training rows past which 'auto' picks checkpoints by Matthews correlation
+SKEWED = 2 / 3
 
 
 _LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "score")

@@ -153,7 +153,7 @@ def _outgrown(estimate: MemoryEstimate) -> bool:
     return estimate.activations > max(estimate.weights, ACTIVATIONS_FLOOR)
 
 
-def require_fits(estimate: MemoryEstimate, batch_size: int, plan, gradient_checkpointing: bool) -> None:
+def require_fits(estimate: MemoryEstimate, batch_size: int, plan, gradient_checkpointing: bool | None) -> None:
     """Refuse a run that will not fit, naming what to change."""
     from ..errors import UserError
 

@@ -26,8 +26,8 @@ METRICS = ("auto", "accuracy", "macro_f1", "matthews", "pearson", "spearman")
 PRECISION_LABELS = ("Automatic (bf16 where the CPU or GPU has it)", "fp32", "bf16")  # TrainingSpec's choices
 BASE_DTYPE_LABELS = ("Automatic (bf16 when computing in bf16)", "fp32", "bf16")  # TrainingSpec.base_dtype's
 # TrainingSpec.gradient_checkpointing: automatic (None), on, off
-CHECKPOINTING_CHOICES = (("Automatic (on where the run needs it to fit, or its activations outgrow the model)", None), ("On", True),
-                         ("Off", False))
+CHECKPOINTING_CHOICES = (("Automatic (on where the run needs it to fit, or its activations outgrow the model)", None),
+                         ("On", True), ("Off", False))
 
 
 def _spin(cls: type, name: str, ceiling: int | None, value: int, special: str = "") -> QSpinBox:
